@@ -1,0 +1,115 @@
+"""The one small interface between overnight and a workload.
+
+A workload is a class with a ``name``, a ``version`` and a ``run(config, ctx)`` method that trains
+and evaluates one configuration and returns a flat dict of metrics. It is registered in
+pyproject.toml under the ``overnight.workloads`` entry-point group; the orchestrator loads it by
+that name and never imports workload code directly.
+
+``ctx`` is supplied by the orchestrator (see :class:`TrialContext` for what it offers). Workloads
+must work with any object that has these attributes, so unit tests can pass a ``LocalContext``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+Metrics = dict[str, Any]  # flat: str -> int | float | str | bool
+
+
+class Diverged(RuntimeError):
+    """Raise from ``run`` when training blew up (NaN/inf loss). The trial is recorded with status
+    ``diverged`` and is not retried. Any metrics passed along are kept in the row."""
+
+    def __init__(self, message: str = "training diverged", metrics: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.metrics = dict(metrics or {})
+
+
+@runtime_checkable
+class TrialContext(Protocol):
+    """What a running trial can use. Provided by the orchestrator."""
+
+    trial_id: str
+    seed: int            # the config's ``seed`` if present, else derived from the trial id
+    device: str          # "cpu" or "cuda" (already restricted to the GPU Ray assigned)
+    data_root: Path      # where loaders look for / download real datasets
+    cache_dir: Path      # scratch space shared by trials on this machine
+    scale: str           # smoke | fast | full
+    attempt: int         # 1 on the first execution, 2 after a crash/retry, ...
+
+    def report(self, step: int, **metrics: Any) -> None:
+        """Record one row of per-step history (goes to the history dataset)."""
+
+    def save_checkpoint(self, state: Any) -> None:
+        """Persist picklable state (torch tensors are fine). Overwrites the previous one atomically."""
+
+    def load_checkpoint(self) -> Any | None:
+        """The last saved state of this trial, or None on a fresh start."""
+
+    def write_artifact(self, name: str, rows: Any) -> None:
+        """Store a table (pandas DataFrame or list of dicts) as a Parquet artifact of this trial."""
+
+    def stage(self, key: Mapping[str, Any], build: Callable[[], Any]) -> Any:
+        """Content-addressed stage cache: return the artifact for ``key``, building it once."""
+
+    def log(self, message: str) -> None:
+        """A line for the trial's log."""
+
+
+class Workload(Protocol):
+    name: str
+    version: str
+
+    def run(self, config: dict[str, Any], ctx: TrialContext) -> Metrics: ...
+
+
+def check_finite(step: int, **values: float) -> None:
+    """Raise :class:`Diverged` if any value is NaN or infinite."""
+    bad = {k: v for k, v in values.items() if not math.isfinite(float(v))}
+    if bad:
+        raise Diverged(f"non-finite {', '.join(bad)} at step {step}", metrics={"diverged_step": step})
+
+
+@dataclass
+class LocalContext:
+    """A ``TrialContext`` that needs no Ray and no results directory: for unit tests, notebooks
+    and quick manual runs of a workload. Everything it records stays on the object."""
+
+    trial_id: str = "local"
+    seed: int = 0
+    device: str = "cpu"
+    data_root: Path = field(default_factory=lambda: Path(os.environ.get("OVERNIGHT_DATA", Path.home() / ".cache/overnight/data")))
+    cache_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="overnight-cache-")))
+    scale: str = "smoke"
+    attempt: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    _checkpoint: bytes | None = None
+    _stages: dict[str, Any] = field(default_factory=dict)
+
+    def report(self, step: int, **metrics: Any) -> None:
+        self.history.append({"step": step, **metrics})
+
+    def save_checkpoint(self, state: Any) -> None:
+        self._checkpoint = pickle.dumps(state)
+
+    def load_checkpoint(self) -> Any | None:
+        return None if self._checkpoint is None else pickle.loads(self._checkpoint)
+
+    def write_artifact(self, name: str, rows: Any) -> None:
+        self.artifacts[name] = rows
+
+    def stage(self, key: Mapping[str, Any], build: Callable[[], Any]) -> Any:
+        k = repr(sorted(key.items()))
+        if k not in self._stages:
+            self._stages[k] = build()
+        return self._stages[k]
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
