@@ -1,0 +1,274 @@
+"""overnight run | status | report | list.
+
+Exit codes: 0 all trials done, 1 some trials failed (or were left unfinished), 2 bad input (one
+line on stderr naming the file, field and value), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestrator import spec as specmod
+from orchestrator.errors import UserError
+
+DEFAULT_RESULTS = os.environ.get("OVERNIGHT_RESULTS", "results")
+DEFAULT_DATA = os.environ.get("OVERNIGHT_DATA", str(Path.home() / ".cache" / "overnight" / "data"))
+STUDY_DIR = Path("configs/studies")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise UserError(f"{message} (see `overnight {self.prog.split()[-1]} --help`)" if " " in self.prog else message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="overnight", description="Run research studies (grids of training runs) on Ray Tune; "
+                                              "every finished trial is a row of a Parquet dataset.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run (or resume) a study")
+    r.add_argument("study", help="study YAML file, or the name of one in configs/studies/")
+    r.add_argument("--scale", default="fast", help="smoke | fast | full (default: fast)")
+    r.add_argument("--results", default=DEFAULT_RESULTS, help="results root: a path or a pyarrow.fs URI (default: results/)")
+    r.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray)")
+    r.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter (or a study field such as resources.gpu=0.25); repeatable")
+    r.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    r.add_argument("--dry-run", action="store_true", help="print the trials and run nothing")
+    r.add_argument("--data-root", default=DEFAULT_DATA, help="where datasets are found or downloaded")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+    r.add_argument("--num-gpus", type=float, default=None, help="GPUs of the embedded local Ray (may exceed the real ones: fake GPUs)")
+    r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
+
+    s = sub.add_parser("status", help="summarise a results directory (does not start Ray)")
+    s.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
+
+    rep = sub.add_parser("report", help="write report.md for a results directory and print it")
+    rep.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
+    rep.add_argument("--out", default=None, help="also write the report to this file")
+
+    sub.add_parser("list", help="studies in configs/studies/ and the registered workloads")
+    return p
+
+
+# ------------------------------------------------------------------------------------------
+def _study_path(arg: str) -> Path:
+    p = Path(arg)
+    if p.exists() or p.suffix in (".yaml", ".yml") or "/" in arg:
+        return p
+    candidate = STUDY_DIR / f"{arg}.yaml"
+    if candidate.exists():
+        return candidate
+    raise UserError(f"no study file {arg!r} (and no {candidate})", source="study")
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from orchestrator import registry
+    from orchestrator.grid import expand
+    from orchestrator.store import study_store
+
+    path = _study_path(a.study)
+    raw = specmod.load_raw(path)
+    study = specmod.resolve(raw, str(path), a.scale, a.sets)
+    if a.max_concurrent is not None and a.max_concurrent < 1:
+        raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
+    try:
+        workload = registry.load(study.workload)
+    except UserError as e:
+        raise UserError(e.bare, source=str(path), field="workload") from None
+    trials = expand(study, str(workload.version))
+    store = study_store(a.results, study.name, a.scale)
+
+    if a.dry_run:
+        done = store.statuses() if store.exists("trials") else {}
+        todo = [t for t in trials if t.trial_id not in done or (a.retry_failed and done[t.trial_id] == "failed")]
+        print(f"{len(trials)} trials")
+        print(f"{study.name}/{a.scale}: workload {study.workload} v{workload.version}; "
+              f"{len(trials) - len(todo)} finished, {len(todo)} to run; results in {store.location}")
+        for t in trials[:5]:
+            print(f"  {t.trial_id}  {_short(t.config)}")
+        if len(trials) > 5:
+            print(f"  ... {len(trials) - 5} more")
+        return 0
+
+    store.check_writable()
+    from orchestrator import execute, report
+
+    with store.lock():
+        statuses = store.statuses()
+        retry = {tid for tid, st in statuses.items() if st == "failed"} if a.retry_failed else set()
+        pending = [t for t in trials if t.trial_id not in statuses or t.trial_id in retry]
+        _freeze(store, study, a.scale, str(workload.version), trials)
+        stage_cache = _stage_location(a.results)
+        plan = execute.Plan(study=study, scale=a.scale, version=str(workload.version), trials=trials,
+                            pending=pending, store=store, stage_cache=stage_cache, data_root=a.data_root)
+        resumed = len(set(store.in_flight()) & {t.trial_id for t in pending})
+        print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
+              f"{len(pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
+              + f"; results in {store.location}", file=sys.stderr)
+        out = execute.run(plan, address=a.address, max_concurrent=a.max_concurrent,
+                          num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+    print(f"{study.name}/{a.scale}: {execute.describe(out)}", file=sys.stderr)
+    if out.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+    for tid, err in out.failures[:5]:
+        print(f"  failed {tid}: {str(err).splitlines()[0][:200] if err else ''}", file=sys.stderr)
+    if not a.no_report and not out.interrupted:
+        text = report.render(study, a.scale, _rows_of(store, trials), total=len(trials))
+        store.write_bytes("report.md", text.encode())
+        print(text)
+    return out.exit_code
+
+
+def _short(cfg: dict[str, Any], limit: int = 160) -> str:
+    text = " ".join(f"{k}={v}" for k, v in cfg.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stage_location(results: str) -> str:
+    from orchestrator.store import is_uri, join
+
+    return join(results.rstrip("/"), "_cache", "stages") if is_uri(results) else str(Path(results).resolve() / "_cache" / "stages")
+
+
+def _freeze(store, study, scale: str, version: str, trials) -> None:
+    """study.json: the resolved study and the union of its trials over all runs so far."""
+    old = store.manifest() or {}
+    known = {t["trial_id"]: t["config"] for t in old.get("trials", [])}
+    for t in trials:
+        known.setdefault(t.trial_id, t.config)
+    store.write_manifest({"study": study.model_dump(mode="json"), "scale": scale, "workload_version": version,
+                          "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
+
+
+def _rows_of(store, trials):
+    rows = store.rows()
+    if rows.empty:
+        return rows
+    return rows[rows["trial_id"].isin({t.trial_id for t in trials})].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------
+def _study_dirs(results_dir: str) -> list:
+    """Every RESULTS/<study>/<scale> under ``results_dir`` (which may itself be one)."""
+    from orchestrator.store import StudyStore, join
+
+    root = StudyStore(results_dir)
+    if root.exists("study.json"):
+        return [root]
+    found = []
+    for study in root.list_dirs(""):
+        if study.startswith("_"):
+            continue
+        sub = StudyStore(join(root.location, study))
+        if sub.exists("study.json"):
+            found.append(sub)
+            continue
+        for scale in sub.list_dirs(""):
+            s = StudyStore(join(root.location, study, scale))
+            if s.exists("study.json"):
+                found.append(s)
+    if not found:
+        raise UserError("no overnight results here (no study.json found)", source=results_dir)
+    return found
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from orchestrator.progress import fmt_duration
+
+    worst = 0
+    for store in _study_dirs(a.results_dir):
+        m = store.manifest()
+        ids = [t["trial_id"] for t in m["trials"]]
+        statuses = store.statuses()
+        counts = {s: sum(1 for t in ids if statuses.get(t) == s) for s in ("completed", "failed", "diverged")}
+        in_flight = set(store.in_flight()) & set(ids)
+        pending = len(ids) - sum(counts.values())
+        holder = store.lock().holder()
+        rows = store.rows()
+        spent = fmt_duration(float(rows["wall_s"].sum())) if not rows.empty else "0s"
+        print(f"{m['study']['name']}/{m['scale']}: {len(ids)} trials | {counts['completed']} completed | "
+              f"{counts['failed']} failed | {counts['diverged']} diverged | {pending} pending"
+              f"{f' ({len(in_flight)} with checkpoints)' if in_flight else ''} | {spent} trial time | "
+              f"{'driver running: ' + holder if holder else 'no driver running'}")
+        print(f"  {store.location}")
+        if counts["failed"]:
+            for r in rows[rows["status"] == "failed"].head(5).itertuples():
+                print(f"  failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}")
+        worst = max(worst, 1 if counts["failed"] else 0)
+    return worst
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from orchestrator import report
+
+    texts = []
+    for store in _study_dirs(a.results_dir):
+        m = store.manifest()
+        study = specmod.Study.model_validate(m["study"])
+        ids = {t["trial_id"] for t in m["trials"]}
+        rows = store.rows()
+        if not rows.empty:
+            rows = rows[rows["trial_id"].isin(ids)].reset_index(drop=True)
+        text = report.render(study, m["scale"], rows, total=len(ids))
+        store.write_bytes("report.md", text.encode())
+        texts.append(text)
+    combined = "\n".join(texts)
+    if a.out:
+        try:
+            Path(a.out).write_text(combined)
+        except OSError as e:
+            raise UserError(f"cannot write: {e.strerror}", source="--out", field=a.out) from None
+    print(combined, end="")
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from orchestrator import registry
+
+    print("Studies (configs/studies/):")
+    files = sorted(STUDY_DIR.glob("*.yaml")) if STUDY_DIR.is_dir() else []
+    if not files:
+        print("  (none here; run from the project root)")
+    for f in files:
+        try:
+            st = specmod.load(f)
+            from orchestrator.grid import configs
+
+            n = sum(1 for _ in configs(st))
+            scales = ",".join(st.scales) or "-"
+            print(f"  {f.stem:<28} {st.workload:<13} {n:>4} trials  scales {scales:<16} {st.description[:70]}")
+        except UserError as e:
+            print(f"  {f.stem:<28} INVALID: {e}")
+    print("Workloads:")
+    for name, target in sorted(registry.registered().items()):
+        try:
+            cls = registry.load(name)
+            print(f"  {name:<13} v{cls.version:<4} {target}")
+        except UserError as e:
+            print(f"  {name:<13} unavailable: {e.bare}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        a = _parser().parse_args(argv)
+        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list}[a.command](a)
+    except UserError as e:
+        print(f"overnight: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("overnight: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,54 @@
+"""Study -> trials. A trial's id is a hash of (workload name, workload version, resolved config),
+so the same configuration has the same id on any machine and in any run."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from orchestrator.spec import Study, Variant
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    config: dict[str, Any]
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def trial_id(workload: str, version: str, config: dict[str, Any]) -> str:
+    blob = canonical_json({"workload": workload, "version": str(version), "config": config})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _product(grid: dict[str, list], zips: dict[str, list[dict]]) -> Iterator[dict[str, Any]]:
+    """Cartesian product over grid axes and zip groups, in the order they are written."""
+    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in grid.items()]
+    axes += [list(rows) for rows in zips.values()]
+    for combo in itertools.product(*axes):
+        out: dict[str, Any] = {}
+        for part in combo:
+            out.update(part)
+        yield out
+
+
+def configs(study: Study) -> Iterator[dict[str, Any]]:
+    variants = study.variants or [Variant()]
+    for base in _product(study.grid, study.zip):
+        for variant in variants:
+            for own in _product(variant.grid, variant.zip):
+                yield {**study.fixed, **variant.fixed, **base, **own}
+
+
+def expand(study: Study, version: str) -> list[Trial]:
+    """All trials of the (already scale-resolved) study, duplicates removed, order kept."""
+    seen: dict[str, Trial] = {}
+    for cfg in configs(study):
+        tid = trial_id(study.workload, version, cfg)
+        seen.setdefault(tid, Trial(tid, cfg))
+    return list(seen.values())

@@ -1,0 +1,99 @@
+"""One live progress line (TTY) or plain log lines (pipes, CI): done / running / failed / pending + ETA."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+@dataclass
+class Progress:
+    label: str
+    total: int            # trials in the study
+    already: int          # finished before this run
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    tty: bool | None = None
+    min_interval_s: float = 0.5
+    log_interval_s: float = 30.0
+    completed: int = 0
+    failed: int = 0
+    diverged: int = 0
+    running: int = 0
+    _t0: float = field(default_factory=time.monotonic)
+    _last: float = 0.0
+    _last_line: str = ""
+
+    def __post_init__(self) -> None:
+        if self.tty is None:
+            self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    @property
+    def finished_now(self) -> int:
+        return self.completed + self.failed + self.diverged
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.already - self.finished_now - self.running)
+
+    def eta_s(self) -> float | None:
+        done = self.finished_now
+        left = self.total - self.already - done
+        if done == 0 or left <= 0:
+            return None if left > 0 else 0.0
+        return (time.monotonic() - self._t0) / done * left
+
+    def line(self) -> str:
+        done = self.already + self.completed + self.diverged
+        eta = self.eta_s()
+        parts = [f"[{self.label}] {done + self.failed}/{self.total} finished",
+                 f"{self.running} running", f"{self.failed} failed"]
+        if self.diverged:
+            parts.append(f"{self.diverged} diverged")
+        parts += [f"{self.pending} pending", f"elapsed {fmt_duration(time.monotonic() - self._t0)}",
+                  "ETA " + ("--" if eta is None else fmt_duration(eta))]
+        return " | ".join(parts)
+
+    def update(self, force: bool = False, event: str | None = None) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if force or now - self._last >= self.min_interval_s:
+                self.stream.write("\r\033[K" + self.line())
+                self.stream.flush()
+                self._last = now
+            return
+        # plain lines: on every finished trial (throttled) and as a heartbeat
+        if force or (event and now - self._last >= 2.0) or now - self._last >= self.log_interval_s:
+            text = self.line()
+            if text != self._last_line or now - self._last >= self.log_interval_s:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                self._last_line = text
+            self._last = now
+
+    def trial_started(self) -> None:
+        self.running += 1
+        self.update()
+
+    def trial_finished(self, status: str) -> None:
+        self.running = max(0, self.running - 1)
+        if status == "failed":
+            self.failed += 1
+        elif status == "diverged":
+            self.diverged += 1
+        else:
+            self.completed += 1
+        self.update(event="finished")
+
+    def close(self) -> None:
+        self.update(force=True)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

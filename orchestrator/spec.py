@@ -1,0 +1,267 @@
+"""Study files: YAML -> validated :class:`Study`, then one scale (and ``--set`` overrides) resolved.
+
+Every error names the file, the field and the offending value in one line (see ``UserError``).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import UserError
+
+SCALES = ("smoke", "fast", "full")
+STATS = {"mean", "std", "n", "min", "max", "median", "sem"}
+_SHARE = re.compile(r"^share([<>]=?)(-?\d+(\.\d+)?)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_axes(grid: dict[str, Any]) -> dict[str, list]:
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"axis {key!r} must be a non-empty list (got {values!r})")
+    return grid
+
+
+def _check_zip(groups: dict[str, Any]) -> dict[str, list[dict]]:
+    for group, rows in groups.items():
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and r for r in rows):
+            raise ValueError(f"zip group {group!r} must be a non-empty list of mappings")
+        keys = set(rows[0])
+        for r in rows[1:]:
+            if set(r) != keys:
+                raise ValueError(f"zip group {group!r}: every entry needs the keys {sorted(keys)} (got {sorted(r)})")
+    return groups
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)  # custom Ray resources, e.g. {"big_mem": 1}
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpu above 1 must be a whole number (got {v})")
+        return v
+
+
+class Variant(_Strict):
+    name: str | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list] = Field(default_factory=dict)
+    zip: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    _axes = field_validator("grid")(classmethod(lambda cls, v: _check_axes(v)))
+    _zips = field_validator("zip")(classmethod(lambda cls, v: _check_zip(v)))
+
+
+class ScaleOverride(_Strict):
+    description: str = ""
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list] = Field(default_factory=dict)
+    resources: Resources | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+
+    _axes = field_validator("grid")(classmethod(lambda cls, v: _check_axes(v)))
+
+
+class BestSpec(_Strict):
+    by: list[str] = Field(default_factory=list)
+    metric: str
+    mode: Literal["min", "max"] = "max"
+    top: int = Field(1, ge=1)
+
+
+class ReportTable(_Strict):
+    title: str
+    where: str | None = None
+    by: list[str] = Field(default_factory=list)
+    values: list[str] = Field(default_factory=list)
+    stats: list[str] = Field(default_factory=lambda: ["mean", "std", "n"])
+    best: BestSpec | None = None
+    columns: list[str] | None = None
+    decimals: int = Field(2, ge=0, le=8)
+    note: str | None = None
+
+    @field_validator("stats")
+    @classmethod
+    def _stats(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s not in STATS and not _SHARE.match(s):
+                raise ValueError(f"unknown stat {s!r} (use {', '.join(sorted(STATS))} or share>X)")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ReportTable":
+        if self.best is None and not self.values:
+            raise ValueError("a table needs `values` (grouped statistics) or `best`")
+        return self
+
+
+class Study(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    workload: str = Field(min_length=1)
+    description: str = ""
+    metric: str | None = None
+    mode: Literal["min", "max"] = "max"
+    max_failures: int = Field(1, ge=0, le=100)
+    max_concurrent: int | None = Field(None, ge=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list] = Field(default_factory=dict)
+    zip: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    variants: list[Variant] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    scales: dict[Literal["smoke", "fast", "full"], ScaleOverride] = Field(default_factory=dict)
+    report: list[ReportTable] = Field(default_factory=list)
+
+    _axes = field_validator("grid")(classmethod(lambda cls, v: _check_axes(v)))
+    _zips = field_validator("zip")(classmethod(lambda cls, v: _check_zip(v)))
+
+    @model_validator(mode="after")
+    def _no_duplicate_keys(self) -> "Study":
+        # Base level: fixed, grid and zip keys are disjoint. A variant may override a base fixed
+        # value but never a base axis, and its own keys are disjoint too.
+        base_axes = _owners(self.grid, self.zip, prefix="")
+        for k in self.fixed:
+            if k in base_axes:
+                raise ValueError(f"fixed.{k} is also an axis in {base_axes[k]}")
+        for i, v in enumerate(self.variants):
+            own = _owners(v.grid, v.zip, prefix=f"variants[{i}].")
+            for k in list(own) + list(v.fixed):
+                if k in base_axes:
+                    raise ValueError(f"variants[{i}]: key {k!r} is already an axis in {base_axes[k]}")
+                if k in own and k in v.fixed:
+                    raise ValueError(f"variants[{i}]: key {k!r} is both fixed and an axis")
+        return self
+
+
+def _owners(grid: dict[str, list], zips: dict[str, list[dict]], prefix: str) -> dict[str, str]:
+    """key -> where it is an axis; raises if two axes set the same key."""
+    owner: dict[str, str] = {}
+    places = [(k, f"{prefix}grid") for k in grid]
+    places += [(k, f"{prefix}zip.{g}") for g, rows in zips.items() for k in rows[0]]
+    for k, where in places:
+        if k in owner:
+            raise ValueError(f"key {k!r} is set by both {owner[k]} and {where}")
+        owner[k] = where
+    return owner
+
+
+# --------------------------------------------------------------------------------------------
+def _format_validation(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p not in ("function-after",))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    elif "input" in first and first["type"] not in ("value_error",):
+        msg = f"{msg} (got {first['input']!r})"
+    return loc, msg
+
+
+def validate(doc: Any, source: str) -> Study:
+    if not isinstance(doc, dict):
+        raise UserError(f"a study file must be a YAML mapping (got {type(doc).__name__})", source=source)
+    try:
+        return Study.model_validate(doc)
+    except ValidationError as e:
+        loc, msg = _format_validation(e)
+        raise UserError(msg, source=source, field=loc or None) from None
+
+
+def load_raw(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise UserError("no such study file", source=str(path))
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"invalid YAML: {problem}", source=str(path), field=where) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read: {e}", source=str(path)) from None
+    return doc
+
+
+def load(path: str | Path) -> Study:
+    return validate(load_raw(path), str(path))
+
+
+# --------------------------------------------------------------------------------------------
+def resolve(raw: dict, source: str, scale: str, sets: list[str] | None = None) -> Study:
+    """The study as it runs at ``scale`` with ``--set`` overrides applied, validated again."""
+    study = validate(raw, source)  # validates every scale block too
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r} (use {', '.join(SCALES)})", source="--scale")
+    if study.scales and scale not in study.scales:
+        raise UserError(f"study defines no {scale!r} scale (it has {', '.join(study.scales)})", source=source, field="scales")
+    doc = copy.deepcopy(raw)
+    override = doc.get("scales", {}).get(scale) or {}
+    doc["fixed"] = {**doc.get("fixed", {}), **override.get("fixed", {})}
+    for axis, values in (override.get("grid") or {}).items():
+        hits = [g for g in [doc.get("grid", {})] + [v.get("grid", {}) for v in doc.get("variants", [])] if axis in g]
+        if not hits:
+            raise UserError(f"{axis!r} is not a grid axis of the study", source=source, field=f"scales.{scale}.grid.{axis}")
+        for g in hits:
+            g[axis] = values
+    if override.get("resources"):
+        doc["resources"] = {**doc.get("resources", {}), **override["resources"]}
+    if override.get("max_concurrent"):
+        doc["max_concurrent"] = override["max_concurrent"]
+    doc["scales"] = {}
+    for item in sets or []:
+        _apply_set(doc, item)
+    return validate(doc, source)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_set(doc: dict, item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"expected key=value (got {item!r})", source="--set")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    value = _parse_value(text)
+    if not key:
+        raise UserError(f"empty key in {item!r}", source="--set")
+    top = key.split(".", 1)[0]
+    if top in Study.model_fields and top != "scales":
+        # a path into the study document, e.g. resources.gpu=0.25 or grid.bits=[2,4]
+        parts = key.split(".")
+        node = doc
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{p!r} is not a mapping", source="--set", field=key)
+        node[parts[-1]] = value
+        return
+    grids = [doc.get("grid", {})] + [v.get("grid", {}) for v in doc.get("variants", [])]
+    hits = [g for g in grids if key in g]
+    for g in hits:  # a grid axis: a list replaces it, a scalar pins it
+        g[key] = value if isinstance(value, list) else [value]
+    if hits:
+        return
+    for group, rows in doc.get("zip", {}).items():
+        if rows and key in rows[0]:
+            raise UserError(f"{key!r} is zipped in group {group!r}; set the whole group with zip.{group}=[...]", source="--set", field=key)
+    doc.setdefault("fixed", {})[key] = value

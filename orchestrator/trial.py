@@ -1,0 +1,197 @@
+"""What runs inside one trial process: seeding, device, the ctx, and the trial's result row.
+
+The row is written from here (not from the driver) so a finished trial is recorded even if the
+driver is killed a moment later; the driver only fills in rows for trials whose process died.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from orchestrator import registry
+from orchestrator.cache import StageCache
+from orchestrator.store import StudyStore, utcnow
+
+
+@dataclass
+class TrialPayload:
+    """Everything a trial needs, small enough to travel in Tune's param space."""
+
+    trial_id: str
+    config: dict[str, Any]
+    study: str
+    scale: str
+    workload: str
+    results: str          # location of RESULTS/<study>/<scale>
+    stage_cache: str      # location of the shared stage cache
+    data_root: str
+    metric: str | None
+    max_failures: int
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception line plus the innermost frames: enough to act on, short enough for a cell."""
+    tb = traceback.TracebackException.from_exception(exc)
+    frames = list(tb.stack)[-3:]
+    where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
+    text = "".join(tb.format_exception_only()).strip()
+    return f"{text} [{where}]"[:4000]
+
+
+@dataclass
+class WorkerContext:
+    """The ``ctx`` handed to ``Workload.run`` (see workloads/base.py TrialContext)."""
+
+    trial_id: str
+    seed: int
+    device: str
+    data_root: Path
+    cache_dir: Path
+    scale: str
+    attempt: int
+    _store: StudyStore
+    _stages: StageCache
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _tune_report: Callable[[dict], None] | None = None
+
+    def report(self, step: int, **metrics: Any) -> None:
+        self.history.append({"step": int(step), "time": time.time(), **metrics})
+
+    def save_checkpoint(self, state: Any) -> None:
+        # history travels with the state, so a resumed trial keeps the steps before the crash
+        self._store.save_checkpoint(self.trial_id, {"state": state, "history": self.history})
+
+    def load_checkpoint(self) -> Any | None:
+        saved = self._store.load_checkpoint(self.trial_id)
+        if saved is None:
+            return None
+        self.history = list(saved.get("history", []))
+        return saved["state"]
+
+    def write_artifact(self, name: str, rows: Any) -> None:
+        self._store.write_artifact(name, self.trial_id, rows)
+
+    def stage(self, key: Mapping[str, Any], build: Callable[[], Any]) -> Any:
+        return self._stages.get(key, build)
+
+    def log(self, message: str) -> None:
+        print(f"[{self.trial_id}] {message}", flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the generators the workload has loaded (importing torch just to seed it costs seconds)."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def _device(gpu: float) -> str:
+    if gpu <= 0:
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    if gpu < 1:
+        # Ray's fractional GPUs are logical only: cap this process so k packed trials fit.
+        torch.cuda.set_per_process_memory_fraction(max(0.05, gpu * 0.95), 0)
+    return "cuda"
+
+
+def _threads(cpu: float) -> None:
+    n = max(1, int(cpu))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def derive_seed(trial_id: str) -> int:
+    return int(trial_id[:8], 16) % 2**31
+
+
+def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Run one trial to its row. Raises (so Ray retries) while retries are left; after that the
+    failure is recorded as a ``failed`` row and the function returns normally."""
+    p = TrialPayload(**payload)
+    store = StudyStore(p.results)
+    attempts = store.bump(p.trial_id, "attempts")
+    workload = registry.load(p.workload)()
+    from workloads.base import Diverged  # the interface module, not a workload
+
+    config = dict(p.config)
+    seed = int(config["seed"]) if isinstance(config.get("seed"), int) else derive_seed(p.trial_id)
+    _threads(p.cpu)
+    seed_everything(seed)
+    ctx = WorkerContext(
+        trial_id=p.trial_id, seed=seed, device=_device(p.gpu), data_root=Path(p.data_root),
+        cache_dir=Path(p.stage_cache) if "://" not in p.stage_cache else Path.home() / ".cache/overnight/scratch",
+        scale=p.scale, attempt=attempts, _store=store, _stages=StageCache(p.stage_cache),
+    )
+    started = utcnow()
+    t0 = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    error = ""
+    try:
+        metrics = dict(workload.run(config, ctx) or {})
+        status = "completed"
+        if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
+            status, error = "diverged", f"{p.metric} is {metrics[p.metric]}"
+    except Diverged as e:
+        status, error, metrics = "diverged", str(e), dict(e.metrics)
+    except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
+        errors = store.bump(p.trial_id, "errors")
+        if errors <= p.max_failures:
+            raise
+        status, error = "failed", _error_text(e)
+    clash = sorted(set(metrics) & set(config))
+    if clash:
+        status, error = "failed", f"workload returned metrics that repeat config keys: {clash}"
+        metrics = {}
+    row = {
+        "trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": status,
+        **config, **metrics,
+        "started_at": started, "finished_at": utcnow(), "wall_s": round(time.perf_counter() - t0, 4),
+        "host": socket.gethostname(), "device": ctx.device, "attempts": attempts, "error": error,
+    }
+    store.write_history(p.trial_id, ctx.history)
+    store.write_row(row)
+    store.clear_checkpoint(p.trial_id)
+    if tune_report is not None:
+        tune_report({"overnight_status": status})
+    return row
+
+
+def _not_finite(value: Any) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def failed_row(payload: Mapping[str, Any], error: str) -> dict[str, Any]:
+    """Row for a trial whose process died (node loss, OOM kill) after all retries."""
+    p = TrialPayload(**payload)
+    store = StudyStore(p.results)
+    now = utcnow()
+    row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": "failed", **p.config,
+           "started_at": now, "finished_at": now, "wall_s": 0.0, "host": "", "device": "",
+           "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
+    store.write_row(row)
+    return row

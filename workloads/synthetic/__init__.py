@@ -1,0 +1,66 @@
+"""A synthetic workload for testing and benchmarking the orchestrator itself.
+
+It does a fixed amount of real CPU work (dense matrix products), reports a loss curve that depends
+on its config, checkpoints after every step and resumes from the last one. On request it fails
+(``fail: raise``), produces a NaN loss (``fail: nan``), or kills its own process (``fail: crash``),
+so the orchestrator's handling of each case can be tested. With ``marker_dir`` it leaves one file
+per execution start and per finished execution, which tests count.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workloads.base import Diverged
+
+
+def burn(units: int, rng: np.random.Generator) -> float:
+    """About one millisecond of single-core work per unit (64x64 float64 matrix products)."""
+    a = rng.standard_normal((64, 64)) / 8.0
+    acc = np.eye(64)
+    for _ in range(units * 4):
+        acc = np.tanh(acc @ a)
+    return float(acc.sum())
+
+
+class Synthetic:
+    name = "synthetic"
+    version = "1"
+
+    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+        steps = int(config.get("steps", 5))
+        units = int(config.get("work_units", 10))      # per step
+        sleep_s = float(config.get("sleep_s", 0.0))    # per step, idle time (I/O-like)
+        fail = config.get("fail", "none")
+        lr = float(config.get("lr", 0.1))
+        marker = config.get("marker_dir")
+        if marker:
+            Path(marker).mkdir(parents=True, exist_ok=True)
+            (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start").touch()
+
+        state = ctx.load_checkpoint() or {"step": 0, "loss": 1.0}
+        resumed_from = state["step"]
+        rng = np.random.default_rng(ctx.seed)
+        for step in range(state["step"], steps):
+            burn(units, rng)
+            if sleep_s:
+                time.sleep(sleep_s)
+            state["loss"] = state["loss"] * (1 - lr) + 0.01 * (1 + math.sin(ctx.seed + step))
+            if fail == "nan" and step == steps // 2:
+                raise Diverged(f"loss became nan at step {step}", metrics={"diverged_step": step})
+            if fail == "raise" and step == steps // 2:
+                raise ValueError(f"synthetic failure at step {step} (lr={lr})")
+            if fail == "crash" and step == steps // 2 and ctx.attempt == 1:
+                os._exit(17)  # the process dies: only the driver can record this
+            state["step"] = step + 1
+            ctx.report(step, loss=state["loss"])
+            ctx.save_checkpoint(state)
+        if marker:
+            (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.end").touch()
+        return {"loss": state["loss"], "resumed_from": resumed_from, "final_step": state["step"]}
