@@ -1,0 +1,177 @@
+"""Scoring and metrics (spec §5, §6).
+
+Seed scoring: p = softmax over all V cluster scores (temperature 1), CE = -ln max(p_target, 1/V),
+PPL = exp(mean CE), accuracy = argmax == target with ties going to the lowest *token id*.
+Scores arrive in logical (tier) order; ``cluster_order`` maps columns back to token ids.
+
+Calibrated scoring (beyond the seed): logits = score / temperature + prior_weight * ln p_unigram,
+with (temperature, prior_weight) fitted on validation examples. It is a proper distribution, so
+its CE is reported without the 1/V clamp; the softmax-of-votes floor (V-1+e)/e no longer binds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def ppl_floor(vocab_size: int) -> float:
+    """Best possible seed-scoring PPL: target scores 1, every other cluster 0."""
+    return (vocab_size - 1 + math.e) / math.e
+
+
+@dataclass
+class TierAccumulator:
+    n_tiers: int
+    ce_sum: np.ndarray = field(init=False)
+    correct: np.ndarray = field(init=False)
+    count: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.ce_sum = np.zeros(self.n_tiers, dtype=np.float64)
+        self.correct = np.zeros(self.n_tiers, dtype=np.int64)
+        self.count = np.zeros(self.n_tiers, dtype=np.int64)
+
+    def add(self, ce: np.ndarray, correct: np.ndarray, tier: np.ndarray) -> None:
+        self.ce_sum += np.bincount(tier, weights=ce, minlength=self.n_tiers)
+        self.correct += np.bincount(tier, weights=correct.astype(np.float64), minlength=self.n_tiers).astype(np.int64)
+        self.count += np.bincount(tier, minlength=self.n_tiers)
+
+    @property
+    def n(self) -> int:
+        return int(self.count.sum())
+
+    def summary(self) -> dict:
+        n = max(1, self.n)
+        ce = float(self.ce_sum.sum() / n)
+        out = {"ce": ce, "ppl": math.exp(ce), "acc": float(self.correct.sum() / n), "n": self.n, "tiers": []}
+        for k in range(self.n_tiers):
+            c = int(self.count[k])
+            tce = float(self.ce_sum[k] / c) if c else float("nan")
+            out["tiers"].append({
+                "ce": tce, "ppl": math.exp(tce) if c else float("nan"),
+                "acc": float(self.correct[k] / c) if c else float("nan"),
+                "share": c / n, "n": c,
+            })
+        return out
+
+
+def lowest_id_argmax(scores: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Argmax over columns; among equal maxima the lowest token id wins. ``order[j]`` is the token
+    id of column j (None: columns are already token ids, and torch.argmax picks the first)."""
+    if order is None:
+        return torch.argmax(scores, dim=1)
+    m = scores.max(dim=1, keepdim=True).values
+    big = torch.full((), int(order.numel()), dtype=order.dtype)
+    return torch.where(scores == m, order.unsqueeze(0), big).min(dim=1).values.long()
+
+
+class SeedScorer:
+    """Accumulates seed metrics (and optionally calibrated ones) over chunks of scores."""
+
+    def __init__(self, cluster_order: np.ndarray, tier_of_position: np.ndarray, n_tiers: int,
+                 calibration: "Calibration | None" = None):
+        self.v = len(cluster_order)
+        identity = np.array_equal(cluster_order, np.arange(self.v))
+        self.order = None if identity else torch.from_numpy(np.ascontiguousarray(cluster_order, dtype=np.int32))
+        self.cluster_order = np.asarray(cluster_order)
+        self.tier_of_position = np.asarray(tier_of_position)
+        self.seed = TierAccumulator(n_tiers)
+        self.calibration = calibration
+        self.cal = TierAccumulator(n_tiers) if calibration is not None else None
+        self.log_clamp = -math.log(self.v)
+
+    def add(self, scores: np.ndarray, target_logical: np.ndarray) -> None:
+        s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+        t = torch.from_numpy(np.asarray(target_logical, dtype=np.int64))
+        tier = self.tier_of_position[target_logical]
+        target_tok = self.cluster_order[target_logical]
+        lse = torch.logsumexp(s, dim=1)
+        logp = s.gather(1, t[:, None]).squeeze(1) - lse
+        ce = (-torch.clamp(logp, min=self.log_clamp)).double().numpy()
+        pred_col = lowest_id_argmax(s, self.order)
+        pred_tok = pred_col.numpy() if self.order is not None else self.cluster_order[pred_col.numpy()]
+        self.seed.add(ce, pred_tok == target_tok, tier)
+        if self.calibration is not None:
+            logits = self.calibration.logits(s)
+            lse_c = torch.logsumexp(logits, dim=1)
+            ce_c = (lse_c - logits.gather(1, t[:, None]).squeeze(1)).double().numpy()
+            pc = lowest_id_argmax(logits, self.order)
+            pred_c = pc.numpy() if self.order is not None else self.cluster_order[pc.numpy()]
+            self.cal.add(ce_c, pred_c == target_tok, tier)
+
+
+def seed_ce(scores: np.ndarray, target_logical: np.ndarray, clamp: bool = True) -> float:
+    """Mean softmax CE of one block of scores (used by tests and small evaluations)."""
+    s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float64))
+    t = torch.from_numpy(np.asarray(target_logical, dtype=np.int64))
+    logp = s.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(s, dim=1)
+    if clamp:
+        logp = torch.clamp(logp, min=-math.log(s.shape[1]))
+    return float(-logp.mean())
+
+
+class Calibration:
+    """logits = score / temperature + prior_weight * log_prior (logical order)."""
+
+    def __init__(self, log_prior: np.ndarray, mode: str = "temperature_prior"):
+        if mode not in ("temperature", "temperature_prior"):
+            raise ValueError(f"calibration must be none, temperature or temperature_prior, got {mode!r}")
+        self.mode = mode
+        self.log_prior = torch.from_numpy(np.asarray(log_prior, dtype=np.float32))
+        self.temperature = 1.0
+        self.prior_weight = 0.0
+
+    def logits(self, s: torch.Tensor) -> torch.Tensor:
+        out = s / self.temperature
+        if self.prior_weight != 0.0:
+            out = out + self.prior_weight * self.log_prior
+        return out
+
+    def fit(self, scores: np.ndarray, target_logical: np.ndarray, steps: int = 25, chunk: int = 256) -> dict:
+        """Minimise mean CE on the given (validation) scores over log-temperature and prior weight.
+        ``scores`` may be float16 to save memory; the loss is accumulated in float32 chunks."""
+        n = len(target_logical)
+        t_all = torch.from_numpy(np.asarray(target_logical, dtype=np.int64))
+        log_tau = torch.zeros((), requires_grad=True)
+        beta = torch.zeros((), requires_grad=self.mode == "temperature_prior")
+        params = [log_tau] + ([beta] if self.mode == "temperature_prior" else [])
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, tolerance_grad=1e-6,
+                                tolerance_change=1e-7, line_search_fn="strong_wolfe")
+        lp = self.log_prior
+
+        def closure():
+            opt.zero_grad()
+            total = 0.0
+            for a in range(0, n, chunk):
+                s = torch.from_numpy(np.asarray(scores[a:a + chunk], dtype=np.float32))
+                t = t_all[a:a + chunk]
+                logits = s * torch.exp(-log_tau) + beta * lp
+                loss = (torch.logsumexp(logits, dim=1) - logits.gather(1, t[:, None]).squeeze(1)).sum() / n
+                loss.backward()
+                total += float(loss)
+            return torch.tensor(total)
+
+        if n:
+            opt.step(closure)
+        with torch.no_grad():
+            tau = float(torch.exp(log_tau))
+            b = float(beta)
+        if not (math.isfinite(tau) and math.isfinite(b)) or tau <= 0:
+            tau, b = 1.0, 0.0
+        self.temperature, self.prior_weight = tau, b
+        return {"temperature": tau, "prior_weight": b}
+
+
+def unigram_log_prior(train_tokens: np.ndarray, vocab_size: int, cluster_order: np.ndarray) -> np.ndarray:
+    """Add-one smoothed unigram log-probabilities from train counts, in logical order."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum())[cluster_order]
+
+
+def unigram_ce(train_tokens: np.ndarray, eval_targets: np.ndarray, vocab_size: int) -> float:
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[np.asarray(eval_targets, dtype=np.int64)].mean()) if len(eval_targets) else float("nan")
