@@ -105,7 +105,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         _freeze(store, study, a.scale, str(workload.version), trials)
         stage_cache = _stage_location(a.results)
         plan = execute.Plan(study=study, scale=a.scale, version=str(workload.version), trials=trials,
-                            pending=pending, store=store, stage_cache=stage_cache, data_root=a.data_root)
+                            pending=pending, store=store, stage_cache=stage_cache, data_root=a.data_root,
+                            rerun=frozenset(retry))
         resumed = len(set(store.in_flight()) & {t.trial_id for t in pending})
         print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
               f"{len(pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")

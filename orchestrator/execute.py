@@ -45,8 +45,10 @@ class Plan:
     stage_cache: str
     data_root: str
 
+    rerun: frozenset[str] = frozenset()   # failed trials sent again by --retry-failed
+
     def payload(self, trial: Trial) -> dict[str, Any]:
-        return TrialPayload(
+        return TrialPayload(rerun=trial.trial_id in self.rerun,
             trial_id=trial.trial_id, config=trial.config, study=self.study.name, scale=self.scale,
             workload=self.study.workload, results=self.store.location, stage_cache=self.stage_cache,
             data_root=self.data_root, metric=self.study.metric, max_failures=self.study.max_failures,
@@ -85,8 +87,10 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None)
         os.environ.setdefault(k, v)
     import ray
 
-    # Tune warns that it cannot read result.json files, which we switched off on purpose.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune logs every trial error with a full traceback and warns that it cannot read the
+    # result.json files we switched off; the rows and our own one-line messages say it better.
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -161,6 +165,9 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             progress.running = max(0, progress.running - 1)
+            err = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
+            progress.note(f"trial {trial.config['trial']['trial_id']} failed, retrying"
+                          + (f": {_last_error_line(err)}" if err else ""))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             status = (trial.last_result or {}).get("overnight_status", "completed")
@@ -203,6 +210,15 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
     except KeyboardInterrupt:
         return True
     return False
+
+
+def _last_error_line(lines: list[str]) -> str:
+    """The exception line of a Ray error text (skipping traceback frames)."""
+    for line in reversed(lines):
+        line = line.strip()
+        if line and not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line):
+            return line[:200]
+    return lines[-1].strip()[:200] if lines else ""
 
 
 def summarize(plan: Plan) -> Outcome:

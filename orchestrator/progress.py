@@ -78,6 +78,13 @@ class Progress:
                 self._last_line = text
             self._last = now
 
+    def note(self, text: str) -> None:
+        """A message line that does not break the live line."""
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+        self._last = 0.0
+        self.update()
+
     def trial_started(self) -> None:
         self.running += 1
         self.update()

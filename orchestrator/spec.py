@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.errors import UserError
 
 SCALES = ("smoke", "fast", "full")
+# columns every result row has; a parameter of the same name would be overwritten
+RESERVED = {"trial_id", "study", "scale", "status", "started_at", "finished_at", "wall_s", "host",
+            "device", "attempts", "error"}
 STATS = {"mean", "std", "n", "min", "max", "median", "sem"}
 _SHARE = re.compile(r"^share([<>]=?)(-?\d+(\.\d+)?)$")
 
@@ -57,8 +60,8 @@ class Resources(_Strict):
 class Variant(_Strict):
     name: str | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list] = Field(default_factory=dict)
-    zip: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    grid: dict[str, Any] = Field(default_factory=dict)
+    zip: dict[str, Any] = Field(default_factory=dict)
 
     _axes = field_validator("grid")(classmethod(lambda cls, v: _check_axes(v)))
     _zips = field_validator("zip")(classmethod(lambda cls, v: _check_zip(v)))
@@ -67,7 +70,7 @@ class Variant(_Strict):
 class ScaleOverride(_Strict):
     description: str = ""
     fixed: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list] = Field(default_factory=dict)
+    grid: dict[str, Any] = Field(default_factory=dict)
     resources: Resources | None = None
     max_concurrent: int | None = Field(None, ge=1)
 
@@ -116,8 +119,8 @@ class Study(_Strict):
     max_failures: int = Field(1, ge=0, le=100)
     max_concurrent: int | None = Field(None, ge=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list] = Field(default_factory=dict)
-    zip: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    grid: dict[str, Any] = Field(default_factory=dict)
+    zip: dict[str, Any] = Field(default_factory=dict)
     variants: list[Variant] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     scales: dict[Literal["smoke", "fast", "full"], ScaleOverride] = Field(default_factory=dict)
@@ -131,16 +134,21 @@ class Study(_Strict):
         # Base level: fixed, grid and zip keys are disjoint. A variant may override a base fixed
         # value but never a base axis, and its own keys are disjoint too.
         base_axes = _owners(self.grid, self.zip, prefix="")
+        every = set(self.fixed) | set(base_axes)
+        for v in self.variants:
+            every |= set(v.fixed) | set(v.grid) | {k for rows in v.zip.values() for k in rows[0]}
+        for k in sorted(every & RESERVED):
+            raise ValueError(f"{k}: is a reserved result column; rename the parameter")
         for k in self.fixed:
             if k in base_axes:
-                raise ValueError(f"fixed.{k} is also an axis in {base_axes[k]}")
+                raise ValueError(f"fixed.{k}: is also an axis in {base_axes[k]}")
         for i, v in enumerate(self.variants):
-            own = _owners(v.grid, v.zip, prefix=f"variants[{i}].")
+            own = _owners(v.grid, v.zip, prefix=f"variants.{i}.")
             for k in list(own) + list(v.fixed):
                 if k in base_axes:
-                    raise ValueError(f"variants[{i}]: key {k!r} is already an axis in {base_axes[k]}")
+                    raise ValueError(f"variants.{i}.{k}: is already an axis in {base_axes[k]}")
                 if k in own and k in v.fixed:
-                    raise ValueError(f"variants[{i}]: key {k!r} is both fixed and an axis")
+                    raise ValueError(f"variants.{i}.{k}: is both fixed and an axis")
         return self
 
 
@@ -151,7 +159,7 @@ def _owners(grid: dict[str, list], zips: dict[str, list[dict]], prefix: str) -> 
     places += [(k, f"{prefix}zip.{g}") for g, rows in zips.items() for k in rows[0]]
     for k, where in places:
         if k in owner:
-            raise ValueError(f"key {k!r} is set by both {owner[k]} and {where}")
+            raise ValueError(f"{where}.{k}: is also set by {owner[k]}")
         owner[k] = where
     return owner
 
@@ -169,6 +177,10 @@ def _format_validation(err: ValidationError) -> tuple[str, str]:
         msg = "required field is missing"
     elif "input" in first and first["type"] not in ("value_error",):
         msg = f"{msg} (got {first['input']!r})"
+    m = re.match(r"^([\w.]+): (.*)$", msg)
+    if m and first["type"] == "value_error":  # model-level checks name their own field
+        loc = ".".join(p for p in (loc, m.group(1)) if p)
+        msg = m.group(2)
     return loc, msg
 
 

@@ -37,6 +37,7 @@ class TrialPayload:
     max_failures: int
     cpu: float = 1.0
     gpu: float = 0.0
+    rerun: bool = False   # True when --retry-failed sends a trial that already has a (failed) row
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -131,6 +132,11 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     failure is recorded as a ``failed`` row and the function returns normally."""
     p = TrialPayload(**payload)
     store = StudyStore(p.results)
+    if not p.rerun and store.exists(f"trials/{p.trial_id}.parquet"):
+        # A worker of a killed driver can finish a trial after the next driver listed it as pending.
+        if tune_report is not None:
+            tune_report({"overnight_status": "completed"})
+        return {}
     attempts = store.bump(p.trial_id, "attempts")
     workload = registry.load(p.workload)()
     from workloads.base import Diverged  # the interface module, not a workload
