@@ -2,7 +2,7 @@
 
 Seed scoring: p = softmax over all V cluster scores (temperature 1), CE = -ln max(p_target, 1/V),
 PPL = exp(mean CE), accuracy = argmax == target with ties going to the lowest *token id*.
-Scores arrive in logical (tier) order; ``cluster_order`` maps columns back to token ids.
+Score columns are token ids (the memory scatters logical positions back to tokens).
 
 Calibrated scoring (beyond the seed): logits = score / temperature + prior_weight * ln p_unigram,
 with (temperature, prior_weight) fitted on validation examples. It is a proper distribution, so
@@ -58,49 +58,30 @@ class TierAccumulator:
         return out
 
 
-def lowest_id_argmax(scores: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Argmax over columns; among equal maxima the lowest token id wins. ``order[j]`` is the token
-    id of column j (None: columns are already token ids, and torch.argmax picks the first)."""
-    if order is None:
-        return torch.argmax(scores, dim=1)
-    m = scores.max(dim=1, keepdim=True).values
-    big = torch.full((), int(order.numel()), dtype=order.dtype)
-    return torch.where(scores == m, order.unsqueeze(0), big).min(dim=1).values.long()
-
-
 class SeedScorer:
-    """Accumulates seed metrics (and optionally calibrated ones) over chunks of scores."""
+    """Accumulates seed metrics (and optionally calibrated ones) over chunks of [B, V] scores whose
+    columns are token ids, so torch.argmax (first maximum) already breaks ties to the lowest id."""
 
-    def __init__(self, cluster_order: np.ndarray, tier_of_position: np.ndarray, n_tiers: int,
-                 calibration: "Calibration | None" = None):
-        self.v = len(cluster_order)
-        identity = np.array_equal(cluster_order, np.arange(self.v))
-        self.order = None if identity else torch.from_numpy(np.ascontiguousarray(cluster_order, dtype=np.int32))
-        self.cluster_order = np.asarray(cluster_order)
-        self.tier_of_position = np.asarray(tier_of_position)
+    def __init__(self, tier_of_token: np.ndarray, n_tiers: int, calibration: "Calibration | None" = None):
+        self.v = len(tier_of_token)
+        self.tier_of_token = np.asarray(tier_of_token)
         self.seed = TierAccumulator(n_tiers)
         self.calibration = calibration
         self.cal = TierAccumulator(n_tiers) if calibration is not None else None
         self.log_clamp = -math.log(self.v)
 
-    def add(self, scores: np.ndarray, target_logical: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, target: np.ndarray) -> None:
         s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
-        t = torch.from_numpy(np.asarray(target_logical, dtype=np.int64))
-        tier = self.tier_of_position[target_logical]
-        target_tok = self.cluster_order[target_logical]
-        lse = torch.logsumexp(s, dim=1)
-        logp = s.gather(1, t[:, None]).squeeze(1) - lse
+        target = np.asarray(target, dtype=np.int64)
+        t = torch.from_numpy(target)
+        tier = self.tier_of_token[target]
+        logp = s.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(s, dim=1)
         ce = (-torch.clamp(logp, min=self.log_clamp)).double().numpy()
-        pred_col = lowest_id_argmax(s, self.order)
-        pred_tok = pred_col.numpy() if self.order is not None else self.cluster_order[pred_col.numpy()]
-        self.seed.add(ce, pred_tok == target_tok, tier)
+        self.seed.add(ce, torch.argmax(s, dim=1).numpy() == target, tier)
         if self.calibration is not None:
             logits = self.calibration.logits(s)
-            lse_c = torch.logsumexp(logits, dim=1)
-            ce_c = (lse_c - logits.gather(1, t[:, None]).squeeze(1)).double().numpy()
-            pc = lowest_id_argmax(logits, self.order)
-            pred_c = pc.numpy() if self.order is not None else self.cluster_order[pc.numpy()]
-            self.cal.add(ce_c, pred_c == target_tok, tier)
+            ce_c = (torch.logsumexp(logits, dim=1) - logits.gather(1, t[:, None]).squeeze(1)).double().numpy()
+            self.cal.add(ce_c, torch.argmax(logits, dim=1).numpy() == target, tier)
 
 
 def seed_ce(scores: np.ndarray, target_logical: np.ndarray, clamp: bool = True) -> float:
@@ -114,7 +95,7 @@ def seed_ce(scores: np.ndarray, target_logical: np.ndarray, clamp: bool = True) 
 
 
 class Calibration:
-    """logits = score / temperature + prior_weight * log_prior (logical order)."""
+    """logits = score / temperature + prior_weight * log_prior (token order)."""
 
     def __init__(self, log_prior: np.ndarray, mode: str = "temperature_prior"):
         if mode not in ("temperature", "temperature_prior"):
@@ -151,7 +132,7 @@ class Calibration:
                 logits = s * torch.exp(-log_tau) + beta * lp
                 loss = (torch.logsumexp(logits, dim=1) - logits.gather(1, t[:, None]).squeeze(1)).sum() / n
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             return torch.tensor(total)
 
         if n:
@@ -165,10 +146,10 @@ class Calibration:
         return {"temperature": tau, "prior_weight": b}
 
 
-def unigram_log_prior(train_tokens: np.ndarray, vocab_size: int, cluster_order: np.ndarray) -> np.ndarray:
-    """Add-one smoothed unigram log-probabilities from train counts, in logical order."""
+def unigram_log_prior(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Add-one smoothed unigram log-probabilities from train counts, in token order."""
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
-    return np.log(counts / counts.sum())[cluster_order]
+    return np.log(counts / counts.sum())
 
 
 def unigram_ce(train_tokens: np.ndarray, eval_targets: np.ndarray, vocab_size: int) -> float:

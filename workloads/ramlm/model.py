@@ -1,0 +1,117 @@
+"""The tiered RAM language model on top of the native memory (``native.TieredMemory``; the numpy
+``workloads.ramlm.memory_reference.ReferenceMemory`` has the same API and is used by tests).
+
+The memory takes and returns token ids and applies ``cluster_order`` (logical position -> token)
+itself, once, the same way for training, forward, evaluation and candidate evaluation; the
+workload passes the same :class:`ClusterMap` order and uses ``ClusterMap.tier_of_token`` for
+per-tier metrics, so the tier a target is scored in is the tier its cluster is stored in.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from workloads.ramlm.encoding import context_bits, num_examples, targets as stream_targets
+from workloads.ramlm.metrics import Calibration, SeedScorer, TierAccumulator
+from workloads.ramlm.tiers import ClusterMap, Tier
+
+
+def memory_class(backend: str):
+    if backend == "native":
+        import native  # noqa: PLC0415
+        if not hasattr(native, "TieredMemory"):
+            raise RuntimeError("native.TieredMemory is missing: rebuild the extension "
+                               "(.venv/bin/maturin develop --release)")
+        return native.TieredMemory
+    if backend == "reference":
+        from workloads.ramlm.memory_reference import ReferenceMemory  # noqa: PLC0415
+        return ReferenceMemory
+    raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
+
+
+def make_memory(tiers: list[Tier], cmap: ClusterMap, total_input_bits: int, seed: int,
+                backend: str = "native", backends: str | list[str] = "auto", connectivity=None):
+    identity = np.array_equal(cmap.cluster_order, np.arange(cmap.vocab_size))
+    return memory_class(backend)(
+        [(t.count, t.neurons, t.bits) for t in tiers], total_input_bits,
+        connectivity=connectivity,
+        cluster_order=None if identity else np.ascontiguousarray(cmap.cluster_order, dtype=np.int64),
+        backends=backends, seed=seed)
+
+
+class Examples:
+    """Sliding-window examples of one token stream, encoded lazily in chunks."""
+
+    def __init__(self, tokens: np.ndarray, context: int, bits_per_token: int):
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        self.context = context
+        self.bpt = bits_per_token
+        self.n = num_examples(len(self.tokens), context)
+
+    def chunks(self, size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        stop = self.n if limit is None else min(self.n, limit)
+        for s in range(0, stop, size):
+            e = min(stop, s + size)
+            yield context_bits(self.tokens, self.context, self.bpt, s, e), stream_targets(self.tokens, self.context, s, e)
+
+    def all(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        stop = self.n if limit is None else min(self.n, limit)
+        return context_bits(self.tokens, self.context, self.bpt, 0, stop), stream_targets(self.tokens, self.context, 0, stop)
+
+
+class TieredRAMLM:
+    def __init__(self, memory, cmap: ClusterMap, context: int, bits_per_token: int, negatives: np.ndarray,
+                 empty_value: float, train_chunk: int = 50_000, eval_chunk: int = 2048, score_chunk: int = 256):
+        self.memory = memory
+        self.cmap = cmap
+        self.context = context
+        self.bpt = bits_per_token
+        self.negatives = np.ascontiguousarray(negatives, dtype=np.int64)
+        self.empty_value = float(empty_value)
+        self.train_chunk, self.eval_chunk, self.score_chunk = train_chunk, eval_chunk, score_chunk
+
+    def examples(self, tokens: np.ndarray) -> Examples:
+        return Examples(tokens, self.context, self.bpt)
+
+    def train(self, tokens: np.ndarray) -> int:
+        """One pass over the stream (order and chunking do not change the memory)."""
+        ex = self.examples(tokens)
+        for bits, tgt in ex.chunks(self.train_chunk):
+            self.memory.train(bits, tgt, self.negatives if self.negatives.size else None)
+        return ex.n
+
+    def evaluate(self, tokens: np.ndarray, limit: int | None = None) -> dict:
+        """Seed metrics (overall and per target tier) through the fused native evaluation."""
+        acc = TierAccumulator(len(self.cmap.tiers))
+        log_v = math.log(self.cmap.vocab_size)
+        for bits, tgt in self.examples(tokens).chunks(self.eval_chunk, limit):
+            ce, pred = self.memory.evaluate(bits, tgt, self.empty_value)
+            acc.add(np.minimum(ce, log_v), pred == tgt, self.cmap.tier_of_token[tgt])
+        return acc.summary()
+
+    def scores(self, bits: np.ndarray) -> np.ndarray:
+        return self.memory.forward_scores(bits, self.empty_value)
+
+    def fit_calibration(self, tokens: np.ndarray, log_prior_tokens: np.ndarray, mode: str, n_examples: int) -> Calibration:
+        """Collect seed scores of the first ``n_examples`` examples (float16) and fit the calibration."""
+        cal = Calibration(log_prior_tokens, mode)
+        ex = self.examples(tokens)
+        n = min(n_examples, ex.n)
+        store = np.empty((n, self.cmap.vocab_size), dtype=np.float16)
+        tg = np.empty(n, dtype=np.int64)
+        pos = 0
+        for bits, tgt in ex.chunks(self.score_chunk, n):
+            store[pos:pos + len(tgt)] = self.scores(bits)
+            tg[pos:pos + len(tgt)] = tgt
+            pos += len(tgt)
+        cal.fit(store, tg)
+        return cal
+
+    def evaluate_scored(self, tokens: np.ndarray, calibration: Calibration | None, limit: int | None = None) -> tuple[dict, dict | None]:
+        """Seed metrics and calibrated metrics from the same [B, V] scores."""
+        scorer = SeedScorer(self.cmap.tier_of_token, len(self.cmap.tiers), calibration)
+        for bits, tgt in self.examples(tokens).chunks(self.score_chunk, limit):
+            scorer.add(self.scores(bits), tgt)
+        return scorer.seed.summary(), (scorer.cal.summary() if scorer.cal is not None else None)
