@@ -1,0 +1,66 @@
+"""Pieces shared by the three tasks: config access, freezing, the backbone stage, corrector
+training loops."""
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from workloads.base import check_finite
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def state_to_bytes(model: nn.Module) -> bytes:
+    """A CPU copy of the weights, picklable for the stage cache and checkpoints."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def load_state(model: nn.Module, blob: bytes, device: str) -> nn.Module:
+    model.load_state_dict(torch.load(io.BytesIO(blob), map_location=device, weights_only=True))
+    return model.to(device)
+
+
+def backbone_blob(cfg: dict, ctx, key: dict, build: Callable[[], bytes]) -> tuple[bytes, bool]:
+    """The float backbone's weights: from the content-addressed stage cache when
+    ``stage_cache`` is on (many trials share one backbone), else from this trial's checkpoint or
+    freshly built. Returns (blob, built_here_or_cached flag for the row)."""
+    if cfg.get("stage_cache", True):
+        return ctx.stage(key, build), True
+    ck = ctx.load_checkpoint()
+    if isinstance(ck, dict) and ck.get("phase") == "float" and ck.get("key") == key:
+        return ck["backbone"], False
+    blob = build()
+    ctx.save_checkpoint({"phase": "float", "key": key, "backbone": blob})
+    return blob, False
+
+
+def distill_correctors(correctors: nn.ModuleDict, batches: Iterable[tuple[int, Any]],
+                       student: Callable[[Any], torch.Tensor], teacher: Callable[[Any], torch.Tensor],
+                       lr: float, ctx, report_every: int = 50,
+                       loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Train only the correctors: Adam on ``loss_fn(student(batch), teacher(batch))`` (MSE by
+    default, i.e. distillation of the float output). ``batches`` yields (step, batch)."""
+    loss_fn = loss_fn or nn.functional.mse_loss
+    opt = torch.optim.Adam(correctors.parameters(), lr=lr)
+    last = float("nan")
+    for step, batch in batches:
+        with torch.no_grad():
+            target = teacher(batch)
+        loss = loss_fn(student(batch), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last = float(loss.detach())
+        check_finite(step, correction_loss=last)
+        if report_every and step % report_every == 0:
+            ctx.report(step, phase="correction", loss=last)
+    return last
