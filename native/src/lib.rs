@@ -1,16 +1,15 @@
-//! Native extension for overnight. The core lives in plain Rust modules; this file is the
-//! thin PyO3 layer that exposes it to Python.
-use pyo3::prelude::*;
+//! Native extension for overnight: memory for RAM neurons (spec ramlm §4-§8).
+//!
+//! The core (`tiers`, `rng`, `store`, `address`, `memory`, `format`, `pool`) is plain Rust and
+//! is tested with `cargo test`; `python` is the thin PyO3 layer that exposes it as
+//! `native._core`.
+pub mod address;
+pub mod error;
+pub mod format;
+pub mod memory;
+pub mod pool;
+pub mod rng;
+pub mod store;
+pub mod tiers;
 
-/// Version of the native crate, so Python can tell which build it loaded.
-#[pyfunction]
-fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
-}
-
-#[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(version, m)?)?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
-}
+mod python;

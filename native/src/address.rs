@@ -1,0 +1,164 @@
+//! Neuron addresses from input bits (spec §3): `addr = sum_i x[conn[i]] << (b-1-i)`.
+//!
+//! Batched forms work on *bit planes* (the input transposed to `[T][examples]`), so that one
+//! neuron's addresses for a block of examples are a few vectorisable shift-or passes.
+
+/// Transposes rows `[start, start+len)` of row-major `bits` (`[B, t]`) into `planes` (`[t][len]`).
+pub fn fill_planes(bits: &[u8], t: usize, start: usize, len: usize, planes: &mut Vec<u8>) {
+    planes.clear();
+    planes.resize(t * len, 0);
+    // Blocks of 64 rows keep both the source rows and the destination runs in cache.
+    const BLK: usize = 64;
+    let mut r0 = 0;
+    while r0 < len {
+        let r1 = (r0 + BLK).min(len);
+        for k in 0..t {
+            let dst = &mut planes[k * len + r0..k * len + r1];
+            for (r, d) in (r0..r1).zip(dst.iter_mut()) {
+                *d = bits[(start + r) * t + k];
+            }
+        }
+        r0 = r1;
+    }
+}
+
+#[inline(always)]
+fn addresses_generic(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
+    let n = out.len();
+    out.fill(0);
+    for &c in conn {
+        let p = &planes[c as usize * stride..c as usize * stride + n];
+        for (o, &x) in out.iter_mut().zip(p) {
+            *o = (*o << 1) | x as u64;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn addresses_avx2(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
+    addresses_generic(planes, stride, conn, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn addresses_avx512(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
+    addresses_generic(planes, stride, conn, out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Unknown,
+    Base,
+    Avx2,
+    Avx512,
+}
+
+static SIMD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Simd::Unknown as u8);
+
+#[inline]
+fn simd_level() -> Simd {
+    let v = SIMD.load(std::sync::atomic::Ordering::Relaxed);
+    if v != Simd::Unknown as u8 {
+        return match v {
+            1 => Simd::Base,
+            2 => Simd::Avx2,
+            _ => Simd::Avx512,
+        };
+    }
+    #[allow(unused_mut)]
+    let mut level = Simd::Base;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            level = Simd::Avx512;
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            level = Simd::Avx2;
+        }
+    }
+    SIMD.store(level as u8, std::sync::atomic::Ordering::Relaxed);
+    level
+}
+
+/// Addresses of one neuron (`conn`) for examples `0..out.len()` of a plane block with `stride`
+/// examples per plane. Every `conn` entry must be a valid plane index (checked by the caller).
+#[inline]
+pub fn addresses_from_planes(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
+    debug_assert!(out.len() <= stride);
+    match simd_level() {
+        // SAFETY: the CPU supports the features these functions were compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { addresses_avx512(planes, stride, conn, out) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { addresses_avx2(planes, stride, conn, out) },
+        _ => addresses_generic(planes, stride, conn, out),
+    }
+}
+
+/// Address of one neuron for one row-major example.
+#[inline(always)]
+pub fn address_from_row(row: &[u8], conn: &[u32]) -> u64 {
+    let mut a = 0u64;
+    for &c in conn {
+        a = (a << 1) | row[c as usize] as u64;
+    }
+    a
+}
+
+/// Sliding windows over a token stream (spec §1-§2): example i has context
+/// `tokens[i..i+context]` (oldest first, each token MSB first in `bits_per_token` bits) and
+/// target `tokens[i+context]`. Returns (`[L-N, N*bpt]` bits, `[L-N]` targets).
+pub fn encode_contexts(tokens: &[i64], context: usize, bits_per_token: usize) -> crate::error::Result<(Vec<u8>, Vec<i64>)> {
+    use crate::error::value_err;
+    if context == 0 {
+        return value_err("context must be at least 1");
+    }
+    if bits_per_token == 0 || bits_per_token > 62 {
+        return value_err(format!("bits_per_token must be in 1..=62, got {bits_per_token}"));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&x| x < 0 || (x as u64) >> bits_per_token != 0) {
+        return value_err(format!("token id {bad} is negative or does not fit in {bits_per_token} bits"));
+    }
+    let n = tokens.len().saturating_sub(context);
+    let width = context * bits_per_token;
+    let mut bits = vec![0u8; n * width];
+    if n > 0 {
+        use rayon::prelude::*;
+        crate::pool::install(|| {
+            bits.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+                for (p, &tok) in tokens[i..i + context].iter().enumerate() {
+                    for k in 0..bits_per_token {
+                        row[p * bits_per_token + k] = ((tok >> (bits_per_token - 1 - k)) & 1) as u8;
+                    }
+                }
+            })
+        });
+    }
+    Ok((bits, tokens[context.min(tokens.len())..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planes_and_rows_agree() {
+        let (b, t) = (150, 13);
+        let bits: Vec<u8> = (0..b * t).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8).collect();
+        let conn = [12u32, 0, 5, 5, 7];
+        let mut planes = Vec::new();
+        fill_planes(&bits, t, 10, 130, &mut planes);
+        let mut out = vec![0u64; 130];
+        addresses_from_planes(&planes, 130, &conn, &mut out);
+        for r in 0..130 {
+            let row = &bits[(10 + r) * t..(11 + r) * t];
+            assert_eq!(out[r], address_from_row(row, &conn));
+            let manual = conn.iter().fold(0u64, |a, &c| a * 2 + row[c as usize] as u64);
+            assert_eq!(out[r], manual);
+        }
+        // MSB = first connection
+        let row = vec![1u8, 0, 0];
+        assert_eq!(address_from_row(&row, &[0, 1, 2]), 4);
+        assert_eq!(address_from_row(&row, &[2, 1, 0]), 1);
+    }
+}
