@@ -160,6 +160,9 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
     class Bridge(tune.Callback):
         """Feeds the progress line and records trials whose process died for good."""
 
+        def __reduce__(self):  # Tune pickles its callbacks into tuner.pkl; we never restore from it
+            return (tune.Callback, ())
+
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started()
 

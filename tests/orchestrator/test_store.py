@@ -1,0 +1,153 @@
+"""Results store: atomic part files, typed rows, the driver lock, the stage cache."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from datetime import timezone
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from orchestrator.cache import StageCache
+from orchestrator.errors import LockedError, UserError
+from orchestrator.store import StudyStore, utcnow
+
+
+def row(tid: str, **extra):
+    now = utcnow()
+    return {"trial_id": tid, "study": "s", "scale": "smoke", "status": "completed", "lr": 0.1,
+            "hidden": [256, 128], "started_at": now, "finished_at": now, "wall_s": 1.5, "host": "h",
+            "device": "cpu", "attempts": 1, "error": "", **extra}
+
+
+def test_rows_round_trip_with_types(tmp_path):
+    st = StudyStore(str(tmp_path))
+    st.write_row(row("a", loss=0.5, ok=True))
+    st.write_row(row("b", loss=0.25, ok=False))
+    df = st.rows().sort_values("trial_id")
+    assert list(df["trial_id"]) == ["a", "b"]
+    assert df["loss"].tolist() == [0.5, 0.25]
+    assert df["hidden"].tolist() == ["[256, 128]", "[256, 128]"]  # lists stored as JSON text
+    assert str(df["attempts"].dtype) == "int64"
+    assert df["ok"].dtype == bool
+    assert df["started_at"].dt.tz is not None
+    assert st.finished_ids() == {"a", "b"}
+
+
+def test_half_written_part_file_is_never_read(tmp_path, monkeypatch):
+    st = StudyStore(str(tmp_path))
+    st.write_row(row("a", loss=0.5))
+    # a crash between writing and renaming leaves only a dot-temporary: readers must skip it
+    real_replace = os.replace
+
+    def crash(src, dst):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        st.write_row(row("b", loss=0.25))
+    monkeypatch.setattr(os, "replace", real_replace)
+    leftovers = [p.name for p in (tmp_path / "trials").iterdir()]
+    assert any(n.startswith(".b.parquet") for n in leftovers)
+    # also a truncated temporary written by hand
+    (tmp_path / "trials" / ".c.parquet.1234.tmp").write_bytes(b"PAR1\x00\x01")
+    assert st.finished_ids() == {"a"}
+    assert st.rows()["trial_id"].tolist() == ["a"]
+
+
+def test_history_and_artifacts(tmp_path):
+    st = StudyStore(str(tmp_path))
+    st.write_history("a", [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}])
+    st.write_artifact("per_layer", "a", [{"layer": 0, "gamma": 0.9}, {"layer": 1, "gamma": 0.7}])
+    st.write_artifact("per_layer", "b", pd.DataFrame({"layer": [0], "gamma": [0.1]}))
+    h = st.history()
+    assert h["loss"].tolist() == [1.0, 0.5] and set(h["trial_id"]) == {"a"}
+    art = st.artifact("per_layer").sort_values(["trial_id", "layer"])
+    assert art[["trial_id", "layer", "gamma"]].values.tolist() == [["a", 0, 0.9], ["a", 1, 0.7], ["b", 0, 0.1]]
+    with pytest.raises(ValueError):
+        st.write_artifact("../x", "a", [])
+
+
+def test_checkpoint_and_counters(tmp_path):
+    st = StudyStore(str(tmp_path))
+    assert st.load_checkpoint("t") is None
+    st.save_checkpoint("t", {"step": 3})
+    assert st.load_checkpoint("t") == {"step": 3}
+    assert [st.bump("t", "attempts") for _ in range(3)] == [1, 2, 3]
+    assert st.in_flight() == ["t"]
+    st.clear_checkpoint("t")
+    assert st.load_checkpoint("t") is None and st.in_flight() == []
+
+
+def _hold_lock(path, ready, release):
+    st = StudyStore(path)
+    with st.lock():
+        ready.set()
+        release.wait(20)
+
+
+def test_lock_refuses_a_second_driver_and_dies_with_its_holder(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    p.start()
+    assert ready.wait(30)
+    st = StudyStore(str(tmp_path))
+    with pytest.raises(LockedError, match="another overnight driver is running"):
+        st.lock().acquire()
+    assert st.lock().holder() is not None
+    p.kill()  # SIGKILL: the OS releases the flock
+    p.join()
+    assert st.lock().holder() is None
+    with st.lock():
+        pass
+
+
+def test_unwritable_location_is_a_clear_user_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # running as root: simulate with a file in the way instead
+            ro.chmod(0o700)
+            blocker = tmp_path / "blocker"
+            blocker.write_text("not a directory")
+            target = blocker / "results"
+        else:
+            target = ro / "results"
+        with pytest.raises(UserError, match="not writable"):
+            StudyStore(str(target)).check_writable()
+    finally:
+        ro.chmod(0o700)
+
+
+def _build_stage(location, key, counter_dir, barrier):
+    cache = StageCache(location)
+    barrier.wait(30)
+
+    def build():
+        (counter_dir / f"build-{os.getpid()}").touch()
+        time.sleep(0.5)  # slow enough that the others arrive while it builds
+        return {"weights": list(range(1000))}
+
+    value = cache.get(key, build)
+    assert value["weights"][-1] == 999
+
+
+def test_stage_cache_builds_once_under_concurrency(tmp_path):
+    ctx = mp.get_context("fork")
+    counter = tmp_path / "builds"
+    counter.mkdir()
+    barrier = ctx.Barrier(4)
+    key = {"stage": "float_backbone", "seed": 42, "arch": [64, 2]}
+    procs = [ctx.Process(target=_build_stage, args=(str(tmp_path / "cache"), key, counter, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(list(counter.iterdir())) == 1
+    assert StageCache(str(tmp_path / "cache")).load(key) == {"weights": list(range(1000))}
+    assert StageCache(str(tmp_path / "cache")).load({**key, "seed": 1}) is None
