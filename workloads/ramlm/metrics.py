@@ -111,39 +111,68 @@ class Calibration:
             out = out + self.prior_weight * self.log_prior
         return out
 
-    def fit(self, scores: np.ndarray, target_logical: np.ndarray, steps: int = 25, chunk: int = 256) -> dict:
-        """Minimise mean CE on the given (validation) scores over log-temperature and prior weight.
-        ``scores`` may be float16 to save memory; the loss is accumulated in float32 chunks."""
-        n = len(target_logical)
-        t_all = torch.from_numpy(np.asarray(target_logical, dtype=np.int64))
-        log_tau = torch.zeros((), requires_grad=True)
-        beta = torch.zeros((), requires_grad=self.mode == "temperature_prior")
-        params = [log_tau] + ([beta] if self.mode == "temperature_prior" else [])
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, tolerance_grad=1e-6,
-                                tolerance_change=1e-7, line_search_fn="strong_wolfe")
-        lp = self.log_prior
+    def _pass(self, scores, targets, a: float, b: float, chunk: int, derivatives: bool):
+        """Mean CE at inverse temperature a and prior weight b; with its gradient and Hessian.
+        CE is convex in (a, b) (log-sum-exp of logits linear in them), so Newton converges fast."""
+        n = len(targets)
+        lp = self.log_prior.double()
+        loss, g, h = 0.0, np.zeros(2), np.zeros((2, 2))
+        for i in range(0, n, chunk):
+            s = torch.from_numpy(np.asarray(scores[i:i + chunk], dtype=np.float32)).double()
+            t = torch.from_numpy(np.asarray(targets[i:i + chunk], dtype=np.int64))
+            logits = a * s + b * lp
+            lse = torch.logsumexp(logits, dim=1)
+            s_t, lp_t = s.gather(1, t[:, None]).squeeze(1), lp[t]
+            loss += float((lse - (a * s_t + b * lp_t)).sum())
+            if derivatives:
+                p = torch.exp(logits - lse[:, None])
+                es, el = (p * s).sum(1), p @ lp
+                ess, esl, ell = (p * s * s).sum(1), (p * s) @ lp, p @ (lp * lp)
+                g += [float((es - s_t).sum()), float((el - lp_t).sum())]
+                h += [[float((ess - es * es).sum()), float((esl - es * el).sum())],
+                      [float((esl - es * el).sum()), float((ell - el * el).sum())]]
+        return loss / n, g / n, h / n
 
-        def closure():
-            opt.zero_grad()
-            total = 0.0
-            for a in range(0, n, chunk):
-                s = torch.from_numpy(np.asarray(scores[a:a + chunk], dtype=np.float32))
-                t = t_all[a:a + chunk]
-                logits = s * torch.exp(-log_tau) + beta * lp
-                loss = (torch.logsumexp(logits, dim=1) - logits.gather(1, t[:, None]).squeeze(1)).sum() / n
-                loss.backward()
-                total += float(loss.detach())
-            return torch.tensor(total)
-
-        if n:
-            opt.step(closure)
-        with torch.no_grad():
-            tau = float(torch.exp(log_tau))
-            b = float(beta)
-        if not (math.isfinite(tau) and math.isfinite(b)) or tau <= 0:
-            tau, b = 1.0, 0.0
-        self.temperature, self.prior_weight = tau, b
-        return {"temperature": tau, "prior_weight": b}
+    def fit(self, scores: np.ndarray, target_logical: np.ndarray, steps: int = 40, chunk: int | None = None,
+            max_step: float = 2.0) -> dict:
+        """Minimise mean CE on the given (validation) scores over the inverse temperature and, in
+        temperature_prior mode, the prior weight (damped Newton with backtracking; no autograd).
+        ``scores`` may be float16 to save memory; each chunk is computed in float64."""
+        targets = np.asarray(target_logical, dtype=np.int64)
+        chunk = chunk or max(1, (1 << 22) // max(1, scores.shape[1]))   # ~4M elements per block
+        with_prior = self.mode == "temperature_prior"
+        x = np.array([1.0, 0.0])
+        if len(targets):
+            loss, g, h = self._pass(scores, targets, *x, chunk, True)
+            for _ in range(steps):
+                if not with_prior:
+                    g, h = g * [1, 0], np.array([[h[0, 0], 0.0], [0.0, 1.0]])
+                try:
+                    step = -np.linalg.solve(h + 1e-9 * np.eye(2), g)
+                except np.linalg.LinAlgError:
+                    step = -g
+                if g @ step >= 0:          # not a descent direction: fall back to the gradient
+                    step = -g
+                norm = float(np.linalg.norm(step))
+                if norm > max_step:        # trust region: near-uniform or near-one-hot softmaxes
+                    step *= max_step / norm  # have a tiny Hessian and would overshoot by far
+                t = 1.0
+                while t > 1e-4:
+                    cand = x + t * step
+                    cand[0] = max(cand[0], 1e-3)    # keep the temperature positive
+                    new_loss = self._pass(scores, targets, *cand, chunk, False)[0]
+                    if new_loss <= loss + 1e-4 * t * (g @ step):
+                        break
+                    t *= 0.5
+                else:
+                    break
+                converged = abs(loss - new_loss) < 1e-7
+                x, loss = cand, new_loss
+                if converged:
+                    break
+                loss, g, h = self._pass(scores, targets, *x, chunk, True)
+        self.temperature, self.prior_weight = float(1.0 / x[0]), float(x[1])
+        return {"temperature": self.temperature, "prior_weight": self.prior_weight}
 
 
 def unigram_log_prior(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:

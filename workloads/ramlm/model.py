@@ -63,13 +63,15 @@ class Examples:
 
 class TieredRAMLM:
     def __init__(self, memory, cmap: ClusterMap, context: int, bits_per_token: int, negatives: np.ndarray,
-                 empty_value: float, train_chunk: int = 50_000, eval_chunk: int = 2048, score_chunk: int = 256):
+                 empty_value: float, train_chunk: int = 50_000, eval_chunk: int = 2048, score_chunk: int | None = None):
         self.memory = memory
         self.cmap = cmap
         self.context = context
         self.bpt = bits_per_token
         self.negatives = np.ascontiguousarray(negatives, dtype=np.int64)
         self.empty_value = float(empty_value)
+        # [B, V] score blocks of about 8M floats: large enough that per-call overheads vanish
+        score_chunk = score_chunk or max(64, (1 << 23) // cmap.vocab_size)
         self.train_chunk, self.eval_chunk, self.score_chunk = train_chunk, eval_chunk, score_chunk
 
     def examples(self, tokens: np.ndarray) -> Examples:

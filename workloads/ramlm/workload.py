@@ -24,11 +24,13 @@ from workloads.ramlm.search import GAConfig, OverfittingMonitor, TSConfig, genet
 from workloads.ramlm.tiers import ClusterMap, format_tiers, parse_tiers, top_k, uniform_tiers
 
 MAX_TIER_COLUMNS = 5   # per-tier metric columns t0..t4 (the seed's largest spec has five tiers)
+FULL_SIZES = (2_400_000, 251_000, 288_000)   # WikiText-2 train / validation / test tokens (GPT-2 BPE)
 
 
 @dataclass
 class RamLMConfig:
     experiment: str = ""            # label only (the seed's experiment name)
+    semantics: str = ""             # label only: "intended" or "legacy" (the 5c8f4f1 switches)
     # data
     data: str = "auto"              # auto | real | standin | synthetic
     tokenizer: str = "auto"         # auto | gpt2 | word
@@ -135,11 +137,14 @@ class RamLM:
         metrics: dict = {}
 
         # ---------------------------------------------------------------- data
+        # the synthetic stream is generated at the requested split sizes (the seed's full sizes by default)
+        sizes = tuple(n or d for n, d in zip((cfg.train_tokens, cfg.val_tokens, cfg.test_tokens), FULL_SIZES))
         data_key = {"workload": "ramlm-tokens", "data": cfg.data, "tokenizer": cfg.tokenizer,
                     "word_vocab": cfg.word_vocab, "synthetic_vocab": cfg.synthetic_vocab,
-                    "synthetic_exponent": cfg.synthetic_exponent, "data_seed": cfg.data_seed}
+                    "synthetic_exponent": cfg.synthetic_exponent, "data_seed": cfg.data_seed,
+                    "synthetic_sizes": list(sizes) if cfg.data == "synthetic" else None}
         splits = ctx.stage(data_key, lambda: load_token_splits(
-            cfg.data, cfg.tokenizer, ctx.data_root, ctx.cache_dir, word_vocab=cfg.word_vocab,
+            cfg.data, cfg.tokenizer, ctx.data_root, ctx.cache_dir, word_vocab=cfg.word_vocab, synthetic_sizes=sizes,
             synthetic_vocab=cfg.synthetic_vocab, synthetic_exponent=cfg.synthetic_exponent, seed=cfg.data_seed))
         splits = splits.truncated(cfg.train_tokens, cfg.val_tokens, cfg.test_tokens)
         v = splits.vocab_size
@@ -180,10 +185,10 @@ class RamLM:
             t0 = time.perf_counter()
             init = model.evaluate(splits.val)
             metrics["eval_val_s"] = time.perf_counter() - t0
-            metrics.update({"init_val_ppl": init["ppl"], "init_val_acc": init["acc"], "init_val_ce": init["ce"]})
+            metrics.update({"init_val_ppl": init["ppl"], "init_val_acc_pct": 100 * init["acc"], "init_val_ce": init["ce"]})
             _check(init["ce"])
             done.append("initial")
-            ctx.report(0, phase="initial", val_ppl=init["ppl"], val_acc=init["acc"])
+            ctx.report(0, phase="initial", val_ppl=init["ppl"], val_acc_pct=100 * init["acc"])
             ctx.save_checkpoint({"done": done, "metrics": metrics, "connectivity": None})
             trained = True
         else:
@@ -217,24 +222,24 @@ class RamLM:
         metrics["eval_final_s"] = time.perf_counter() - t0
         _check(test["ce"])
         for name, summary in (("val", val), ("test", test)):
-            metrics.update({f"{name}_ppl": summary["ppl"], f"{name}_acc": summary["acc"], f"{name}_ce": summary["ce"]})
+            metrics.update({f"{name}_ppl": summary["ppl"], f"{name}_acc_pct": 100 * summary["acc"], f"{name}_ce": summary["ce"]})
             for k, tier in enumerate(summary["tiers"][:MAX_TIER_COLUMNS]):
-                metrics.update({f"{name}_t{k}_ppl": tier["ppl"], f"{name}_t{k}_acc": tier["acc"],
-                                f"{name}_t{k}_share": tier["share"]})
+                metrics.update({f"{name}_t{k}_ppl": tier["ppl"], f"{name}_t{k}_acc_pct": 100 * tier["acc"],
+                                f"{name}_t{k}_share_pct": 100 * tier["share"]})
         for name, summary in (("val", val_cal), ("test", test_cal)):
             if summary is not None:
-                metrics.update({f"{name}_ppl_cal": summary["ppl"], f"{name}_acc_cal": summary["acc"],
+                metrics.update({f"{name}_ppl_cal": summary["ppl"], f"{name}_acc_cal_pct": 100 * summary["acc"],
                                 f"{name}_ce_cal": summary["ce"]})
                 for k, tier in enumerate(summary["tiers"][:MAX_TIER_COLUMNS]):
                     metrics[f"{name}_t{k}_ppl_cal"] = tier["ppl"]
         metrics["test_ppl_unigram"] = math.exp(unigram_ce(splits.train, splits.test[cfg.context:], v))
         metrics["val_ppl_delta_pct"] = (metrics["val_ppl"] - metrics["init_val_ppl"]) / metrics["init_val_ppl"] * 100
-        if metrics["init_val_acc"] > 0:
-            metrics["val_acc_delta_pct"] = (metrics["val_acc"] - metrics["init_val_acc"]) / metrics["init_val_acc"] * 100
+        if metrics["init_val_acc_pct"] > 0:
+            metrics["val_acc_delta_pct"] = (metrics["val_acc_pct"] - metrics["init_val_acc_pct"]) / metrics["init_val_acc_pct"] * 100
         else:
             metrics["val_acc_delta_pct"] = float("nan")
         metrics["total_s"] = time.perf_counter() - t_start
-        ctx.report(1, phase="final", val_ppl=val["ppl"], test_ppl=test["ppl"], test_acc=test["acc"])
+        ctx.report(1, phase="final", val_ppl=val["ppl"], test_ppl=test["ppl"], test_acc_pct=100 * test["acc"])
         return metrics
 
     # -------------------------------------------------------------------- optimisation phase
