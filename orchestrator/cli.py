@@ -265,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("overnight: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `overnight ... | head`
+        sys.stderr.close()
+        return 0
 
 
 def entry() -> None:

@@ -184,6 +184,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
             progress.trial_finished("failed")
 
         def on_step_end(self, iteration, trials, **info):
+            progress.running = sum(1 for t in trials if t.status == "RUNNING")
             progress.update()
 
     res = plan.study.resources

@@ -24,7 +24,7 @@ def burn(units: int, rng: np.random.Generator) -> float:
     """About one millisecond of single-core work per unit (64x64 float64 matrix products)."""
     a = rng.standard_normal((64, 64)) / 8.0
     acc = np.eye(64)
-    for _ in range(units * 4):
+    for _ in range(units * 60):
         acc = np.tanh(acc @ a)
     return float(acc.sum())
 
