@@ -120,8 +120,10 @@ pub fn encode_contexts(tokens: &[i64], context: usize, bits_per_token: usize) ->
         return value_err(format!("token id {bad} is negative or does not fit in {bits_per_token} bits"));
     }
     let n = tokens.len().saturating_sub(context);
-    let width = context * bits_per_token;
-    let mut bits = vec![0u8; n * width];
+    let width = context
+        .checked_mul(bits_per_token)
+        .ok_or_else(|| crate::error::CoreError::Value("context * bits_per_token overflows".into()))?;
+    let mut bits = crate::error::try_vec(n.saturating_mul(width), 0u8, "the encoded bits")?;
     if n > 0 {
         use rayon::prelude::*;
         crate::pool::install(|| {

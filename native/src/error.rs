@@ -28,3 +28,16 @@ impl std::error::Error for CoreError {}
 pub fn value_err<T>(msg: impl Into<String>) -> Result<T> {
     Err(CoreError::Value(msg.into()))
 }
+
+/// `vec![value; n]` that reports a failed allocation as `MemoryError` instead of aborting.
+pub fn try_vec<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        CoreError::Memory(format!(
+            "cannot allocate {what}: {n} elements of {} bytes",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}

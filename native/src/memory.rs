@@ -3,7 +3,7 @@
 //! (softmax CE, argmax) and parallel candidate evaluation (spec §8).
 use crate::address::{address_from_row, addresses_from_planes, fill_planes};
 use crate::dispatch;
-use crate::error::{value_err, CoreError, Result};
+use crate::error::{try_vec, value_err, CoreError, Result};
 use crate::rng::init_connectivity;
 use crate::store::{CellBackend, NeuronWrite, TierStore};
 use crate::tiers::{Backend, TierSpec};
@@ -264,8 +264,11 @@ impl TieredMemory {
         if specs.is_empty() {
             return value_err("at least one tier is required");
         }
-        if total_input_bits == 0 || total_input_bits > u32::MAX as usize {
-            return value_err(format!("total_input_bits must be positive, got {total_input_bits}"));
+        if total_input_bits == 0 || total_input_bits > crate::tiers::MAX_INPUT_BITS {
+            return value_err(format!(
+                "total_input_bits must be in 1..={}, got {total_input_bits}",
+                crate::tiers::MAX_INPUT_BITS
+            ));
         }
         for (i, s) in specs.iter().enumerate() {
             s.validate(i)?;
@@ -281,7 +284,11 @@ impl TieredMemory {
             return value_err(format!("{} backends given for {} tiers", backends.len(), specs.len()));
         }
         let order: Vec<u32> = match order {
-            None => (0..num_clusters as u32).collect(),
+            None => {
+                let mut v = try_vec(num_clusters, 0u32, "the cluster mapping")?;
+                v.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32);
+                v
+            }
             Some(o) => {
                 if o.len() != num_clusters {
                     return value_err(format!(
@@ -293,7 +300,7 @@ impl TieredMemory {
                 o.iter().map(|&x| x as u32).collect()
             }
         };
-        let mut logical = vec![u32::MAX; num_clusters];
+        let mut logical = try_vec(num_clusters, u32::MAX, "the cluster mapping")?;
         for (l, &tok) in order.iter().enumerate() {
             if logical[tok as usize] != u32::MAX {
                 return value_err(format!("cluster_order is not a permutation: token {tok} appears twice"));
@@ -306,7 +313,7 @@ impl TieredMemory {
             }
         }
         let mut tiers = Vec::with_capacity(specs.len());
-        let mut token_tier = vec![0u32; num_clusters];
+        let mut token_tier = try_vec(num_clusters, 0u32, "the cluster mapping")?;
         let mut start = 0usize;
         for (i, spec) in specs.iter().enumerate() {
             let backend = Backend::resolve(&backends[i], spec.bits)?;
@@ -543,13 +550,13 @@ impl TieredMemory {
     pub fn addresses(&self, bits: &[u8], b: usize) -> Result<Vec<Vec<u64>>> {
         self.check_input(Input::Bits(bits), b, "addresses")?;
         let t = self.total_input_bits;
-        Ok(crate::pool::install(|| {
+        crate::pool::install(|| {
             self.tiers
                 .iter()
                 .map(|tier| {
                     let nt = tier.spec.total_neurons();
                     let nb = tier.spec.bits as usize;
-                    let mut out = vec![0u64; b * nt];
+                    let mut out = try_vec(b.saturating_mul(nt), 0u64, "the addresses")?;
                     if nt > 0 {
                         out.par_chunks_mut(nt).enumerate().for_each(|(e, row)| {
                             let x = &bits[e * t..(e + 1) * t];
@@ -558,10 +565,10 @@ impl TieredMemory {
                             }
                         });
                     }
-                    out
+                    Ok(out)
                 })
                 .collect()
-        }))
+        })
     }
 
     // ---- training -------------------------------------------------------------------------
@@ -643,8 +650,9 @@ impl TieredMemory {
     pub fn forward_counts(&self, input: Input, b: usize) -> Result<(Vec<u16>, Vec<u16>)> {
         self.check_input(input, b, "forward")?;
         let c = self.num_clusters;
-        let mut t_out = vec![0u16; b * c];
-        let mut e_out = vec![0u16; b * c];
+        let cells = b.checked_mul(c).ok_or_else(|| CoreError::Memory("batch x clusters overflows".into()))?;
+        let mut t_out = try_vec(cells, 0u16, "the TRUE counts")?;
+        let mut e_out = try_vec(cells, 0u16, "the EMPTY counts")?;
         crate::pool::install(|| {
             t_out
                 .par_chunks_mut(FWD_CHUNK * c)
@@ -669,7 +677,8 @@ impl TieredMemory {
         self.check_input(input, b, "forward")?;
         check_empty_value(empty_value)?;
         let c = self.num_clusters;
-        let mut out = vec![0f32; b * c];
+        let cells = b.checked_mul(c).ok_or_else(|| CoreError::Memory("batch x clusters overflows".into()))?;
+        let mut out = try_vec(cells, 0f32, "the scores")?;
         crate::pool::install(|| {
             out.par_chunks_mut(FWD_CHUNK * c).enumerate().for_each_init(FwdScratch::new, |s, (ci, o)| {
                 let len = o.len() / c;

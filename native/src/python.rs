@@ -637,7 +637,8 @@ fn encode_contexts<'py>(
     let ts = tk.slice();
     let (bits, targets) = py.detach(|| crate::address::encode_contexts(ts, n, bpt))?;
     let rows = targets.len();
-    Ok((u2d(py, bits, rows, n * bpt)?, PyArray1::from_vec(py, targets)))
+    let cols = n.saturating_mul(bpt);
+    Ok((u2d(py, bits, rows, cols)?, PyArray1::from_vec(py, targets)))
 }
 
 /// `"100,15,20;400,10,12;rest,5,8"` -> [(count, neurons, bits), ...].

@@ -41,8 +41,11 @@ impl SplitMix64 {
 /// `neurons * bits >= total_input_bits`, and no repeated bit within a row unless the row already
 /// holds every input bit.
 pub fn init_connectivity(neurons: usize, bits: usize, total_input_bits: usize, seed: u64) -> Result<Vec<u32>> {
-    if total_input_bits == 0 || total_input_bits > u32::MAX as usize {
-        return value_err(format!("total_input_bits must be in 1..2^32, got {total_input_bits}"));
+    if total_input_bits == 0 || total_input_bits > crate::tiers::MAX_INPUT_BITS {
+        return value_err(format!(
+            "total_input_bits must be in 1..={}, got {total_input_bits}",
+            crate::tiers::MAX_INPUT_BITS
+        ));
     }
     if bits == 0 || bits > 60 {
         return value_err(format!("bits must be in 1..=60, got {bits}"));
@@ -53,10 +56,12 @@ pub fn init_connectivity(neurons: usize, bits: usize, total_input_bits: usize, s
         .ok_or_else(|| crate::error::CoreError::Value("neurons * bits overflows".into()))?;
     if bits == t {
         let row: Vec<u32> = (0..t as u32).collect();
-        return Ok(row.iter().copied().cycle().take(slots).collect());
+        let mut v = crate::error::try_vec(slots, 0u32, "the connectivity")?;
+        v.iter_mut().zip(row.iter().cycle()).for_each(|(d, &s)| *d = s);
+        return Ok(v);
     }
     let mut rng = SplitMix64::new(seed);
-    let mut conn = vec![0u32; slots];
+    let mut conn = crate::error::try_vec(slots, 0u32, "the connectivity")?;
     let first = rng.permutation(t);
     let head = slots.min(t);
     conn[..head].copy_from_slice(&first[..head]);

@@ -10,6 +10,9 @@ pub const SPARSE_THRESHOLD_BITS: u32 = 10;
 pub const LSH_THRESHOLD_BITS: u32 = 30;
 /// Dense and sparse store unfolded addresses and accept at most this many bits.
 pub const MAX_UNFOLDED_BITS: u32 = 30;
+/// Largest total_input_bits accepted (bounds the permutation buffers; T = 16 x context in
+/// practice).
+pub const MAX_INPUT_BITS: usize = 1 << 24;
 /// LSH folds addresses to at most this many bits.
 pub const LSH_FOLD_BITS: u32 = 20;
 

@@ -24,6 +24,7 @@ SPARSE_THRESHOLD_BITS = 10
 LSH_THRESHOLD_BITS = 30
 MAX_UNFOLDED_BITS = 30
 LSH_FOLD_BITS = 20
+MAX_INPUT_BITS = 1 << 24
 MAGIC = b"OVNRAM\x00\x01"
 _BACKEND_CODES = {"dense": 0, "sparse": 1, "lsh": 2}
 _MASK64 = (1 << 64) - 1
@@ -64,8 +65,8 @@ def init_connectivity(neurons: int, bits: int, total_input_bits: int, seed: int 
     neurons, bits, t = int(neurons), int(bits), int(total_input_bits)
     if neurons < 0:
         raise ValueError(f"neurons must be >= 0, got {neurons}")
-    if t <= 0:
-        raise ValueError(f"total_input_bits must be in 1..2^32, got {t}")
+    if not 1 <= t <= MAX_INPUT_BITS:
+        raise ValueError(f"total_input_bits must be in 1..={MAX_INPUT_BITS}, got {t}")
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"bits must be in 1..={MAX_BITS}, got {bits}")
     slots = neurons * bits
@@ -306,8 +307,8 @@ class ReferenceMemory:
         for i, (c, n, b) in enumerate(specs):
             _check_tier(i, c, n, b)
         t = int(total_input_bits)
-        if t <= 0:
-            raise ValueError(f"total_input_bits must be positive, got {t}")
+        if not 1 <= t <= MAX_INPUT_BITS:
+            raise ValueError(f"total_input_bits must be in 1..={MAX_INPUT_BITS}, got {t}")
         c_total = sum(c for c, _, _ in specs)
         if c_total == 0:
             raise ValueError("number of clusters must be in 1..2^32, got 0")
