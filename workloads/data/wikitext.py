@@ -4,8 +4,9 @@ Sources (``data`` config key):
   real       WikiText-2 raw v1: local files ``<data_root>/wikitext-2-raw/wiki.{train,valid,test}.raw``,
              else HF ``datasets`` (``wikitext`` / ``wikitext-2-raw-v1``, cached under
              ``<data_root>/hf``; downloads when online). Each split's lines are joined with one space.
-  standin    an offline English corpus: ``workloads/data/corpus/*.txt`` when present, else the
-             Python documentation text bundled with the interpreter (``pydoc_data.topics``).
+  standin    an offline English corpus: ``workloads/data/corpus/*.txt`` when it holds at least 300 KB,
+             else the Python documentation text bundled with the interpreter (``pydoc_data.topics``,
+             about 465 KB of English prose and code).
   synthetic  a seeded Zipf-distributed stream with first-order structure (for benchmarks).
   auto       real if found or downloadable, else standin.
 
@@ -33,6 +34,7 @@ import numpy as np
 WIKITEXT_FILES = {"train": "wiki.train.raw", "val": "wiki.valid.raw", "test": "wiki.test.raw"}
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 GPT2_VOCAB = 50257
+MIN_CORPUS_BYTES = 300_000
 
 
 class DataUnavailable(RuntimeError):
@@ -75,7 +77,8 @@ def standin_text() -> tuple[dict[str, str], str]:
     """An offline English corpus split 70/15/15 at paragraph boundaries."""
     corpus_dir = Path(__file__).parent / "corpus"
     files = sorted(corpus_dir.glob("*.txt")) if corpus_dir.is_dir() else []
-    if files:
+    # a shipped corpus is used only when it is large enough for the fast scale (50K/10K/10K tokens)
+    if files and sum(f.stat().st_size for f in files) >= MIN_CORPUS_BYTES:
         text = "\n\n".join(f.read_text(encoding="utf-8") for f in files)
         name = "standin:corpus"
     else:
