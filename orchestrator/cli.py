@@ -81,6 +81,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     except UserError as e:
         raise UserError(e.bare, source=str(path), field="workload") from None
     trials = expand(study, str(workload.version))
+    _check_configs(workload, trials, path)
     store = study_store(a.results, study.name, a.scale)
 
     if a.dry_run:
@@ -123,6 +124,18 @@ def cmd_run(a: argparse.Namespace) -> int:
         store.write_bytes("report.md", text.encode())
         print(text)
     return out.exit_code
+
+
+def _check_configs(workload, trials, path: Path) -> None:
+    """Let the workload reject configs it cannot run before anything starts."""
+    check = getattr(workload(), "check_config", None)
+    if check is None:
+        return
+    for t in trials:
+        try:
+            check(dict(t.config))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(str(e).strip("'\"") or type(e).__name__, source=str(path)) from None
 
 
 def _short(cfg: dict[str, Any], limit: int = 160) -> str:

@@ -67,6 +67,10 @@ class Workload(Protocol):
 
     def run(self, config: dict[str, Any], ctx: TrialContext) -> Metrics: ...
 
+    # Optional: ``check_config(config) -> None`` raising ValueError("<key>: <what is wrong>") for a
+    # config the workload cannot run. The orchestrator calls it for every trial before starting Ray,
+    # so a typo in a study file is a one-line error (exit 2) instead of a failed sweep.
+
 
 def check_finite(step: int, **values: float) -> None:
     """Raise :class:`Diverged` if any value is NaN or infinite."""

@@ -169,3 +169,11 @@ def test_dry_run_prints_count_and_runs_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "12 trials"
     assert not any(tmp_path.iterdir())
+
+
+def test_workload_rejects_a_config_before_anything_runs(tmp_path):
+    proc = overnight_subprocess("run", "synthetic", "--scale", "smoke", "--set", "steps=many", "--results", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("overnight: error: configs/studies/synthetic.yaml: steps: must be a whole "
+                                   "number >= 0 (got 'many')")
+    assert not any(tmp_path.iterdir())

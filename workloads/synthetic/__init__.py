@@ -64,3 +64,10 @@ class Synthetic:
         if marker:
             (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.end").touch()
         return {"loss": state["loss"], "resumed_from": resumed_from, "final_step": state["step"]}
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        if config.get("fail", "none") not in ("none", "raise", "nan", "crash"):
+            raise ValueError(f"fail: must be none, raise, nan or crash (got {config['fail']!r})")
+        for key in ("steps", "work_units"):
+            if key in config and (not isinstance(config[key], int) or config[key] < 0):
+                raise ValueError(f"{key}: must be a whole number >= 0 (got {config[key]!r})")
