@@ -87,7 +87,7 @@ def test_resume_from_float_checkpoint_without_stage_cache():
                correction_hidden=0, float_steps=30, correction_steps=10, stage_cache=False)
     ctx = LocalContext()
     first = QuantCorr().run(cfg, ctx)
-    assert ctx.load_checkpoint()["phase"] == "float"
+    assert ctx.load_checkpoint()["float"] is not None
     n_hist = len(ctx.history)
     second = QuantCorr().run(cfg, ctx)  # same ctx = a restarted attempt: float phase is skipped
     assert not [h for h in ctx.history[n_hist:] if h["phase"] == "float"]

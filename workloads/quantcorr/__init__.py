@@ -17,7 +17,13 @@ class QuantCorr:
         if task == "classification":
             from .classification import run_classification
             return run_classification(config, ctx)
-        raise ValueError(f"quantcorr: unknown task {task!r} (expected classification)")
+        if task == "transformer":
+            from .transformer import run_transformer
+            return run_transformer(config, ctx)
+        if task == "autoencoder":
+            from .autoencoder import run_autoencoder
+            return run_autoencoder(config, ctx)
+        raise ValueError(f"quantcorr: unknown task {task!r} (expected classification|autoencoder|transformer)")
 
 
 __all__ = ["QuantCorr"]

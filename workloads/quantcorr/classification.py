@@ -11,7 +11,7 @@ from torch import nn
 
 from workloads.base import check_finite
 
-from .common import backbone_blob, distill_correctors, frozen, load_state, state_to_bytes
+from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes
 from .correction import FloatTap, Point, QuantTap, build_correctors, corrector_keys
 from .lambda_protocol import train_correctors_lambda
 from .metrics import summary
@@ -94,7 +94,7 @@ def run_classification(cfg: dict, ctx) -> dict:
 
     key = {"stage": "quantcorr.spirals_backbone", "v": 1, "width": width, "depth": depth,
            "float_steps": float_steps, "float_lr": float_lr, **data_kw}
-    blob, _ = backbone_blob(cfg, ctx, key, build)
+    blob = backbone(cfg, ctx, Checkpointer(ctx, key), key, build)
     model = frozen(load_state(MLPClassifier(data_kw["dim"], width, depth), blob, dev)).eval()
     t_float = time.perf_counter()
 

@@ -29,18 +29,35 @@ def load_state(model: nn.Module, blob: bytes, device: str) -> nn.Module:
     return model.to(device)
 
 
-def backbone_blob(cfg: dict, ctx, key: dict, build: Callable[[], bytes]) -> tuple[bytes, bool]:
-    """The float backbone's weights: from the content-addressed stage cache when
-    ``stage_cache`` is on (many trials share one backbone), else from this trial's checkpoint or
-    freshly built. Returns (blob, built_here_or_cached flag for the row)."""
+class Checkpointer:
+    """This trial's checkpoint as a dict of phases ({"float": ..., "correction": ...}), tagged with
+    a key so a checkpoint of another configuration is never resumed."""
+
+    def __init__(self, ctx, key: dict):
+        self.ctx = ctx
+        ck = ctx.load_checkpoint()
+        self.state = ck if isinstance(ck, dict) and ck.get("key") == key else {"key": key}
+
+    def get(self, phase: str) -> Any:
+        return self.state.get(phase)
+
+    def put(self, phase: str, value: Any) -> None:
+        self.state[phase] = value
+        self.ctx.save_checkpoint(self.state)
+
+
+def backbone(cfg: dict, ctx, ckpt: Checkpointer, key: dict, build: Callable[[], Any]) -> Any:
+    """The float backbone (picklable): from the content-addressed stage cache when ``stage_cache``
+    is on (many trials share one backbone), else from this trial's checkpoint or freshly built.
+    ``build`` may itself checkpoint under the phase "float_progress" to resume long trainings."""
     if cfg.get("stage_cache", True):
-        return ctx.stage(key, build), True
-    ck = ctx.load_checkpoint()
-    if isinstance(ck, dict) and ck.get("phase") == "float" and ck.get("key") == key:
-        return ck["backbone"], False
-    blob = build()
-    ctx.save_checkpoint({"phase": "float", "key": key, "backbone": blob})
-    return blob, False
+        return ctx.stage(key, build)
+    done = ckpt.get("float")
+    if done is not None:
+        return done
+    obj = build()
+    ckpt.put("float", obj)
+    return obj
 
 
 def distill_correctors(correctors: nn.ModuleDict, batches: Iterable[tuple[int, Any]],

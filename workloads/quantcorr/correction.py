@@ -144,8 +144,13 @@ class QuantTap:
         self.corrected: dict[str, torch.Tensor] | None = {} if record else None
         self._acc: torch.Tensor | None = None
         self._group: str | None = None
+        self._seen: set[str] = set()
 
     def __call__(self, key: str, group: str, x: torch.Tensor) -> torch.Tensor:
+        if key in self._seen:  # a point seen again: a new forward pass, start from a clean state
+            self._seen.clear()
+            self._acc = None
+        self._seen.add(key)
         xq = fake_quant(x, self.scales[key], self.bits)
         # Accumulated error since the previous corrector; reset between groups and on a change of
         # dimension (the autoencoder's encoder, latent and decoder).
