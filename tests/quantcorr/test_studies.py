@@ -36,7 +36,9 @@ def load(name: str) -> dict:
     return yaml.safe_load((STUDIES / f"{name}.yaml").read_text())
 
 
-COUNTS = {"hydra_classification": 126}
+COUNTS = {"hydra_classification": 126, "hydra_autoencoder": 126, "hydra_transformer": 126,
+          "lambda_classification": 162, "lambda_autoencoder": 162, "lambda_transformer": 162,
+          "transformer_grid": 243, "transformer_grid_legacy": 243}
 
 
 @pytest.mark.parametrize("name,count", sorted(COUNTS.items()))
@@ -63,3 +65,43 @@ def test_report_tables_exclude_baselines_from_recovery():
     for table in load("hydra_classification")["report"]:
         if "recovery_pct" in table.get("values", []) or "best" in table:
             assert table.get("where") == "correct_every != 999", table["title"]
+
+
+@pytest.mark.parametrize("name,count", sorted(COUNTS.items()))
+def test_orchestrator_expands_the_same_count(name, count):
+    spec = pytest.importorskip("orchestrator.spec")
+    grid = pytest.importorskip("orchestrator.grid")
+    path = STUDIES / f"{name}.yaml"
+    for scale in ("smoke", "fast", "full"):
+        study = spec.resolve(spec.load_raw(path), str(path), scale)
+        assert len(list(grid.configs(study))) == count
+
+
+def test_hydra_studies_have_18_baselines():
+    for name in ("hydra_classification", "hydra_autoencoder", "hydra_transformer"):
+        configs = expand(load(name), "full")
+        assert sum(c["correct_every"] == 999 for c in configs) == 18, name
+
+
+def test_lambda_studies_grid_and_semantics():
+    for name in ("lambda_classification", "lambda_autoencoder", "lambda_transformer"):
+        configs = expand(load(name), "full")
+        assert {c["lam"] for c in configs} == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+        assert {c["bits"] for c in configs} == {2, 4, 8}
+        assert {c["correction_hidden"] for c in configs} == {0, 32, 64}
+        assert {c["seed"] for c in configs} == {42, 123, 999}
+        assert all(c["guard"] == "lambda" and c["correction_init"] == "zero" for c in configs)
+        assert not any(c["legacy_h0_unquantized"] for c in configs)  # correct by default
+    assert {c["input_dim"] for c in expand(load("lambda_classification"), "full")} == {10000}
+
+
+def test_transformer_grid_archs_and_legacy_switch():
+    grid_cfgs = expand(load("transformer_grid"), "full")
+    archs = {(c["d_model"], c["n_heads"], c["n_layers"], c["d_ff"]) for c in grid_cfgs}
+    assert archs == {(64, 4, 2, 256), (128, 4, 4, 512), (256, 8, 6, 1024)}
+    assert not any(c["legacy_prenorm_residual_bug"] for c in grid_cfgs)
+    legacy = expand(load("transformer_grid_legacy"), "full")
+    assert all(c["legacy_prenorm_residual_bug"] for c in legacy)
+    strip = lambda cs: sorted(repr(sorted((k, v) for k, v in c.items() if k != "legacy_prenorm_residual_bug")) for c in cs)  # noqa: E731
+    assert strip(grid_cfgs) == strip(legacy)  # the only difference is the switch
+    assert {(c["float_epochs"], c["correction_epochs"], c["batch_size"], c["seq_len"]) for c in grid_cfgs} == {(10, 5, 64, 128)}

@@ -53,12 +53,25 @@ class MLPClassifier(nn.Module):
         self.head = nn.Linear(width, classes)
         self.points = [Point(str(i), "hidden", width) for i in range(depth)]
 
-    def forward(self, x: torch.Tensor, tap=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tap=None, pre: bool = False) -> torch.Tensor:
+        """``pre=True``: x is already the first layer's linear output (the backbone is frozen after
+        float training, so it is computed once; with D = 10000 it is most of the cost)."""
         for i, layer in enumerate(self.hidden):
-            x = torch.relu(layer(x))
+            x = torch.relu(x if pre and i == 0 else layer(x))
             if tap is not None:
                 x = tap(str(i), "hidden", x)
         return self.head(x)
+
+
+class _Pre(nn.Module):
+    """The frozen classifier taking first-layer outputs (see ``MLPClassifier.forward``)."""
+
+    def __init__(self, net: MLPClassifier):
+        super().__init__()
+        self.net, self.points = net, net.points
+
+    def forward(self, h0: torch.Tensor, tap=None) -> torch.Tensor:
+        return self.net(h0, tap, pre=True)
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -95,7 +108,10 @@ def run_classification(cfg: dict, ctx) -> dict:
     key = {"stage": "quantcorr.spirals_backbone", "v": 1, "width": width, "depth": depth,
            "float_steps": float_steps, "float_lr": float_lr, **data_kw}
     blob = backbone(cfg, ctx, Checkpointer(ctx, key), key, build)
-    model = frozen(load_state(MLPClassifier(data_kw["dim"], width, depth), blob, dev)).eval()
+    backbone_net = frozen(load_state(MLPClassifier(data_kw["dim"], width, depth), blob, dev)).eval()
+    with torch.no_grad():
+        Xtr, Xte = backbone_net.hidden[0](Xtr), backbone_net.hidden[0](Xte)
+    model = _Pre(backbone_net)
     t_float = time.perf_counter()
 
     # Scales once, on the float model, over the full training set.

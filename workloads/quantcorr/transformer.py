@@ -255,6 +255,10 @@ def _train_correctors(protocol, P, model, correctors, Xtr, Ytr, order, bits, sca
                                        legacy_h0_unquantized=bool(P.get("legacy_h0_unquantized", False)),
                                        ctx=ctx, report_every=10)
     epochs = int(P["correction_epochs"])
+    batch = int(P.get("correction_batch_size", batch))
+    if int(P.get("correction_sequences", 0)):  # a subset (CPU budgets): first N of the last float order
+        sub = order[: int(P["correction_sequences"])].to(Xtr.device)
+        Xtr, Ytr = Xtr[sub], Ytr[sub]
     opt = torch.optim.Adam(correctors.parameters(), lr=lr)
     torch.manual_seed(seed + 1)  # dropout stream of the correction phase
     gen = torch.Generator().manual_seed(seed + 2)  # batch order of the correction phase
