@@ -84,7 +84,7 @@ def table(rows: pd.DataFrame, spec: ReportTable) -> tuple[pd.DataFrame, list[str
         ranked = ranked.sort_values("_m", ascending=(b.mode == "min"), kind="stable")
         top = ranked.groupby(b.by, sort=True, dropna=False).head(b.top) if b.by else ranked.head(b.top)
         top = top.sort_values(b.by + ["_m"], ascending=[True] * len(b.by) + [b.mode == "min"]) if b.by else top
-        cols = spec.columns or (b.by + [b.metric])
+        cols = [c for c in b.by if c not in (spec.columns or [])] + (spec.columns or [b.metric])
         return top[cols].reset_index(drop=True), notes
     records = []
     groups = df.groupby(spec.by, sort=True, dropna=False) if spec.by else [((), df)]
