@@ -66,7 +66,7 @@ class Block(nn.Module):
     def forward(self, h: torch.Tensor, tap, b: int) -> torch.Tensor:
         # legacy_residual (quantized-only baseline of the original code, spec §0.1): the residual
         # stream was overwritten by its LayerNorm before the add: h <- LN(h); h <- h + f(h).
-        legacy = tap is not None and tap.legacy_residual
+        legacy = getattr(tap, "legacy_residual", False)
         for sub, ln, name in ((self.attn, self.ln1, "attn"), (self.ffn, self.ln2, "ffn")):
             if legacy:
                 h = ln(h)
