@@ -1,0 +1,22 @@
+"""Geometry-guided correction study of seed 002 (spec geometry-study.md): per setting, Q1 asks
+whether the 4-bit quantization error of each residual-stream point is linearly recoverable (ridge
+map, float and 4-bit) and whether a correctability score predicts it; Q2 compares element-wise
+correctors fed with quantization-time features, with the point identity, or both. Built on the
+quantcorr substrate (fake quantization, the pre-LN char transformer and its taps)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class Geometry:
+    """One (seed, architecture) setting of the geometry study."""
+
+    name = "geometry"
+    version = "1"
+
+    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+        from .study import run_geometry
+        return run_geometry(config, ctx)
+
+
+__all__ = ["Geometry"]
