@@ -1,0 +1,1 @@
+"""Dataset loaders with a cache/data root and offline stand-ins."""

@@ -1,0 +1,166 @@
+"""CIFAR-10 as flat, normalized vectors (3072 values per image), for MLP workloads.
+
+Sources (``source`` argument, the ``data`` config key of a workload):
+  real      the standard CIFAR-10 python batches read through torchvision. Looked for under
+            ``<data_root>/cifar-10-batches-py`` and ``<data_root>/cifar10/cifar-10-batches-py``;
+            downloaded into ``<data_root>/cifar10`` when the download host is reachable.
+  standin   an offline, seeded, class-conditional image-like data set of the same shape
+            (3 x 32 x 32 = 3072 inputs, 10 classes). It is NOT CIFAR: accuracies on it say nothing
+            about CIFAR-10; it only lets CPU runs and tests exercise the same code path.
+  auto      real if found (or downloadable), else standin.
+
+Images are flattened in channel-major order (C, H, W), scaled to [0, 1] and normalized per channel
+with the usual CIFAR-10 mean and std; no augmentation. Every result records ``source``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+SHAPE = (3, 32, 32)
+DIM = 3 * 32 * 32
+N_CLASSES = 10
+DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+
+
+class DataUnavailable(RuntimeError):
+    """``source="real"`` was asked for and CIFAR-10 can be neither found nor downloaded."""
+
+
+@dataclass
+class FlatImages:
+    x_train: np.ndarray  # float32 (N, 3072), normalized
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str          # "real:cifar10" or "standin:blobs"
+
+    @property
+    def n_classes(self) -> int:
+        return N_CLASSES
+
+
+def normalize(images_chw01: np.ndarray) -> np.ndarray:
+    """(N, 3, 32, 32) in [0, 1] -> (N, 3072) float32 normalized per channel."""
+    mean = np.asarray(MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(STD, dtype=np.float32).reshape(1, 3, 1, 1)
+    out = images_chw01.astype(np.float32)  # a copy; the arithmetic below stays in place
+    out -= mean
+    out /= std
+    return out.reshape(len(images_chw01), DIM)
+
+
+def batch_dir(data_root: Path) -> Path | None:
+    """The directory holding the python batches, if present."""
+    for root in (Path(data_root), Path(data_root) / "cifar10"):
+        d = root / "cifar-10-batches-py"
+        if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
+            return d
+    return None
+
+
+def reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    """Whether a download can even be tried (avoids long hangs offline)."""
+    if os.environ.get("OVERNIGHT_OFFLINE"):
+        return False
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_real(data_root: Path, download: bool = True) -> FlatImages | None:
+    """CIFAR-10 through torchvision, or None if it is not here and cannot be downloaded."""
+    from torchvision.datasets import CIFAR10  # noqa: PLC0415  (heavy import, only when needed)
+
+    found = batch_dir(data_root)
+    if found is not None:
+        root, fetch = found.parent, False
+    elif download and reachable():
+        root, fetch = Path(data_root) / "cifar10", True
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        return None
+    try:
+        train = CIFAR10(str(root), train=True, download=fetch)
+        test = CIFAR10(str(root), train=False, download=False)
+    except Exception:  # corrupt files or a failed download: the caller falls back or reports
+        return None
+
+    def flat(ds) -> tuple[np.ndarray, np.ndarray]:
+        hwc = np.asarray(ds.data)  # uint8 (N, 32, 32, 3)
+        chw = hwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return normalize(chw), np.asarray(ds.targets, dtype=np.int64)
+
+    xtr, ytr = flat(train)
+    xte, yte = flat(test)
+    return FlatImages(xtr, ytr, xte, yte, "real:cifar10")
+
+
+def standin(n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> FlatImages:
+    """Seeded class-conditional images shaped like CIFAR-10.
+
+    Each class has a mean in a 48-dim latent space; a sample is its class mean plus unit Gaussian
+    noise, mapped through 48 fixed smooth colour fields (random 3x8x8 patterns upsampled to 32x32)
+    and a sigmoid, plus pixel noise. Classes overlap, so a classifier is far from perfect.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC1FA]))
+    k = 48
+    coarse = rng.standard_normal((k, 3, 8, 8), dtype=np.float32)
+    fields = _upsample4(coarse).reshape(k, DIM)
+    fields /= np.linalg.norm(fields, axis=1, keepdims=True) / np.sqrt(DIM / k)
+    class_means = 0.2 * rng.standard_normal((N_CLASSES, k), dtype=np.float32)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.permutation(np.arange(n) % N_CLASSES).astype(np.int64)
+        z = class_means[y] + rng.standard_normal((n, k), dtype=np.float32)
+        img = rng.standard_normal((n, DIM), dtype=np.float32)
+        img *= -0.35
+        img -= z @ fields / np.sqrt(k)
+        np.exp(img, out=img)  # sigmoid in place: 1 / (1 + exp(-pixels))
+        img += 1.0
+        np.reciprocal(img, out=img)
+        return normalize(img.reshape(n, *SHAPE)), y
+
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    return FlatImages(xtr, ytr, xte, yte, "standin:blobs")
+
+
+def _upsample4(a: np.ndarray) -> np.ndarray:
+    """(k, 3, 8, 8) -> (k, 3, 32, 32) by separable linear interpolation (smooth, no torch needed)."""
+    src = np.linspace(0, 7, 32)
+    lo = np.floor(src).astype(int).clip(0, 6)
+    w = (src - lo).astype(np.float32)
+    rows = a[:, :, lo, :] * (1 - w)[None, None, :, None] + a[:, :, lo + 1, :] * w[None, None, :, None]
+    return rows[:, :, :, lo] * (1 - w) + rows[:, :, :, lo + 1] * w
+
+
+def load_cifar10(data_root: Path, source: str = "auto", download: bool = True, *,
+                 standin_train: int = 10000, standin_test: int = 2000, standin_seed: int = 0) -> FlatImages:
+    """CIFAR-10 (flat, normalized) from ``source``: auto | real | standin."""
+    if source not in ("auto", "real", "standin"):
+        raise ValueError(f"data must be auto, real or standin (got {source!r})")
+    if source in ("auto", "real"):
+        real = load_real(Path(data_root), download=download)
+        if real is not None:
+            return real
+        if source == "real":
+            raise DataUnavailable(
+                f"CIFAR-10 not found under {data_root} (cifar-10-batches-py) and it could not be downloaded")
+    return standin(standin_train, standin_test, standin_seed)
+
+
+def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random subset of n rows (all rows when n <= 0 or n >= len)."""
+    if n <= 0 or n >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+    return x[idx], y[idx]
