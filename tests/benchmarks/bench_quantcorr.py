@@ -1,78 +1,101 @@
-"""Per-trial wall time of a quantcorr study at a given scale, measured in-process (no Ray) on one
-thread, and the study wall time it implies on N parallel workers.
+"""Per-trial cost of a quantcorr study at a given scale, measured in-process (no Ray, one torch
+thread), and the study wall time it implies on N parallel workers, with and without the stage cache.
+
+Costs are process CPU seconds (``--clock cpu``, the default): on a shared machine they stay close to
+what the trial takes on an idle core, where wall time grows with everyone else's load. ``--clock wall``
+uses wall time instead.
 
     .venv/bin/python tests/benchmarks/bench_quantcorr.py --study hydra_classification --scale fast
 
-By default it runs a stratified sample (every architecture, at each bits value, one trial per
-correction setting listed in --sample-settings and the baseline) with the stage cache shared across
-the sampled trials as in a real sweep, and with --no-cache each trial trains its own backbone. The
-estimate weights each sampled trial by how many trials of the study it stands for.
+It runs one trial per cost stratum (architecture x correct_every x corrector size; bits, lambda and
+the seed do not change the cost), sharing one in-memory stage cache, so each architecture's float
+backbone is trained once. From each row: backbone time = ``float_phase_s`` of the trial that built
+it; the rest of the trial = its wall time minus ``float_phase_s``. Estimates:
+  cache on : (sum over trials of rest + overhead + sum over distinct backbones of backbone) / workers
+  cache off: (sum over trials of rest + backbone + overhead) / workers
 """
 from __future__ import annotations
 
 import argparse
-import itertools
+import os
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 from tests.quantcorr.test_studies import expand  # noqa: E402
 from workloads.base import LocalContext  # noqa: E402
 from workloads.quantcorr import QuantCorr  # noqa: E402
 
-STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"
+ARCH = ("width", "depth", "hidden", "latent", "d_model", "n_heads", "n_layers", "d_ff", "input_dim")
+NOT_BACKBONE = {"bits", "correct_every", "correction_hidden", "lam", "legacy_prenorm_residual_bug",
+                "legacy_h0_unquantized", "guard", "correction_init", "reliable_gap_rel", "stage_cache",
+                "correction_steps", "correction_epochs", "correction_lr", "correction_sequences",
+                "correction_batch_size", "correction_images", "calib_sequences"}
+
+
+def key_of(cfg: dict, keys) -> tuple:
+    return tuple(repr(cfg.get(k)) for k in keys)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", default="hydra_classification")
     ap.add_argument("--scale", default="fast")
-    ap.add_argument("--no-cache", action="store_true")
-    ap.add_argument("--all", action="store_true", help="run every trial instead of a sample")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--overhead", type=float, default=0.5, help="orchestrator seconds per trial")
-    ap.add_argument("--strata", default="", help="comma list of config keys that define cost strata")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    spec = yaml.safe_load((STUDIES / f"{args.study}.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "configs" / "studies" / f"{args.study}.yaml").read_text())
     configs = expand(spec, args.scale)
+    arch = [k for k in ARCH if k in configs[0]]
+    strata = arch + [k for k in ("correct_every", "correction_hidden") if k in configs[0]]
+    bb_keys = sorted(k for k in configs[0] if k not in NOT_BACKBONE)
+    samples: dict[tuple, dict] = {}
     for c in configs:
-        c["stage_cache"] = not args.no_cache
-    strata = [s for s in args.strata.split(",") if s] or [
-        k for k in ("width", "depth", "hidden", "latent", "d_model", "n_layers", "correct_every")
-        if k in configs[0]]  # bits and corrector size barely change the cost
-    groups: dict[tuple, list[dict]] = {}
-    for c in configs:
-        groups.setdefault(tuple(repr(c.get(k)) for k in strata), []).append(c)
-    picked = [(g[0], len(g)) for g in groups.values()] if not args.all else [(c, 1) for c in configs]
+        samples.setdefault(key_of(c, strata), c)
 
     ctx = LocalContext(scale=args.scale)
-    total, times, rows = 0.0, [], []
+    rest: dict[tuple, float] = {}
+    backbone_s: dict[tuple, float] = {}
+    recov = []
     t_all = time.perf_counter()
-    for cfg, weight in picked:
-        t = time.perf_counter()
-        row = QuantCorr().run(cfg, ctx if not args.no_cache else LocalContext(scale=args.scale))
-        dt = time.perf_counter() - t
-        times.append(dt)
-        total += weight * (dt + args.overhead)
-        rows.append((cfg, row, dt))
+    for s, cfg in samples.items():
+        row = QuantCorr().run({**cfg, "stage_cache": True}, ctx)
+        dt, fl = ((row["total_cpu_s"], row["float_phase_cpu_s"]) if args.clock == "cpu"
+                  else (row["total_s"], row["float_phase_s"]))
+        a = key_of(cfg, arch)
+        backbone_s[a] = max(backbone_s.get(a, 0.0), fl)
+        rest[s] = dt - fl
+        if row["num_correction_layers"]:
+            recov.append(row["recovery_pct"])
+        print(f"  {dict(zip(strata, s))}: {dt:.2f} s (float phase {fl:.2f} s) "
+              f"recovery {row['recovery_pct']:.1f}%", flush=True)
     wall = time.perf_counter() - t_all
-    print(f"study={args.study} scale={args.scale} cache={'off' if args.no_cache else 'on'} "
-          f"strata={strata} sampled={len(picked)} of {len(configs)} trials, sample wall {wall:.1f} s")
-    print(f"per-trial s: mean {statistics.mean(times):.2f} median {statistics.median(times):.2f} "
-          f"max {max(times):.2f} min {min(times):.2f}")
-    print(f"estimated study wall on {args.workers} workers incl. {args.overhead}s/trial overhead: "
-          f"{total / args.workers / 60:.1f} min")
-    rec = [r["recovery_pct"] for c, r, _ in rows if r.get("num_correction_layers")]
-    if rec:
-        print(f"sampled correction runs: mean recovery {statistics.mean(rec):.1f}% (n={len(rec)})")
+
+    n_backbones = len({key_of(c, bb_keys) for c in configs})
+    per_trial_on = [rest[key_of(c, strata)] + 0.0 for c in configs]
+    per_trial_off = [rest[key_of(c, strata)] + backbone_s[key_of(c, arch)] for c in configs]
+    bb_total = sum(backbone_s[key_of(c, arch)] for c in {key_of(c, bb_keys): c for c in configs}.values())
+    on = (sum(per_trial_on) + args.overhead * len(configs) + bb_total) / args.workers
+    off = (sum(per_trial_off) + args.overhead * len(configs)) / args.workers
+    print(f"study={args.study} scale={args.scale} clock={args.clock}: {len(configs)} trials, "
+          f"{n_backbones} distinct backbones, {len(samples)} sampled in {wall:.1f} s wall, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("backbone training s by arch: " + ", ".join(f"{dict(zip(arch, a))}={v:.2f}" for a, v in backbone_s.items()))
+    print(f"per-trial s without backbone: mean {statistics.mean(per_trial_on):.2f} max {max(per_trial_on):.2f}; "
+          f"with its own backbone: mean {statistics.mean(per_trial_off):.2f} max {max(per_trial_off):.2f}")
+    print(f"estimated study wall on {args.workers} workers (+{args.overhead} s/trial): "
+          f"stage cache on {on / 60:.1f} min, off {off / 60:.1f} min")
+    if recov:
+        print(f"sampled correction runs: mean recovery {statistics.mean(recov):.1f}% (n={len(recov)})")
 
 
 if __name__ == "__main__":

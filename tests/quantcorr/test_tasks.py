@@ -136,7 +136,7 @@ def test_autoencoder_standin_run(tmp_path):
                correction_hidden=0, data="auto", float_epochs=20, correction_epochs=5, batch_size=128)
     row = QuantCorr().run(cfg, LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
     assert row["data_source"] == "standin:sklearn_digits"
-    assert row["input_dim"] == 64 and row["n_test_images"] == 256
+    assert row["image_dim"] == 64 and row["n_test_images"] == 256
     assert row["num_correction_layers"] == 4
     assert row["mse_quant"] > row["mse_float"]
     assert row["mse_corrected"] < row["mse_quant"]  # distillation on the float output helps at 2 bits

@@ -127,7 +127,7 @@ PROTOCOL_DEFAULTS = {
 
 
 def run_transformer(cfg: dict, ctx) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     protocol = cfg.get("protocol", "hydra")
     if protocol not in PROTOCOL_DEFAULTS:
         raise ValueError(f"protocol for transformer must be hydra|grid|lambda, got {protocol!r}")
@@ -196,7 +196,7 @@ def run_transformer(cfg: dict, ctx) -> dict:
     staged = backbone(cfg, ctx, ckpt, key, build)
     model = frozen(load_state(new_model(), staged["model"], dev))
     order = staged["order"]
-    t_float = time.perf_counter()
+    t_float, c_float = time.perf_counter(), time.process_time()
 
     # Scales: float model, eval mode, on the first calib_sequences of the last-permuted train set.
     calib_idx = order[: int(P.get("calib_sequences", 64))].to(dev)
@@ -236,7 +236,8 @@ def run_transformer(cfg: dict, ctx) -> dict:
         num_correction_layers=n_corr, num_quant_points=len(model.points),
         correction_final_loss=final_loss, data_source=source, vocab_size=V,
         n_train_sequences=len(Xtr), n_test_sequences=len(Xte),
-        float_phase_s=t_float - t0, total_s=time.perf_counter() - t0)
+        float_phase_s=t_float - t0, float_phase_cpu_s=c_float - c0,
+               total_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0)
     if not all(math.isfinite(v) for v in (loss_f, loss_q, loss_c)):
         raise Diverged("non-finite evaluation loss", metrics=row)
     return row
