@@ -26,7 +26,10 @@ from .settings import eta_name
 def cosine_per_sample(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """cos(a_i, g_i) for each row, by hand in fp32 (or in a's dtype if wider)."""
     dt = torch.promote_types(a.dtype, torch.float32)
-    a, g = a.to(dt), g.to(dt)
+    # divide by the largest entry first, so squares of tiny vectors (||g|| near the 1e-7 floor and
+    # below) do not underflow; an all-zero vector still gives 0/0 = NaN
+    a = a.to(dt) / a.to(dt).abs().amax(-1, keepdim=True)
+    g = g.to(dt) / g.to(dt).abs().amax(-1, keepdim=True)
     return (a * g).sum(-1) / ((a * a).sum(-1).sqrt() * (g * g).sum(-1).sqrt())
 
 

@@ -1,9 +1,9 @@
 """CIFAR-10 as flat, normalized vectors (3072 values per image), for MLP workloads.
 
 Sources (``source`` argument, the ``data`` config key of a workload):
-  real      the standard CIFAR-10 python batches read through torchvision. Looked for under
-            ``<data_root>/cifar-10-batches-py`` and ``<data_root>/cifar10/cifar-10-batches-py``;
-            downloaded into ``<data_root>/cifar10`` when the download host is reachable.
+  real      the standard CIFAR-10 python batches, looked for under ``<data_root>/cifar-10-batches-py``
+            and ``<data_root>/cifar10/cifar-10-batches-py``; when absent and the download host is
+            reachable, torchvision downloads and checks them into ``<data_root>/cifar10``.
   standin   an offline, seeded, class-conditional image-like data set of the same shape
             (3 x 32 x 32 = 3072 inputs, 10 classes). It is NOT CIFAR: accuracies on it say nothing
             about CIFAR-10; it only lets CPU runs and tests exercise the same code path.
@@ -15,6 +15,7 @@ with the usual CIFAR-10 mean and std; no augmentation. Every result records ``so
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,32 +77,46 @@ def reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout: float = 3.0) -> bo
         return False
 
 
-def load_real(data_root: Path, download: bool = True) -> FlatImages | None:
-    """CIFAR-10 through torchvision, or None if it is not here and cannot be downloaded."""
-    from torchvision.datasets import CIFAR10  # noqa: PLC0415  (heavy import, only when needed)
+def read_batches(directory: Path) -> FlatImages:
+    """The python batches (``data_batch_1..5``, ``test_batch``): pickled dicts with ``data``
+    (N x 3072 uint8, already channel-major) and ``labels``."""
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for name in names:
+            with open(directory / name, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, *SHAPE))
+            ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+        return normalize(np.concatenate(xs).astype(np.float32) / 255.0), np.concatenate(ys)
 
-    found = batch_dir(data_root)
-    if found is not None:
-        root, fetch = found.parent, False
-    elif download and reachable():
-        root, fetch = Path(data_root) / "cifar10", True
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        return None
-    try:
-        train = CIFAR10(str(root), train=True, download=fetch)
-        test = CIFAR10(str(root), train=False, download=False)
-    except Exception:  # corrupt files or a failed download: the caller falls back or reports
-        return None
-
-    def flat(ds) -> tuple[np.ndarray, np.ndarray]:
-        hwc = np.asarray(ds.data)  # uint8 (N, 32, 32, 3)
-        chw = hwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        return normalize(chw), np.asarray(ds.targets, dtype=np.int64)
-
-    xtr, ytr = flat(train)
-    xte, yte = flat(test)
+    train_names = sorted(p.name for p in directory.glob("data_batch_*"))
+    xtr, ytr = read(train_names)
+    xte, yte = read(["test_batch"])
     return FlatImages(xtr, ytr, xte, yte, "real:cifar10")
+
+
+def download(data_root: Path) -> Path | None:
+    """Fetch and unpack the python batches with torchvision (checksummed) into <data_root>/cifar10."""
+    if not reachable():
+        return None
+    root = Path(data_root) / "cifar10"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        from torchvision.datasets import CIFAR10  # noqa: PLC0415  (heavy import, only when needed)
+        CIFAR10(str(root), train=True, download=True)
+    except Exception:  # network or checksum failure: the caller falls back or reports
+        return None
+    return batch_dir(data_root)
+
+
+def load_real(data_root: Path, download_if_missing: bool = True) -> FlatImages | None:
+    """CIFAR-10 from the python batches under ``data_root``, downloading them when possible."""
+    found = batch_dir(data_root)
+    if found is None and download_if_missing:
+        found = download(data_root)
+    if found is None:
+        return None
+    return read_batches(found)
 
 
 def standin(n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> FlatImages:
@@ -149,7 +164,7 @@ def load_cifar10(data_root: Path, source: str = "auto", download: bool = True, *
     if source not in ("auto", "real", "standin"):
         raise ValueError(f"data must be auto, real or standin (got {source!r})")
     if source in ("auto", "real"):
-        real = load_real(Path(data_root), download=download)
+        real = load_real(Path(data_root), download_if_missing=download)
         if real is not None:
             return real
         if source == "real":
