@@ -113,21 +113,24 @@ class Calibration:
 
     def _pass(self, scores, targets, a: float, b: float, chunk: int, derivatives: bool):
         """Mean CE at inverse temperature a and prior weight b; with its gradient and Hessian.
-        CE is convex in (a, b) (log-sum-exp of logits linear in them), so Newton converges fast."""
+        CE is convex in (a, b) (log-sum-exp of logits linear in them), so Newton converges fast.
+        Elementwise work in float32, row sums accumulated in float64."""
         n = len(targets)
-        lp = self.log_prior.double()
+        lp = self.log_prior
+        lp2 = lp * lp
         loss, g, h = 0.0, np.zeros(2), np.zeros((2, 2))
         for i in range(0, n, chunk):
-            s = torch.from_numpy(np.asarray(scores[i:i + chunk], dtype=np.float32)).double()
+            s = torch.from_numpy(np.asarray(scores[i:i + chunk], dtype=np.float32))
             t = torch.from_numpy(np.asarray(targets[i:i + chunk], dtype=np.int64))
-            logits = a * s + b * lp
+            logits = s * a + lp * b
             lse = torch.logsumexp(logits, dim=1)
-            s_t, lp_t = s.gather(1, t[:, None]).squeeze(1), lp[t]
-            loss += float((lse - (a * s_t + b * lp_t)).sum())
+            s_t, lp_t = s.gather(1, t[:, None]).squeeze(1).double(), lp[t].double()
+            loss += float((lse.double() - (a * s_t + b * lp_t)).sum())
             if derivatives:
-                p = torch.exp(logits - lse[:, None])
-                es, el = (p * s).sum(1), p @ lp
-                ess, esl, ell = (p * s * s).sum(1), (p * s) @ lp, p @ (lp * lp)
+                p = torch.exp(logits.sub_(lse[:, None]))
+                ps = p * s
+                es, el = ps.sum(1).double(), (p @ lp).double()
+                ess, esl, ell = (ps * s).sum(1).double(), (ps @ lp).double(), (p @ lp2).double()
                 g += [float((es - s_t).sum()), float((el - lp_t).sum())]
                 h += [[float((ess - es * es).sum()), float((esl - es * el).sum())],
                       [float((esl - es * el).sum()), float((ell - el * el).sum())]]
