@@ -156,6 +156,27 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
 
     payloads = {t.trial_id: plan.payload(t) for t in plan.pending}
     store = plan.store
+    unwritable: list[str] = []   # set once the results location refuses writes: stop the sweep
+
+    class StopWhenUnwritable(tune.Stopper):
+        def __reduce__(self):  # pickled into tuner.pkl like the callbacks; never restored
+            return (tune.stopper.NoopStopper, ())
+
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return bool(unwritable)
+
+    def storage_problem() -> bool:
+        """After a trial failure: is it the results location that refuses writes (full, read-only)?
+        Then every retry would fail the same way, so the sweep stops (see StopWhenUnwritable)."""
+        if not unwritable:
+            try:
+                store.check_writable()
+            except UserError as e:
+                unwritable.append(e.bare)
+        return bool(unwritable)
 
     class Bridge(tune.Callback):
         """Feeds the progress line and records trials whose process died for good."""
@@ -168,6 +189,8 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             progress.running = max(0, progress.running - 1)
+            if storage_problem():
+                return
             err = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
             progress.note(f"trial {trial.config['trial']['trial_id']} failed, retrying"
                           + (f": {_last_error_line(err)}" if err else ""))
@@ -178,6 +201,8 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
 
         def on_trial_error(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]["trial_id"]
+            if storage_problem():
+                return
             if tid not in store.finished_ids():
                 err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
                 failed_row(payloads[tid], str(err).strip().splitlines()[-1] if err else "trial process died")
@@ -201,7 +226,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
         ),
         run_config=tune.RunConfig(
             name=f"run-{utcnow().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
-            storage_path=storage, verbose=0, callbacks=[Bridge()],
+            storage_path=storage, verbose=0, callbacks=[Bridge()], stop=StopWhenUnwritable(),
             # our own retry accounting lives in the trial; this covers processes that died outright
             failure_config=tune.FailureConfig(max_failures=plan.study.max_failures + 2),
         ),
@@ -213,6 +238,14 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
         tuner.fit()
     except KeyboardInterrupt:
         return True
+    except Exception:
+        # Tune's own state lives in the results location too: a full or read-only location
+        # surfaces here as a TuneError wrapping an OSError
+        store.check_writable()
+        raise
+    if unwritable:
+        raise UserError(f"{unwritable[0]}; finished trials are kept: make room (or fix permissions) and "
+                        f"run the same command again", source="--results", field=store.location)
     return False
 
 
