@@ -4,10 +4,13 @@ It does a fixed amount of real CPU work (dense matrix products), reports a loss 
 on its config, checkpoints after every step and resumes from the last one. On request it fails
 (``fail: raise``), produces a NaN loss (``fail: nan``), or kills its own process (``fail: crash``),
 so the orchestrator's handling of each case can be tested. With ``marker_dir`` it leaves one file
-per execution start and per finished execution, which tests count.
+per execution start and per finished execution, which tests count. With ``placement: true`` it
+also returns where its last execution ran as Ray sees it (node id, GPU ids, CUDA_VISIBLE_DEVICES,
+pid) and writes the same into its start marker, for multi-node and GPU-packing tests.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -29,6 +32,20 @@ def burn(units: int, rng: np.random.Generator) -> float:
     return float(acc.sum())
 
 
+def placement() -> dict[str, Any]:
+    """Where this process runs: the Ray node, the GPUs Ray assigned to it, the devices CUDA sees."""
+    info: dict[str, Any] = {"node_id": "", "gpu_ids": "", "pid": os.getpid(),
+                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    try:
+        import ray
+    except ImportError:
+        return info
+    if ray.is_initialized():
+        info["node_id"] = ray.get_runtime_context().get_node_id()
+        info["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
+    return info
+
+
 class Synthetic:
     name = "synthetic"
     version = "1"
@@ -40,9 +57,11 @@ class Synthetic:
         fail = config.get("fail", "none")
         lr = float(config.get("lr", 0.1))
         marker = config.get("marker_dir")
+        where = placement() if config.get("placement") else {}
         if marker:
             Path(marker).mkdir(parents=True, exist_ok=True)
-            (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start").touch()
+            start = Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start"
+            start.write_text(json.dumps(where) if where else "")
 
         state = ctx.load_checkpoint() or {"step": 0, "loss": 1.0}
         resumed_from = state["step"]
@@ -63,7 +82,7 @@ class Synthetic:
             ctx.save_checkpoint(state)
         if marker:
             (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.end").touch()
-        return {"loss": state["loss"], "resumed_from": resumed_from, "final_step": state["step"]}
+        return {"loss": state["loss"], "resumed_from": resumed_from, "final_step": state["step"], **where}
 
     def check_config(self, config: dict[str, Any]) -> None:
         if config.get("fail", "none") not in ("none", "raise", "nan", "crash"):
