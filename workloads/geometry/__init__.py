@@ -15,8 +15,15 @@ class Geometry:
     version = "1"
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+        import torch
+
         from .study import run_geometry
-        return run_geometry(config, ctx)
+        try:  # numpy's BLAS (ridge, eigvalsh) would otherwise start one thread per core in every trial
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - comes with scikit-learn
+            return run_geometry(config, ctx)
+        with threadpool_limits(limits=max(torch.get_num_threads(), 1), user_api="blas"):
+            return run_geometry(config, ctx)
 
 
 __all__ = ["Geometry"]

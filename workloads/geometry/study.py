@@ -115,6 +115,9 @@ def run_geometry(cfg: dict, ctx) -> dict:
         return {"model": state_to_bytes(train_backbone(model, Xtr, Ytr, P, ckpt, ctx))}
 
     staged = backbone(P, ctx, ckpt, key, build)
+    # The backbone is now in the stage cache (or under "float"): drop the per-epoch training state
+    # (weights + AdamW moments) so the later phase checkpoints stay small.
+    ckpt.state.pop("float_progress", None)
     model = frozen(load_state(new_model(), staged["model"], dev)).eval()
     keys = [p.key for p in model.points]
     Pn = len(keys)
