@@ -87,3 +87,10 @@ def test_bad_config_is_rejected_clearly():
         run(tiers="100,15")
     with pytest.raises(TierSpecError, match="beyond the vocabulary size"):
         run(tiers="700,5,8;rest,3,8")
+
+
+def test_windowed_pretrain_trains_on_the_windows_only():
+    full = run(optimize=True)
+    windowed = run(optimize=True, windowed_pretrain=True)
+    assert windowed["written_cells_init"] < full["written_cells_init"]
+    assert windowed["written_cells_final"] == pytest.approx(full["written_cells_final"], rel=0.2)  # both retrain on all

@@ -127,6 +127,19 @@ def window_tokens(tokens: np.ndarray, starts: list[int], window: int) -> np.ndar
     return np.concatenate([tokens[s:s + window] for s in starts]) if starts else tokens[:0]
 
 
+def opt_windows(cfg: RamLMConfig, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(opt_train, opt_eval, opt_dev) token streams (spec §8.1): windows sampled with
+    random.Random(opt_seed); eval and dev come from one sorted draw of twice the count, split in half."""
+    rng = random.Random(cfg.opt_seed)
+    eval_stream = splits.val if cfg.opt_eval_split == "validation" else splits.test
+    tr_starts = sample_windows(len(splits.train), cfg.opt_train_windows, cfg.opt_window, rng)
+    ev_starts = sample_windows(len(eval_stream), 2 * cfg.opt_eval_windows, cfg.opt_window, rng)
+    half = len(ev_starts) // 2 if len(ev_starts) > 1 else 1
+    return (window_tokens(splits.train, tr_starts, cfg.opt_window),
+            window_tokens(eval_stream, ev_starts[:half], cfg.opt_window),
+            window_tokens(eval_stream, ev_starts[half:] or ev_starts[:half], cfg.opt_window))
+
+
 class RamLM:
     name = "ramlm"
     version = "1"
@@ -178,7 +191,9 @@ class RamLM:
         # ---------------------------------------------------------------- initial training
         if "initial" not in done:
             t0 = time.perf_counter()
-            if not (cfg.optimize and cfg.windowed_pretrain):
+            if cfg.optimize and cfg.windowed_pretrain:   # pretrain on the optimiser's train windows only
+                model.train(opt_windows(cfg, splits)[0])
+            else:
                 model.train(splits.train)
             metrics["train_s"] = time.perf_counter() - t0
             metrics["written_cells_init"] = int(np.sum(memory.written_cells()))
@@ -196,8 +211,8 @@ class RamLM:
 
         # ---------------------------------------------------------------- optimisation
         if cfg.optimize and cfg.strategies:
-            if not trained and not cfg.windowed_pretrain:
-                model.train(splits.train)
+            if not trained:
+                model.train(opt_windows(cfg, splits)[0] if cfg.windowed_pretrain else splits.train)
             self._optimise(cfg, ctx, model, splits, cmap, tiers, total_bits, metrics, done)
             t0 = time.perf_counter()
             memory.reset()
@@ -246,22 +261,12 @@ class RamLM:
     def _optimise(self, cfg, ctx, model, splits, cmap, tiers, total_bits, metrics, done) -> None:
         memory = model.memory
         t0 = time.perf_counter()
-        rng = random.Random(cfg.opt_seed)
-        eval_stream = splits.val if cfg.opt_eval_split == "validation" else splits.test
-        tr_starts = sample_windows(len(splits.train), cfg.opt_train_windows, cfg.opt_window, rng)
-        ev_starts = sample_windows(len(eval_stream), 2 * cfg.opt_eval_windows, cfg.opt_window, rng)
-        half = len(ev_starts) // 2 if len(ev_starts) > 1 else 1
-        opt_train = window_tokens(splits.train, tr_starts, cfg.opt_window)
-        opt_eval = window_tokens(eval_stream, ev_starts[:half], cfg.opt_window)
-        opt_dev = window_tokens(eval_stream, ev_starts[half:] or ev_starts[:half], cfg.opt_window)
+        opt_train, opt_eval, opt_dev = opt_windows(cfg, splits)
         tr_bits, tr_tg = model.examples(opt_train).all()
         ev_bits, ev_tg = model.examples(opt_eval).all()
         dv_bits, dv_tg = model.examples(opt_dev).all()
         negatives = model.negatives if model.negatives.size else None
 
-        if cfg.windowed_pretrain:
-            memory.reset()
-            model.train(opt_train)
         # baselines with the current model
         base_eval = model.evaluate(opt_eval)["ce"]
         base_dev = model.evaluate(opt_dev)["ce"]
