@@ -1,0 +1,71 @@
+"""The study YAML: 18 settings (3 seeds x 6 zipped architectures, 156 quantization points) at
+every scale, and report tables that only name columns a trial row has."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator import grid, spec
+from orchestrator.report import table
+from workloads.geometry import Geometry
+
+STUDY = Path(__file__).resolve().parents[2] / "configs" / "studies" / "geometry.yaml"
+ARCHS = {(64, 2), (64, 4), (128, 4), (128, 6), (256, 4), (256, 6)}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "fast", "full"])
+def test_expands_to_the_18_settings(scale):
+    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), scale)
+    trials = grid.expand(study, Geometry.version)
+    assert len(trials) == 18
+    cfgs = [t.config for t in trials]
+    assert {(c["d_model"], c["n_layers"]) for c in cfgs} == ARCHS
+    assert sorted({c["seed"] for c in cfgs}) == [42, 123, 999]
+    assert sum(2 * c["n_layers"] for c in cfgs) == 156
+    assert all(c["bits"] == 4 and c["n_heads"] == 4 and not c["legacy_prenorm_residual_bug"] for c in cfgs)
+
+
+def test_full_scale_is_the_seed_budget():
+    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "full")
+    c = grid.expand(study, Geometry.version)[0].config
+    assert (c["float_epochs"], c["batch_size"], c["seq_len"], c["q2_elements"], c["q2_epochs"], c["q2_batch"]) == \
+        (4, 64, 128, 600000, 20, 4096)
+    assert (c["trace_train_sequences"], c["trace_test_sequences"], c["trace_max_rows"], c["report_sequences"]) == \
+        (512, 256, 20000, 64)
+
+
+def test_report_tables_read_existing_row_columns():
+    # a real (smoke-sized) row, as the workload returns it, plus the config columns
+    from tests.geometry.test_workload import TINY
+    from workloads.base import LocalContext
+
+    row = Geometry().run(dict(TINY), LocalContext(seed=7))
+    df = pd.DataFrame([{**TINY, **row}])
+    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "smoke")
+    assert len(study.report) >= 10
+    for t in study.report:
+        out, notes = table(df, t)
+        assert not notes, (t.title, notes)
+        assert len(out) == 1, t.title
+
+
+def test_pooled_summary_reads_a_results_directory(tmp_path):
+    from tests.geometry.test_workload import TINY
+    from workloads.base import LocalContext
+    from workloads.geometry import summary
+
+    for i, seed in enumerate((1, 2)):
+        cfg = {**TINY, "seed": seed}
+        ctx = LocalContext(seed=seed)
+        row = Geometry().run(dict(cfg), ctx)
+        tid = f"t{i}"
+        for name, rows in ctx.artifacts.items():
+            (tmp_path / "artifacts" / name).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).assign(trial_id=tid).to_parquet(tmp_path / "artifacts" / name / f"{tid}.parquet")
+        (tmp_path / "trials").mkdir(exist_ok=True)
+        pd.DataFrame([{"trial_id": tid, "status": "completed", **cfg, **row}]).to_parquet(tmp_path / "trials" / f"{tid}.parquet")
+    rows, points, variants = summary.load(tmp_path)
+    assert len(rows) == 2 and len(points) == 8 and len(variants) == 6
+    text = summary.render(rows, points, variants)
+    assert "quantization points pooled: 8" in text
+    assert text.count("early:") == 1 and "| 32 | 2 |" in text
