@@ -6,7 +6,9 @@ on its config, checkpoints after every step and resumes from the last one. On re
 so the orchestrator's handling of each case can be tested. With ``marker_dir`` it leaves one file
 per execution start and per finished execution, which tests count. With ``placement: true`` it
 also returns where its last execution ran as Ray sees it (node id, GPU ids, CUDA_VISIBLE_DEVICES,
-pid) and writes the same into its start marker, for multi-node and GPU-packing tests.
+pid) and writes the same into its start marker, for multi-node and GPU-packing tests. With
+``barrier_dir`` and ``barrier_n`` each trial waits (up to ``barrier_timeout_s``) until ``barrier_n``
+trials have reached that point, so a test can require that many to run at the same time.
 """
 from __future__ import annotations
 
@@ -46,6 +48,15 @@ def placement() -> dict[str, Any]:
     return info
 
 
+def wait_for_peers(folder: Path, trial_id: str, n: int, timeout_s: float) -> None:
+    """Check in, then wait until ``n`` trials have checked in (or the timeout passes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / trial_id).touch()
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for _ in folder.iterdir()) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class Synthetic:
     name = "synthetic"
     version = "1"
@@ -62,6 +73,10 @@ class Synthetic:
             Path(marker).mkdir(parents=True, exist_ok=True)
             start = Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start"
             start.write_text(json.dumps(where) if where else "")
+
+        if config.get("barrier_dir"):
+            wait_for_peers(Path(config["barrier_dir"]), ctx.trial_id, int(config.get("barrier_n", 1)),
+                           float(config.get("barrier_timeout_s", 120)))
 
         state = ctx.load_checkpoint() or {"step": 0, "loss": 1.0}
         resumed_from = state["step"]

@@ -1,0 +1,199 @@
+"""A real multi-node Ray cluster on one host, over loopback, for integration tests.
+
+Every node is a `ray start --block` process in its own session: all the Ray processes of a node
+(gcs, raylet, dashboard, agents, workers) share its process group, so one ``killpg`` by that PID
+removes exactly that node — a node loss — and nothing else on the machine. Never `ray stop`: it
+kills every Ray on the host, including other people's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+BIN = str(Path(sys.executable).parent)
+
+
+_TAKEN: set[int] = set()
+
+
+def free_port() -> int:
+    """A port nobody listens on, never handed out twice by this process. Drawn below the kernel's
+    ephemeral range (outgoing connections take ports there) and above Ray's worker ports."""
+    while True:
+        port = random.randint(20000, 32000)
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _TAKEN.add(port)
+        return port
+
+
+def job_server_available() -> str | None:
+    """None when `ray job submit` can work here, else the reason it cannot."""
+    try:
+        import aiohttp  # noqa: F401  the dashboard (job server) needs ray[default]
+        import ray.dashboard  # noqa: F401
+    except ImportError as e:
+        return f"the Ray job server needs ray[default] (pip install -e '.[cluster]'): {e}"
+    return None
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class LoopbackCluster:
+    """Head + worker nodes on 127.0.0.1 with a dedicated temp dir; torn down by process group."""
+
+    def __init__(self, dashboard: bool = False, env: dict[str, str] | None = None):
+        # short path: Ray's unix sockets live under it (108-byte limit)
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ovc", dir="/tmp"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_port = free_port() if dashboard else None
+        self.nodes: list[Node] = []
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "disabled",
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",   # `overnight` for job entrypoints
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # declare a killed node dead after ~2 s instead of ~15 s
+            "RAY_health_check_period_ms": "500",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            **(env or {}),
+        }
+        self.env.pop("RAY_ADDRESS", None)
+
+    @property
+    def dashboard_url(self) -> str:
+        assert self.dashboard_port, "cluster started without a dashboard"
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _ports(self) -> list[str]:
+        # every node gets its own ports: the defaults (e.g. the agent's 52365) collide on one host
+        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+
+    def _start(self, name: str, args: list[str], resources: dict) -> Node:
+        log = self.temp_dir / f"{name}.log"
+        # one temp dir per node: nodes that start together would otherwise pick the same socket names
+        node_tmp = self.temp_dir / name
+        node_tmp.mkdir()
+        cmd = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={node_tmp}",
+               "--disable-usage-stats", *self._ports(), *args]
+        if resources:
+            cmd.append(f"--resources={json.dumps(resources)}")
+        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True, cwd=self.temp_dir)
+        node = Node(name, proc, log, resources)
+        self.nodes.append(node)
+        return node
+
+    def start_head(self, num_cpus: float = 1, num_gpus: int = 0, resources: dict | None = None) -> Node:
+        args = ["--head", f"--port={self.port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+                f"--ray-client-server-port={free_port()}"]
+        if self.dashboard_port:
+            args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
+        else:
+            args += ["--include-dashboard=false"]
+        node = self._start("head", args, resources or {})
+        self.wait_nodes(1, timeout=90)
+        return node
+
+    def add_node(self, num_cpus: float = 1, num_gpus: int = 0, resources: dict | None = None, wait: bool = True) -> Node:
+        n = len(self.alive_nodes())
+        node = self._start(f"node{len(self.nodes)}", [f"--address={self.address}", f"--num-cpus={num_cpus}",
+                                                       f"--num-gpus={num_gpus}"], resources or {})
+        if wait:
+            self.wait_nodes(n + 1, timeout=90)
+        return node
+
+    def alive_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.alive]
+
+    def node_ids(self) -> list[str]:
+        """Node ids the GCS reports alive (no ray.init: the test process may run its own Ray)."""
+        from ray._raylet import GcsClient
+
+        client = GcsClient(address=self.address)
+        infos = client.get_all_node_info(timeout=5)
+        return [nid.hex() for nid, info in infos.items() if info.state == 0]  # 0 = ALIVE
+
+    def wait_nodes(self, n: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            dead = [x for x in self.nodes if not x.alive]
+            if dead:
+                raise RuntimeError(f"ray start for {dead[0].name} exited:\n{dead[0].log.read_text()[-3000:]}")
+            try:
+                if len(self.node_ids()) >= n:
+                    return
+            except Exception as e:  # GCS not up yet
+                last = e
+            time.sleep(0.5)
+        raise TimeoutError(f"cluster did not reach {n} nodes in {timeout}s ({last})")
+
+    def wait_dashboard(self, timeout: float = 90) -> None:
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"the dashboard (job server) did not answer in {timeout}s")
+
+    def kill_node(self, node: Node) -> None:
+        """Node loss: SIGKILL every process of that node at once (raylet, agents, workers)."""
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.proc.wait(10)
+
+    def shutdown(self) -> None:
+        # SIGKILL by process group: a test cluster has nothing worth draining, and gcs_server and
+        # the monitor ignore SIGTERM for seconds
+        for node in reversed(self.nodes):
+            try:
+                os.killpg(node.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                node.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(f"--- {n.name}\n{n.log.read_text()[-tail:]}" for n in self.nodes if n.log.exists())
