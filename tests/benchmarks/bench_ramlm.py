@@ -50,6 +50,7 @@ def main() -> None:
 
     native.set_num_threads(args.threads)
     n_tr, n_va, n_te = (int(x) for x in args.sizes.split(","))
+    print(f"load average now {os.getloadavg()}; wall times below include waiting for the CPU")
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"native threads {native.get_num_threads()}, load avg {os.getloadavg()[0]:.1f}")
 
@@ -68,27 +69,30 @@ def main() -> None:
     print(f"model: tiers {args.tiers}, context {args.context}, {mem.num_neurons:,} neurons, "
           f"{mem.connection_count:,} connections, backends {mem.backends} ({time.perf_counter() - t0:.1f} s to build)")
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n_train = model.train(train)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     cells = mem.written_cells()
     print(f"train: {n_train:,} examples x (1 target + {args.top_k} negatives) in {train_s:.1f} s "
-          f"= {n_train / train_s:,.0f} examples/s (encoding included); written cells per tier {cells.tolist()}; "
+          f"= {n_train / train_s:,.0f} examples/s (encoding included; {train_cpu:.1f} s CPU over all threads); "
+          f"written cells per tier {cells.tolist()}; "
           f"peak RSS {rss_peak_mib():,.0f} MiB")
 
     limit = args.test_limit or None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = model.evaluate(test, limit=limit)
-    eval_s = time.perf_counter() - t0
+    eval_s, eval_cpu = time.perf_counter() - t0, time.process_time() - c0
     lookups = res["n"] * mem.num_neurons
     print(f"test evaluation: {res['n']:,} examples in {eval_s:.1f} s = {res['n'] / eval_s:,.0f} examples/s, "
-          f"{lookups / eval_s / 1e6:,.0f} M lookups/s ({lookups / eval_s / 1e6 / args.threads:,.0f} M per thread)")
+          f"{lookups / eval_s / 1e6:,.0f} M lookups/s ({lookups / eval_s / 1e6 / args.threads:,.0f} M per thread); "
+          f"{eval_cpu:.1f} s CPU = {lookups / eval_cpu / 1e6:,.0f} M lookups per CPU-second")
     print(f"  test PPL {res['ppl']:,.0f} (floor {ppl_floor(args.vocab):,.0f}), acc {100 * res['acc']:.2f}%; per tier " +
           "; ".join(f"T{k}: {100 * t['share']:.1f}% of data, PPL {t['ppl']:,.0f}, acc {100 * t['acc']:.2f}%"
                     for k, t in enumerate(res["tiers"])))
     if limit:
         full = (num := len(test) - args.context) / res["n"] * eval_s
-        print(f"  extrapolated full test ({num:,} examples): {full:.0f} s")
+        print(f"  extrapolated full test ({num:,} examples): {full:.0f} s wall, "
+              f"{num / res['n'] * eval_cpu / args.threads:.0f} s at {args.threads} fully available cores")
 
     if args.scores_sample:
         n = args.scores_sample
