@@ -96,6 +96,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"  ... {len(trials) - 5} more")
         return 0
 
+    _check_job_results(a.results)
     store.check_writable()
     from orchestrator import execute, report
 
@@ -124,6 +125,19 @@ def cmd_run(a: argparse.Namespace) -> int:
         store.write_bytes("report.md", text.encode())
         print(text)
     return out.exit_code
+
+
+def _check_job_results(results: str) -> None:
+    """Inside `ray job submit` the current directory is a temporary copy of --working-dir, deleted
+    with the job: results written under a relative path would be lost, and a resubmitted job
+    would not find them."""
+    from orchestrator.store import is_uri
+
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
+    if in_job and not is_uri(results) and not Path(results.removeprefix("file://")).expanduser().is_absolute():
+        raise UserError("inside a Ray job the current directory is no place for results (with --working-dir it is a "
+                        "temporary copy): give an absolute path that every node shares, or a URI such as "
+                        "s3://bucket/prefix", source="--results", field=results)
 
 
 def _check_configs(workload, trials, path: Path) -> None:

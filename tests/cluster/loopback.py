@@ -53,6 +53,32 @@ def job_server_available() -> str | None:
     return None
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid for every process we can see (from /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # the command name may contain spaces and parentheses: split after the last ")"
+            out[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @dataclass
 class Node:
     name: str
@@ -173,26 +199,44 @@ class LoopbackCluster:
             time.sleep(0.5)
         raise TimeoutError(f"the dashboard (job server) did not answer in {timeout}s")
 
-    def kill_node(self, node: Node) -> None:
-        """Node loss: SIGKILL every process of that node at once (raylet, agents, workers)."""
+    def node_of(self, pid: int) -> Node | None:
+        """The node whose `ray start` process is an ancestor of ``pid`` (workers are children of
+        their raylet, which is a child of `ray start`)."""
+        parents = _parents()
+        ours = {n.proc.pid: n for n in self.nodes}
+        while pid > 1:
+            if pid in ours:
+                return ours[pid]
+            pid = parents.get(pid, 0)
+        return None
+
+    def _kill(self, node: Node) -> None:
+        # the process group holds the Ray daemons; workers start their own groups, so also kill
+        # every descendant of the node's `ray start`
+        victims = _descendants(node.proc.pid)
         try:
             os.killpg(node.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        node.proc.wait(10)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            node.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill_node(self, node: Node) -> None:
+        """Node loss: SIGKILL every process of that node at once (raylet, agents, workers)."""
+        self._kill(node)
 
     def shutdown(self) -> None:
         # SIGKILL by process group: a test cluster has nothing worth draining, and gcs_server and
         # the monitor ignore SIGTERM for seconds
         for node in reversed(self.nodes):
-            try:
-                os.killpg(node.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                node.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+            self._kill(node)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def logs(self, tail: int = 4000) -> str:
