@@ -1,0 +1,113 @@
+"""20 SIGKILLs of the driver at random moments of one sweep (during start-up, while trials run,
+while rows are written, while the report is made), each followed by the same command: in the end
+every trial is in the dataset exactly once, and no trial that had its row ever started again.
+
+Long (every driver start brings up a Ray, ~5 s): marked `reliability`, run it with
+    .venv/bin/python -m pytest tests/reliability -m reliability
+OVERNIGHT_KILL_SEED=<n> replays a sequence of kill moments.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator.store import StudyStore
+from tests.cluster.loopback import _descendants
+from tests.conftest import ROOT
+
+OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
+KILLS = 20
+
+
+def _kill_all(pids: list[int], pgid: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.reliability
+def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
+    seed = int(os.environ.get("OVERNIGHT_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    print(f"OVERNIGHT_KILL_SEED={seed}")
+    markers = tmp_path / "markers"
+    doc = {"name": "killed20", "workload": "synthetic", "metric": "loss", "mode": "min", "max_failures": 1,
+           "fixed": {"steps": 4, "work_units": 1, "sleep_s": 0.25, "marker_dir": str(markers)},
+           "grid": {"lr": [round(0.05 * i, 2) for i in range(1, 11)], "seed": list(range(8))}}
+    path = tmp_path / "killed20.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    res = tmp_path / "res"
+    store = StudyStore(str(res / "killed20" / "smoke"))
+    cmd = [OVERNIGHT, "run", str(path), "--scale", "smoke", "--results", str(res)]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+    def starts() -> Counter:
+        return Counter(p.name.split(".")[0] for p in markers.glob("*.start")) if markers.exists() else Counter()
+
+    snapshots: list[tuple[set[str], Counter]] = []
+    log = []
+    for i in range(KILLS):
+        before = len(store.finished_ids()) if store.exists("trials") else 0
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"run{i}.log").open("w"),
+                                env=env, start_new_session=True)
+        delay = rng.uniform(0.3, 14.0)
+        deadline = time.monotonic() + delay
+        family: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            family.update(_descendants(proc.pid))   # Ray daemons and workers, to clean up after the kill
+            time.sleep(0.2)
+        finished_itself = proc.poll() is not None
+        if not finished_itself:
+            os.kill(proc.pid, signal.SIGKILL)       # the driver only: its Ray processes live on a moment
+        proc.wait(30)
+        time.sleep(rng.uniform(0.0, 1.0))           # ... and may still write a row meanwhile
+        family.update(_descendants(proc.pid))
+        _kill_all(sorted(family), proc.pid)
+        t0 = time.monotonic()
+        while any(_alive(p) for p in family) and time.monotonic() - t0 < 20:
+            time.sleep(0.05)
+        done = store.finished_ids() if store.exists("trials") else set()
+        snapshots.append((done, starts()))
+        log.append(f"kill {i + 1}: after {delay:.1f}s, {'exited by itself, ' if finished_itself else ''}"
+                   f"finished {before} -> {len(done)}")
+    print("\n".join(log))
+
+    final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert final.returncode == 0, final.stderr[-3000:]
+    rows = store.rows()
+    assert len(rows) == 80 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}
+    assert len(pd.read_parquet(res / "killed20" / "smoke" / "trials")) == 80   # no half-written part file
+    assert (rows["final_step"] == 4).all()
+    # no trial started again once its row existed
+    final_starts = starts()
+    for k, (done, counted) in enumerate(snapshots):
+        again = [t for t in done if final_starts[t] != counted[t]]
+        assert not again, f"after kill {k + 1}: finished trials started again: {again}"
+    assert set(final_starts) == set(rows["trial_id"])
+    # the kills landed in different phases: some before any trial of that run finished, some after
+    progressed = sum(1 for a, b in zip([set()] + [s[0] for s in snapshots], [s[0] for s in snapshots]) if len(b) > len(a))
+    assert progressed >= 3, log
