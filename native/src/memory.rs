@@ -5,13 +5,13 @@ use crate::address::{address_from_row, addresses_from_planes, fill_planes};
 use crate::dispatch;
 use crate::error::{try_vec, value_err, CoreError, Result};
 use crate::rng::init_connectivity;
-use crate::store::{CellBackend, NeuronWrite, TierStore};
+use crate::store::{CellBackend, NeuronWrite, TierStore, PREFETCH_AHEAD};
 use crate::tiers::{Backend, TierSpec};
 use rayon::prelude::*;
 
 /// Examples per internal training chunk (bounds the bit-plane buffer; the result does not
 /// depend on it).
-const TRAIN_CHUNK: usize = 16384;
+const TRAIN_CHUNK: usize = 65536;
 /// Examples per forward task.
 const FWD_CHUNK: usize = 64;
 /// Examples per address block inside a neuron's negative pass.
@@ -169,8 +169,11 @@ fn train_tier<B: CellBackend>(store: &mut B, tier_idx: usize, tier_start: usize,
                         while r0 < ch.len {
                             let m = (ch.len - r0).min(ADDR_BLOCK);
                             addresses_from_planes(&ch.planes[r0..], ch.len, cj, &mut buf[..m]);
-                            for &a in &buf[..m] {
-                                cell.write_false_if_empty(a);
+                            for i in 0..m {
+                                if i + PREFETCH_AHEAD < m {
+                                    cell.prefetch(buf[i + PREFETCH_AHEAD]);
+                                }
+                                cell.write_false_if_empty(buf[i]);
                             }
                             r0 += m;
                         }
