@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -124,6 +125,52 @@ def _check_fits(study: Study) -> None:
                             field="resources")
 
 
+def _write_probe(location: str, name: str) -> str:
+    """Runs on one node: write a small file into the results location; '' or the error."""
+    try:
+        StudyStore(location).write_bytes(name, b"ok")
+        return ""
+    except Exception as e:  # noqa: BLE001 - reported to the driver as text
+        return (getattr(e, "strerror", None) or str(e).splitlines()[0] or type(e).__name__)[:200]
+
+
+def _check_shared(store: StudyStore) -> None:
+    """On a multi-node cluster, every node must write into the same results location: a local
+    path that is not shared would scatter the rows over the nodes' own disks, and workers without
+    permission (e.g. no S3 credentials) would fail every trial. One tiny task per node checks."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    probe = ray.remote(num_cpus=0, max_retries=0)(_write_probe)
+    token = uuid.uuid4().hex[:12]
+    names = [f".node-probe-{token}-{i}" for i in range(len(nodes))]
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(store.location, name) for n, name in zip(nodes, names)]
+    try:
+        errors = ray.get(refs, timeout=120)
+    except Exception:  # noqa: BLE001 - a node too busy or dying to answer: the trials will tell
+        return
+    try:
+        for node, name, err in zip(nodes, names, errors):
+            where = node.get("NodeManagerAddress", node["NodeID"][:12])
+            if err:
+                raise UserError(f"results location is not writable from node {where}: {err}", source="--results",
+                                field=store.location)
+            if not store.exists(name):
+                raise UserError(f"node {where} does not see the same results directory: on a multi-node cluster use "
+                                f"a directory every node mounts at the same path, or a URI such as s3://bucket/prefix",
+                                source="--results", field=store.location)
+    finally:
+        for name in names:
+            try:
+                store.fs.delete_file(store.path(name))
+            except OSError:
+                pass
+
+
 def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = None,
         num_cpus: int | None = None, num_gpus: float | None = None, stream: TextIO | None = None) -> Outcome:
     stream = stream or sys.stderr
@@ -138,6 +185,7 @@ def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = 
         started_here = _init_ray(address, num_cpus, num_gpus)
         try:
             _check_fits(plan.study)
+            _check_shared(plan.store)
             interrupted = _fit(plan, max_concurrent, progress)
         finally:
             progress.close()
