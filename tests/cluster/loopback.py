@@ -43,6 +43,14 @@ def free_port() -> int:
         return port
 
 
+def private_mounts_available() -> str | None:
+    """None when a node can get its own mount namespace here (root, unshare), else why not."""
+    if not shutil.which("unshare"):
+        return "no unshare(1) on this machine"
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    return None if probe.returncode == 0 else "cannot create a mount namespace (needs root / CAP_SYS_ADMIN)"
+
+
 def job_server_available() -> str | None:
     """None when `ray job submit` can work here, else the reason it cannot."""
     try:
@@ -85,6 +93,7 @@ class Node:
     proc: subprocess.Popen
     log: Path
     resources: dict = field(default_factory=dict)
+    killed: bool = False
 
     @property
     def alive(self) -> bool:
@@ -125,7 +134,7 @@ class LoopbackCluster:
                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
 
-    def _start(self, name: str, args: list[str], resources: dict) -> Node:
+    def _start(self, name: str, args: list[str], resources: dict, private_dir: Path | None = None) -> Node:
         log = self.temp_dir / f"{name}.log"
         # one temp dir per node: nodes that start together would otherwise pick the same socket names
         node_tmp = self.temp_dir / name
@@ -134,6 +143,11 @@ class LoopbackCluster:
                "--disable-usage-stats", *self._ports(), *args]
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
+        if private_dir is not None:
+            # a node with its own mount namespace where ``private_dir`` is an empty tmpfs: the same
+            # path, a different directory — like a node-local disk on a real cluster
+            script = f'mount -t tmpfs tmpfs "$0" && exec "$@"'
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private_dir), *cmd]
         proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True, cwd=self.temp_dir)
         node = Node(name, proc, log, resources)
@@ -151,10 +165,11 @@ class LoopbackCluster:
         self.wait_nodes(1, timeout=90)
         return node
 
-    def add_node(self, num_cpus: float = 1, num_gpus: int = 0, resources: dict | None = None, wait: bool = True) -> Node:
+    def add_node(self, num_cpus: float = 1, num_gpus: int = 0, resources: dict | None = None, wait: bool = True,
+                 private_dir: Path | None = None) -> Node:
         n = len(self.alive_nodes())
         node = self._start(f"node{len(self.nodes)}", [f"--address={self.address}", f"--num-cpus={num_cpus}",
-                                                       f"--num-gpus={num_gpus}"], resources or {})
+                                                       f"--num-gpus={num_gpus}"], resources or {}, private_dir)
         if wait:
             self.wait_nodes(n + 1, timeout=90)
         return node
@@ -174,7 +189,7 @@ class LoopbackCluster:
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:
-            dead = [x for x in self.nodes if not x.alive]
+            dead = [x for x in self.nodes if not x.alive and not x.killed]
             if dead:
                 raise RuntimeError(f"ray start for {dead[0].name} exited:\n{dead[0].log.read_text()[-3000:]}")
             try:
@@ -211,6 +226,7 @@ class LoopbackCluster:
         return None
 
     def _kill(self, node: Node) -> None:
+        node.killed = True
         # the process group holds the Ray daemons; workers start their own groups, so also kill
         # every descendant of the node's `ray start`
         victims = _descendants(node.proc.pid)

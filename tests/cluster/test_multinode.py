@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from orchestrator.store import StudyStore
-from tests.cluster.loopback import RAY, LoopbackCluster, job_server_available
+from tests.cluster.loopback import RAY, LoopbackCluster, job_server_available, private_mounts_available
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.cluster
@@ -173,3 +173,20 @@ def test_node_lost_mid_sweep_trials_continue_elsewhere(cluster, tmp_path):
         assert rows.loc[tid, "attempts"] >= 2
     assert max(lost_steps.values()) >= 2  # at least the trial we watched continued from step >= 2
     assert set(counts(tmp_path, "end").values()) == {1}
+
+
+@pytest.mark.skipif(private_mounts_available() is not None, reason=str(private_mounts_available()))
+def test_results_path_that_one_node_does_not_share_is_refused(cluster, tmp_path):
+    """A node that sees a different directory at the results path (a node-local disk) would keep
+    its trials' rows to itself: the driver refuses before the first trial, naming the problem."""
+    res = tmp_path / "res"
+    res.mkdir()
+    cluster.add_node(num_cpus=1, private_dir=res)
+    path = write_study(tmp_path, "unshared", {"steps": 1}, {"lr": [0.1, 0.2]}, {"cpu": 0.25})
+    run = subprocess.run([OVERNIGHT, "run", str(path), "--address", cluster.address, "--results", str(res),
+                          "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=cluster.env)
+    assert run.returncode == 2, run.stderr[-3000:]
+    err = [line for line in run.stderr.splitlines() if line.startswith("overnight: error:")]
+    assert len(err) == 1 and "does not see the same results directory" in err[0], run.stderr[-3000:]
+    assert not (res / "unshared" / "fast" / "trials").exists()
+    assert not list((res / "unshared" / "fast").glob(".node-probe-*"))   # probes cleaned up
