@@ -22,15 +22,41 @@ pub fn fill_planes(bits: &[u8], t: usize, start: usize, len: usize, planes: &mut
     }
 }
 
+/// Accumulates in the narrowest lane type that holds `conn.len()` bits (more lanes per vector),
+/// in blocks of `BLOCK` examples, then widens to u64.
+#[inline(always)]
+fn addresses_narrow<T>(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64])
+where
+    T: Copy + Default + std::ops::Shl<u32, Output = T> + std::ops::BitOr<Output = T> + From<u8> + Into<u64>,
+{
+    const BLOCK: usize = 256;
+    let mut acc = [T::default(); BLOCK];
+    let mut r0 = 0;
+    while r0 < out.len() {
+        let n = (out.len() - r0).min(BLOCK);
+        let acc = &mut acc[..n];
+        acc.fill(T::default());
+        for &c in conn {
+            let base = c as usize * stride + r0;
+            for (o, &x) in acc.iter_mut().zip(&planes[base..base + n]) {
+                *o = (*o << 1) | T::from(x);
+            }
+        }
+        for (o, &a) in out[r0..r0 + n].iter_mut().zip(acc.iter()) {
+            *o = a.into();
+        }
+        r0 += n;
+    }
+}
+
 #[inline(always)]
 fn addresses_generic(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
-    let n = out.len();
-    out.fill(0);
-    for &c in conn {
-        let p = &planes[c as usize * stride..c as usize * stride + n];
-        for (o, &x) in out.iter_mut().zip(p) {
-            *o = (*o << 1) | x as u64;
-        }
+    if conn.len() <= 16 {
+        addresses_narrow::<u16>(planes, stride, conn, out)
+    } else if conn.len() <= 32 {
+        addresses_narrow::<u32>(planes, stride, conn, out)
+    } else {
+        addresses_narrow::<u64>(planes, stride, conn, out)
     }
 }
 

@@ -661,16 +661,26 @@ impl TieredMemory {
                 .par_chunks_mut(FWD_CHUNK * c)
                 .zip(e_out.par_chunks_mut(FWD_CHUNK * c))
                 .enumerate()
-                .for_each_init(FwdScratch::new, |s, (ci, (to, eo))| {
-                    let len = to.len() / c;
-                    self.block(input, ci * FWD_CHUNK, len, s, &mut |l, t, e| {
-                        let tok = self.order[l] as usize;
+                .for_each_init(
+                    || (FwdScratch::new(), vec![0u16; FWD_CHUNK * c], vec![0u16; FWD_CHUNK * c]),
+                    |(s, tb, eb), (ci, (to, eo))| {
+                        let len = to.len() / c;
+                        // logical-order rows first (neighbouring writes), then one permutation per row
+                        self.block(input, ci * FWD_CHUNK, len, s, &mut |l, t, e| {
+                            for r in 0..len {
+                                tb[r * c + l] = t[r];
+                                eb[r * c + l] = e[r];
+                            }
+                        });
                         for r in 0..len {
-                            to[r * c + tok] = t[r];
-                            eo[r * c + tok] = e[r];
+                            let (trow, erow) = (&mut to[r * c..(r + 1) * c], &mut eo[r * c..(r + 1) * c]);
+                            for (l, &tok) in self.order.iter().enumerate() {
+                                trow[tok as usize] = tb[r * c + l];
+                                erow[tok as usize] = eb[r * c + l];
+                            }
                         }
-                    });
-                });
+                    },
+                );
         });
         Ok((t_out, e_out))
     }
@@ -682,17 +692,32 @@ impl TieredMemory {
         let c = self.num_clusters;
         let cells = b.checked_mul(c).ok_or_else(|| CoreError::Memory("batch x clusters overflows".into()))?;
         let mut out = try_vec(cells, 0f32, "the scores")?;
+        let neurons_of_logical: Vec<f64> = self
+            .tiers
+            .iter()
+            .flat_map(|t| std::iter::repeat_n(t.spec.neurons as f64, t.spec.count))
+            .collect();
         crate::pool::install(|| {
-            out.par_chunks_mut(FWD_CHUNK * c).enumerate().for_each_init(FwdScratch::new, |s, (ci, o)| {
-                let len = o.len() / c;
-                self.block(input, ci * FWD_CHUNK, len, s, &mut |l, t, e| {
-                    let tok = self.order[l] as usize;
-                    let n = self.tiers[self.token_tier[tok] as usize].spec.neurons as f64;
+            out.par_chunks_mut(FWD_CHUNK * c).enumerate().for_each_init(
+                || (FwdScratch::new(), vec![0u16; FWD_CHUNK * c], vec![0u16; FWD_CHUNK * c]),
+                |(s, tb, eb), (ci, o)| {
+                    let len = o.len() / c;
+                    self.block(input, ci * FWD_CHUNK, len, s, &mut |l, t, e| {
+                        for r in 0..len {
+                            tb[r * c + l] = t[r];
+                            eb[r * c + l] = e[r];
+                        }
+                    });
                     for r in 0..len {
-                        o[r * c + tok] = ((t[r] as f64 + empty_value * e[r] as f64) / n) as f32;
+                        let orow = &mut o[r * c..(r + 1) * c];
+                        for (l, &tok) in self.order.iter().enumerate() {
+                            let n = neurons_of_logical[l];
+                            orow[tok as usize] =
+                                ((tb[r * c + l] as f64 + empty_value * eb[r * c + l] as f64) / n) as f32;
+                        }
                     }
-                });
-            });
+                },
+            );
         });
         Ok(out)
     }
@@ -711,6 +736,17 @@ impl TieredMemory {
         let mut ce = vec![0f64; b];
         let mut pred = vec![0i64; b];
         let sides: Vec<usize> = self.tiers.iter().map(|t| t.spec.neurons + 1).collect();
+        // score = (T + ev*E)/n depends only on (tier, T, E): one table per tier, the exact values
+        // of the direct formula.
+        let score_tabs: Vec<Vec<f64>> = self
+            .tiers
+            .iter()
+            .zip(&sides)
+            .map(|(tier, &side)| {
+                let n = tier.spec.neurons as f64;
+                (0..side * side).map(|k| ((k / side) as f64 + ev * (k % side) as f64) / n).collect()
+            })
+            .collect();
         ce.par_chunks_mut(FWD_CHUNK)
             .zip(pred.par_chunks_mut(FWD_CHUNK))
             .enumerate()
@@ -719,50 +755,45 @@ impl TieredMemory {
                 |(s, tb, eb, exp_tables), (ci, (ce_o, pred_o))| {
                     let start = ci * FWD_CHUNK;
                     let len = ce_o.len();
+                    // rows in *logical* order: consecutive clusters write neighbouring cells
                     self.block(input, start, len, s, &mut |l, t, e| {
-                        let tok = self.order[l] as usize;
                         for r in 0..len {
-                            tb[r * c + tok] = t[r];
-                            eb[r * c + tok] = e[r];
+                            tb[r * c + l] = t[r];
+                            eb[r * c + l] = e[r];
                         }
                     });
                     exp_tables.resize_with(self.tiers.len(), Vec::new);
                     for r in 0..len {
                         let (tr, er) = (&tb[r * c..(r + 1) * c], &eb[r * c..(r + 1) * c]);
-                        let score = |tok: usize| {
-                            let n = self.tiers[self.token_tier[tok] as usize].spec.neurons as f64;
-                            (tr[tok] as f64 + ev * er[tok] as f64) / n
-                        };
+                        // max score; argmax = lowest token id among the maxima
                         let mut m = f64::NEG_INFINITY;
-                        let mut arg = 0usize;
-                        for tok in 0..c {
-                            let v = score(tok);
-                            if v > m {
-                                m = v;
-                                arg = tok;
-                            }
-                        }
-                        // exp(score - m) depends only on (tier, T, E): tabulate per row. The
-                        // values are exactly those of the direct formula; the sum runs in
-                        // token order.
+                        let mut arg = usize::MAX;
                         for (ti, tier) in self.tiers.iter().enumerate() {
-                            let side = sides[ti];
-                            let n = tier.spec.neurons as f64;
-                            let tab = &mut exp_tables[ti];
-                            tab.clear();
-                            for tt in 0..side {
-                                for ee in 0..side {
-                                    tab.push(((tt as f64 + ev * ee as f64) / n - m).exp());
+                            let (side, tab) = (sides[ti], &score_tabs[ti]);
+                            for l in tier.start..tier.start + tier.spec.count {
+                                let v = tab[tr[l] as usize * side + er[l] as usize];
+                                let tok = self.order[l] as usize;
+                                if v > m || (v == m && tok < arg) {
+                                    m = v;
+                                    arg = tok;
                                 }
                             }
                         }
+                        // exp(score - m), tabulated per row; summed in logical order
                         let mut sum = 0f64;
-                        for tok in 0..c {
-                            let ti = self.token_tier[tok] as usize;
-                            sum += exp_tables[ti][tr[tok] as usize * sides[ti] + er[tok] as usize];
+                        for (ti, tier) in self.tiers.iter().enumerate() {
+                            let tab = &mut exp_tables[ti];
+                            tab.clear();
+                            tab.extend(score_tabs[ti].iter().map(|&v| (v - m).exp()));
+                            let side = sides[ti];
+                            for l in tier.start..tier.start + tier.spec.count {
+                                sum += tab[tr[l] as usize * side + er[l] as usize];
+                            }
                         }
-                        let tgt = targets[start + r] as usize;
-                        ce_o[r] = m + sum.ln() - score(tgt);
+                        let tgt = self.logical[targets[start + r] as usize] as usize;
+                        let tt = self.token_tier[targets[start + r] as usize] as usize;
+                        let target_score = score_tabs[tt][tr[tgt] as usize * sides[tt] + er[tgt] as usize];
+                        ce_o[r] = m + sum.ln() - target_score;
                         pred_o[r] = arg as i64;
                     }
                 },

@@ -538,8 +538,8 @@ class ReferenceMemory:
             t, e = self.forward_counts(bits[r0:r1])
             s = self._scores64(t, e, ev)
             m = s.max(axis=1)
-            # cumsum adds in token order, like the native loop
-            total = np.cumsum(np.exp(s - m[:, None]), axis=1)[:, -1]
+            # cumsum adds in logical (cluster_order) order, like the native loop
+            total = np.cumsum(np.exp(s - m[:, None])[:, self._order], axis=1)[:, -1]
             ce[r0:r1] = m + np.log(total) - s[np.arange(r1 - r0), targets[r0:r1]]
             pred[r0:r1] = np.argmax(s, axis=1)
         return ce, pred
