@@ -148,6 +148,30 @@ def phase_tiered(name: str, args) -> dict:
     return res
 
 
+def phase_candidates(args) -> dict:
+    """Parallel candidate evaluation (spec §8): K genomes, each a fresh tier0_20bit memory
+    trained on a 10K-token window set and scored (softmax CE) on 4K tokens. Native only: the
+    reference's cost per candidate is its train + evaluate cost measured above."""
+    import native
+    native.set_num_threads(args.threads)
+    tokens = zipf_stream(args.tokens, seed=0)
+    order = frequency_order(tokens)
+    tb, tt = native.encode_contexts(tokens[:10_000], CONTEXT, BPT)
+    eb, et = native.encode_contexts(zipf_stream(4_000, seed=2), CONTEXT, BPT)
+    m = native.TieredMemory([(100, 15, 20), (400, 10, 12), (V - 500, 5, 8)], CONTEXT * BPT, cluster_order=order, seed=0)
+    rng = np.random.default_rng(3)
+    g = m.connection_count
+    base = m.connectivity_flat()
+    cands = np.repeat(base[None, :], args.candidates, axis=0)
+    flip = rng.random(cands.shape) < 0.01
+    cands[flip] = rng.integers(0, CONTEXT * BPT, int(flip.sum()))
+    with Timer() as tm:
+        ce = m.evaluate_candidates(cands, tb, tt, order[:TOP_K].copy(), eb, et, 0.0, True)
+    return dict(candidates=args.candidates, genome=g, wall_s=tm.wall, cpu_s=tm.cpu,
+                candidates_per_s_wall=args.candidates / tm.wall, ce=[float(x) for x in ce],
+                peak_rss_mb=peak_rss_mb())
+
+
 # ---- driver -------------------------------------------------------------------------------------
 
 def run_child(phase: str, name: str, argv: list[str]) -> dict:
@@ -181,11 +205,17 @@ def main() -> None:
     ap.add_argument("--lookup-examples", type=int, default=4096)
     ap.add_argument("--ref-lookup-examples", type=int, default=256)
     ap.add_argument("--skip-lookups", action="store_true")
-    ap.add_argument("--phase", choices=["lookups", "tiered"], help=argparse.SUPPRESS)
+    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--phase", choices=["lookups", "tiered", "candidates"], help=argparse.SUPPRESS)
     ap.add_argument("--impl", choices=["native", "reference"], help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.phase:
-        res = phase_lookups(args) if args.phase == "lookups" else phase_tiered(args.impl, args)
+        if args.phase == "lookups":
+            res = phase_lookups(args)
+        elif args.phase == "candidates":
+            res = phase_candidates(args)
+        else:
+            res = phase_tiered(args.impl, args)
         print(json.dumps(res))
         return
 
@@ -219,6 +249,11 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mb']:,.0f} MiB; eval CE {r['eval_ce_clamped']:.4f}, acc {r['eval_acc']:.4f}")
     print(f"speedup (per example, cpu): train {nat['train_ex_per_s_cpu'] / ref['train_ex_per_s_cpu']:,.0f}x, "
           f"evaluate {nat['eval_ex_per_s_cpu'] / ref['eval_ex_per_s_cpu']:,.0f}x")
+    cand = run_child("candidates", "native", argv)
+    results["candidates"] = cand
+    print(f"\ncandidate evaluation: {cand['candidates']} tier0_20bit genomes, 10K train / 4K eval tokens, "
+          f"{args.threads} threads: {cand['wall_s']:.1f} s wall, {cand['cpu_s']:.1f} s cpu "
+          f"({cand['candidates_per_s_wall']:.2f} candidates/s); peak RSS {cand['peak_rss_mb']:,.0f} MiB")
     out = os.environ.get("BENCH_NATIVE_JSON")
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
