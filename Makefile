@@ -10,7 +10,7 @@ SOURCES := pyproject.toml $(wildcard native/Cargo.toml native/src/*.rs native/sr
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -49,10 +49,10 @@ def test_half_written_part_file_is_never_read(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         st.write_row(row("b", loss=0.25))
     monkeypatch.setattr(os, "replace", real_replace)
-    leftovers = [p.name for p in (tmp_path / "trials").iterdir()]
-    assert any(n.startswith(".b.parquet") for n in leftovers)
-    # also a truncated temporary written by hand
-    (tmp_path / "trials" / ".c.parquet.1234.tmp").write_bytes(b"PAR1\x00\x01")
+    # an interrupted write removes its temporary and never publishes the final name
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == ["a.parquet"]
+    # a SIGKILL mid-write cannot clean up: it leaves a truncated temporary, which readers skip
+    (tmp_path / "trials" / ".b.parquet.1234abcd.tmp").write_bytes(b"PAR1\x00\x01")
     assert st.finished_ids() == {"a"}
     assert st.rows()["trial_id"].tolist() == ["a"]
 
