@@ -66,10 +66,60 @@ unsafe fn addresses_avx2(planes: &[u8], stride: usize, conn: &[u32], out: &mut [
     addresses_generic(planes, stride, conn, out)
 }
 
+/// Explicit AVX-512 for up to 32 bits: 16 examples per register, four registers in flight, the
+/// accumulators stay in registers across all connections.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn addresses_avx512(planes: &[u8], stride: usize, conn: &[u32], out: &mut [u64]) {
-    addresses_generic(planes, stride, conn, out)
+    use std::arch::x86_64::*;
+    let n = out.len();
+    if conn.len() > 32 || n < 16 {
+        return addresses_generic(planes, stride, conn, out);
+    }
+    // every load below reads planes[c*stride + r .. + 16] with r + 16 <= n <= stride, c < T
+    let last = conn.iter().copied().max().unwrap_or(0) as usize;
+    assert!(last * stride + n <= planes.len());
+    let base = planes.as_ptr();
+    let load = |c: u32, r: usize| _mm512_cvtepu8_epi32(_mm_loadu_si128(base.add(c as usize * stride + r) as *const __m128i));
+    let store = |acc: __m512i, r: usize, out: &mut [u64]| {
+        let lo = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(acc));
+        let hi = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64::<1>(acc));
+        _mm512_storeu_si512(out.as_mut_ptr().add(r) as *mut __m512i, lo);
+        _mm512_storeu_si512(out.as_mut_ptr().add(r + 8) as *mut __m512i, hi);
+    };
+    let mut r = 0;
+    while r + 64 <= n {
+        let (mut a0, mut a1, mut a2, mut a3) =
+            (_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512());
+        for &c in conn {
+            a0 = _mm512_or_si512(_mm512_slli_epi32::<1>(a0), load(c, r));
+            a1 = _mm512_or_si512(_mm512_slli_epi32::<1>(a1), load(c, r + 16));
+            a2 = _mm512_or_si512(_mm512_slli_epi32::<1>(a2), load(c, r + 32));
+            a3 = _mm512_or_si512(_mm512_slli_epi32::<1>(a3), load(c, r + 48));
+        }
+        store(a0, r, out);
+        store(a1, r + 16, out);
+        store(a2, r + 32, out);
+        store(a3, r + 48, out);
+        r += 64;
+    }
+    while r + 16 <= n {
+        let mut a = _mm512_setzero_si512();
+        for &c in conn {
+            a = _mm512_or_si512(_mm512_slli_epi32::<1>(a), load(c, r));
+        }
+        store(a, r, out);
+        r += 16;
+    }
+    if r < n {
+        // the last partial group: recompute the final 16 examples (n >= 16), overlapping
+        let r = n - 16;
+        let mut a = _mm512_setzero_si512();
+        for &c in conn {
+            a = _mm512_or_si512(_mm512_slli_epi32::<1>(a), load(c, r));
+        }
+        store(a, r, out);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,6 +218,24 @@ pub fn encode_contexts(tokens: &[i64], context: usize, bits_per_token: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernels_agree_for_all_lengths_and_widths() {
+        let (b, t) = (300, 40);
+        let bits: Vec<u8> = (0..b * t).map(|i| ((i * 31 + i / 7) % 5 < 2) as u8).collect();
+        let mut planes = Vec::new();
+        for len in [1, 15, 16, 17, 63, 64, 65, 130, 300] {
+            fill_planes(&bits, t, 0, len, &mut planes);
+            for width in [1usize, 8, 16, 17, 32, 33, 60] {
+                let conn: Vec<u32> = (0..width as u32).map(|i| (i * 7 + 3) % t as u32).collect();
+                let mut out = vec![0u64; len];
+                addresses_from_planes(&planes, len, &conn, &mut out);
+                for r in 0..len {
+                    assert_eq!(out[r], address_from_row(&bits[r * t..(r + 1) * t], &conn), "len {len} width {width} row {r}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn planes_and_rows_agree() {

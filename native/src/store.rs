@@ -1,8 +1,9 @@
 //! Cell storage backends behind one trait (spec §4, §7).
 //!
-//! Internal 2-bit cell codes are EMPTY=0, FALSE=1, TRUE=2 so that zeroed memory is all EMPTY
-//! (fresh allocations come lazily zeroed from the OS). The public codes (FALSE=0, TRUE=1,
-//! EMPTY=2) are produced only at the boundary by [`to_public`].
+//! Internal 2-bit cell codes are EMPTY=00, FALSE=01, TRUE=11: zeroed memory is all EMPTY (fresh
+//! allocations come lazily zeroed from the OS), and both training writes are a plain OR (FALSE
+//! ORed into TRUE leaves TRUE, so "FALSE only into EMPTY" needs no read or branch). The public
+//! codes (FALSE=0, TRUE=1, EMPTY=2) are produced only at the boundary by [`to_public`].
 use crate::error::{CoreError, Result};
 use crate::tiers::{Backend, LSH_FOLD_BITS};
 use rayon::prelude::*;
@@ -10,18 +11,26 @@ use std::hash::Hasher;
 
 pub const ST_EMPTY: u8 = 0;
 pub const ST_FALSE: u8 = 1;
-pub const ST_TRUE: u8 = 2;
+pub const ST_TRUE: u8 = 3;
 
 /// Internal code -> public code (FALSE=0, TRUE=1, EMPTY=2).
 #[inline]
 pub fn to_public(s: u8) -> u8 {
-    (s + 2) % 3
+    match s {
+        ST_EMPTY => 2,
+        ST_FALSE => 0,
+        _ => 1,
+    }
 }
 
 /// Public code -> internal code.
 #[inline]
 pub fn from_public(s: u8) -> u8 {
-    (s + 1) % 3
+    match s {
+        0 => ST_FALSE,
+        1 => ST_TRUE,
+        _ => ST_EMPTY,
+    }
 }
 
 /// A zero-filled `Vec<u64>` from `alloc_zeroed`: pages are mapped lazily by the OS, and a failed
@@ -64,17 +73,13 @@ fn word_get(words: &[u64], addr: u64) -> u8 {
 #[inline(always)]
 fn word_set_true(words: &mut [u64], addr: u64) {
     let w = &mut words[(addr >> 5) as usize];
-    let sh = (addr & 31) * 2;
-    *w = (*w & !(3u64 << sh)) | ((ST_TRUE as u64) << sh);
+    *w |= (ST_TRUE as u64) << ((addr & 31) * 2);
 }
 
 #[inline(always)]
 fn word_set_false_if_empty(words: &mut [u64], addr: u64) {
     let w = &mut words[(addr >> 5) as usize];
-    let sh = (addr & 31) * 2;
-    if (*w >> sh) & 3 == ST_EMPTY as u64 {
-        *w |= (ST_FALSE as u64) << sh;
-    }
+    *w |= (ST_FALSE as u64) << ((addr & 31) * 2); // no-op on FALSE and TRUE
 }
 
 /// (false, true) cell counts of a packed word array.
@@ -83,7 +88,7 @@ fn word_counts(words: &[u64]) -> (u64, u64) {
     let (mut f, mut t) = (0u64, 0u64);
     for &w in words {
         f += (w & LO & !(w >> 1)).count_ones() as u64; // code 01
-        t += ((w >> 1) & LO & !w).count_ones() as u64; // code 10
+        t += (w & (w >> 1) & LO).count_ones() as u64; // code 11
     }
     (f, t)
 }
@@ -458,11 +463,8 @@ impl SparseNeuron {
                         let sh = (key & 31) * 2;
                         *word = (*word & !(3u64 << sh)) | ((state as u64) << sh);
                     } else {
-                        let word = &mut w[(key >> 5) as usize];
-                        let sh = (key & 31) * 2;
-                        if (*word >> sh) & 3 == ST_EMPTY as u64 {
-                            *word |= (state as u64) << sh;
-                        }
+                        // OR: FALSE leaves FALSE and TRUE as they are
+                        w[(key >> 5) as usize] |= (state as u64) << ((key & 31) * 2);
                     }
                     return;
                 }
@@ -789,7 +791,7 @@ mod tests {
         assert_eq!(to_public(ST_FALSE), 0);
         assert_eq!(to_public(ST_TRUE), 1);
         assert_eq!(to_public(ST_EMPTY), 2);
-        for s in 0..3 {
+        for s in [ST_EMPTY, ST_FALSE, ST_TRUE] {
             assert_eq!(from_public(to_public(s)), s);
         }
     }
