@@ -15,7 +15,7 @@ const TRAIN_CHUNK: usize = 65536;
 /// Examples per forward task.
 const FWD_CHUNK: usize = 64;
 /// Examples per address block inside a neuron's negative pass.
-const ADDR_BLOCK: usize = 256;
+const ADDR_BLOCK: usize = 512;
 
 /// Where addresses come from.
 #[derive(Clone, Copy)]

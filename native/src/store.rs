@@ -123,8 +123,11 @@ pub fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// How many addresses ahead the batched loops prefetch.
-pub const PREFETCH_AHEAD: usize = 32;
+/// How many addresses ahead the training write loops prefetch.
+pub const PREFETCH_AHEAD: usize = 64;
+/// Lookahead of the forward read loops (short runs of FWD_CHUNK addresses per neuron: the first
+/// READ_AHEAD are prefetched before the loop starts).
+pub const READ_AHEAD: usize = 16;
 
 /// Write access to one neuron's cells.
 pub trait NeuronWrite {
@@ -290,9 +293,14 @@ impl CellBackend for DenseBackend {
             return;
         }
         let prefetching = self.wpn > 64; // arrays of a few lines are in cache anyway
+        if prefetching {
+            for &a in addrs.iter().take(READ_AHEAD) {
+                prefetch(w.as_ptr().wrapping_add((a >> 5) as usize));
+            }
+        }
         for (i, ((&a, tt), ee)) in addrs.iter().zip(t.iter_mut()).zip(e.iter_mut()).enumerate() {
             if prefetching {
-                if let Some(&next) = addrs.get(i + PREFETCH_AHEAD) {
+                if let Some(&next) = addrs.get(i + READ_AHEAD) {
                     prefetch(w.as_ptr().wrapping_add((next >> 5) as usize));
                 }
             }
@@ -623,8 +631,11 @@ impl CellBackend for SparseBackend {
                 return;
             }
         }
+        for &a in addrs.iter().take(READ_AHEAD) {
+            cell.prefetch(self.key(a));
+        }
         for (i, ((&a, tt), ee)) in addrs.iter().zip(t.iter_mut()).zip(e.iter_mut()).enumerate() {
-            if let Some(&next) = addrs.get(i + PREFETCH_AHEAD) {
+            if let Some(&next) = addrs.get(i + READ_AHEAD) {
                 cell.prefetch(self.key(next));
             }
             let s = cell.get(self.key(a));
