@@ -44,7 +44,7 @@ def ratio_range(s: pd.Series) -> str:
     if s.empty:
         return "–"
     lo, hi = s.min(), s.max()
-    return f"{lo:.2f}x" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}x"
+    return f"{lo:.2f}x" if abs(hi - lo) < 0.005 else f"{lo:.2f} to {hi:.2f}x"
 
 
 def ratios_by_alpha(rows: pd.DataFrame) -> str:
