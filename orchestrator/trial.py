@@ -118,7 +118,9 @@ def _device(gpu: float) -> str:
 
 def _threads(cpu: float) -> None:
     n = max(1, int(cpu))
-    os.environ["OMP_NUM_THREADS"] = str(n)
+    # BLAS/OpenMP and rayon (native extensions) size their pools from these on first use
+    for var in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[var] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
 
