@@ -102,10 +102,10 @@ def main() -> None:
             cells = []
             for m in ("bp", "dfa", "sb", "cb"):
                 cfg = study_config("credit_ladder", scale, method=m, alpha=1.0, depth=depth, seed=0)
-                cells.append(f"{trial_s(cfg):.1f}")
+                cells.append(f"{trial_s(cfg):.2f}")
             print(f"| credit_ladder | {scale} | alpha=1, L={depth} | " + " | ".join(cells) + " |")
     for scale in ("smoke", "fast"):
-        cells = ["–" if m == "sb" else f"{trial_s(study_config('credit_cifar', scale, method=m, depth=4, data='standin')):.1f}"
+        cells = ["–" if m == "sb" else f"{trial_s(study_config('credit_cifar', scale, method=m, depth=4, data='standin')):.2f}"
                  for m in ("bp", "dfa", "sb", "cb")]
         print(f"| credit_cifar | {scale} | stand-in, L=4 | " + " | ".join(cells) + " |")
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
