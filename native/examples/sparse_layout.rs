@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 fn main() {
+    _core::pool::set_num_threads(1).unwrap();
     let bits = 20u32;
     for &(neurons, writes_per_neuron) in &[(4000usize, 1000usize), (2000, 20_000), (200, 400_000)] {
         let mut r = SplitMix64::new(1);
@@ -43,9 +44,9 @@ fn main() {
         // packed tables
         let t0 = Instant::now();
         let mut sb = SparseBackend::new(neurons, bits, false).unwrap();
-        for j in 0..neurons {
-            // one neuron at a time (single thread) for a like-for-like comparison
-            sb.par_for_each_neuron_mut(|k| k == j, |_, mut c| {
+        // one thread, like the FxHashMap loop
+        _core::pool::install(|| {
+            sb.par_for_each_neuron_mut(|_| true, |j, mut c| {
                 let off = j % 7;
                 for &a in &addrs[off..off + writes_per_neuron] {
                     c.write_true(a);
@@ -53,8 +54,8 @@ fn main() {
                 for &a in &addrs[writes_per_neuron - off..2 * writes_per_neuron - off] {
                     c.write_false_if_empty(a);
                 }
-            });
-        }
+            })
+        });
         let tab_write = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let mut hits2 = 0u64;

@@ -124,6 +124,16 @@ def phase_tiered(name: str, args) -> dict:
     bits, targets = encode(tokens[: n_train + CONTEXT], CONTEXT, BPT)
     ebits, etargets = encode(test, CONTEXT, BPT)
     ebits, etargets = ebits[:n_eval], etargets[:n_eval]
+    one_thread = {}
+    if name == "native" and args.threads != 1:
+        # the same training on one thread first, for the scaling figure
+        native.set_num_threads(1)
+        m1 = cls(tiers, CONTEXT * BPT, cluster_order=order, seed=0)
+        with Timer() as t1:
+            m1.train(bits, targets, top)
+        del m1
+        native.set_num_threads(args.threads)
+        one_thread = dict(train_1thread_ex_per_s_wall=n_train / t1.wall, train_1thread_ex_per_s_cpu=n_train / t1.cpu)
     with Timer() as tb:
         m = cls(tiers, CONTEXT * BPT, cluster_order=order, seed=0)
     with Timer() as tt:
@@ -144,6 +154,7 @@ def phase_tiered(name: str, args) -> dict:
         written_cells=[int(x) for x in m.written_cells()],
         heap_mb=m.heap_bytes / 2**20, peak_rss_mb=peak_rss_mb(),
         eval_ce_clamped=float(np.minimum(ce, np.log(V)).mean()), eval_acc=float((pred == etargets).mean()),
+        **one_thread,
     )
     return res
 
@@ -242,6 +253,9 @@ def main() -> None:
         print(f"{label}: backends {r['backends']}; train {r['train_examples']:,} ex in {r['train_wall_s']:.2f} s wall "
               f"/ {r['train_cpu_s']:.2f} s cpu -> {r['train_ex_per_s_wall']:,.0f} ex/s wall, "
               f"{r['train_ex_per_s_cpu']:,.0f} ex/cpu-s")
+        if "train_1thread_ex_per_s_wall" in r:
+            print(f"    same training on 1 thread: {r['train_1thread_ex_per_s_wall']:,.0f} ex/s wall, "
+                  f"{r['train_1thread_ex_per_s_cpu']:,.0f} ex/cpu-s")
         print(f"    evaluate {r['eval_examples']:,} ex: {r['eval_ex_per_s_wall']:,.1f} ex/s wall, "
               f"{r['eval_ex_per_s_cpu']:,.1f} ex/cpu-s ({r['eval_lookups_per_s_wall'] / 1e6:,.1f} M lookups/s wall); "
               f"forward_scores {r['scores_ex_per_s_wall']:,.1f} ex/s")
