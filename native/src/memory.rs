@@ -602,8 +602,13 @@ impl TieredMemory {
         let any_shared = shared.as_ref().is_some_and(|f| f.iter().any(|&x| x));
         let mut planes = Vec::new();
         let mut start = 0;
+        // the per-example negative CSR of a chunk must stay below u32 entries
+        let chunk = match negs {
+            Negatives::PerExample { k, .. } if k > 0 => TRAIN_CHUNK.min(((u32::MAX / 2) as usize / k).max(1)),
+            _ => TRAIN_CHUNK,
+        };
         while start < b {
-            let len = (b - start).min(TRAIN_CHUNK);
+            let len = (b - start).min(chunk);
             let pos = Csr::build(
                 c,
                 (0..len as u32).map(|r| (logical[targets[start + r as usize] as usize], r)),
