@@ -2,11 +2,18 @@
 an embedded local Ray, Parquet rows, checkpoints) against a plain loop over the same trials with the
 same parallelism (a process pool of P workers calling the same workload), measured side by side.
 
-    .venv/bin/python tests/benchmarks/bench_orchestrator.py [--trials 200] [--units 1000] [--parallel 2]
+    .venv/bin/python tests/benchmarks/bench_orchestrator.py [--trials 200] [--units 400] [--parallel 2]
 
 Prints the wall times, the ideal (sum of single-trial times / P) and the ratios.
 """
 from __future__ import annotations
+
+import os
+
+# One BLAS thread per process on both sides, set before numpy loads (trials get the same from
+# the orchestrator); otherwise each pool process would start a thread per core.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 import argparse
 import json
@@ -28,14 +35,13 @@ def one_trial(cfg: dict) -> float:
     from workloads.base import LocalContext
     from workloads.synthetic import Synthetic
 
-    os.environ["OMP_NUM_THREADS"] = "1"
     return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--units", type=int, default=1000, help="work units per trial (about 1 ms each)")
+    ap.add_argument("--units", type=int, default=400, help="work units per trial (about 1 ms each)")
     ap.add_argument("--parallel", type=int, default=2)
     a = ap.parse_args()
 
