@@ -220,9 +220,8 @@ class StudyStore(FileStore):
         return None if data is None else pickle.loads(data)
 
     def bump(self, trial_id: str, counter: str) -> int:
-        rel = f"checkpoints/{trial_id}/{counter}"
-        n = int((self.read_bytes(rel) or b"0").decode() or 0) + 1
-        self.write_bytes(rel, str(n).encode())
+        n = self.counter(trial_id, counter) + 1
+        self.write_bytes(f"checkpoints/{trial_id}/{counter}", str(n).encode())
         return n
 
     def counter(self, trial_id: str, counter: str) -> int:

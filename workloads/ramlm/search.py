@@ -87,6 +87,20 @@ class OverfittingMonitor:
         return stop
 
 
+def periodic_check(stopper: "EarlyStopper", monitor: "OverfittingMonitor | None", step: int,
+                   best: np.ndarray, best_ce: float, mode: str) -> tuple[str | None, str]:
+    """The every-N-steps check GA and TS share: (stop reason or None, diversity mode to use next)."""
+    if not stopper.due(step):
+        return None, mode
+    if stopper.check(best_ce):
+        return "early_stop", mode
+    if monitor is None:
+        return None, mode
+    if monitor.check(best, best_ce):
+        return "overfitting", mode
+    return None, monitor.mode
+
+
 @dataclass
 class SearchResult:
     genome: np.ndarray
@@ -176,26 +190,22 @@ def genetic_algorithm(start: np.ndarray, fitness: BatchFitness, neuron_offsets: 
         history.append({"step": gen, "best_ce": best_ce, "mode": mode, "population": pop_size})
         if log:
             log(f"GA gen {gen}: best CE {best_ce:.5f} (pop {pop_size}, mode {mode})")
-        if stopper.due(gen):
-            if stopper.check(best_ce):
-                reason = "early_stop"
-                break
-            if monitor is not None:
-                if monitor.check(best, best_ce):
-                    reason = "overfitting"
-                    break
-                if monitor.mode != mode:
-                    mode = monitor.mode
-                    factor = {"none": 1.0, "mild": 1.5, "severe": 2.0}[mode]
-                    pop_size, rate = max(2, int(round(base_pop * factor))), base_rate * factor
-                    if len(population) < pop_size:  # grow with mutations of the best at 5x the rate
-                        extra = np.stack([mutate(best, 5 * rate, n_inputs, rng) for _ in range(pop_size - len(population))])
-                        extra_ce = fitness(extra)
-                        evaluations += len(extra)
-                        population, ce = np.concatenate([population, extra]), np.concatenate([ce, extra_ce])
-                    elif len(population) > pop_size:  # leaving diversity: keep the best
-                        keep = np.argsort(ce, kind="stable")[:pop_size]
-                        population, ce = population[keep], ce[keep]
+        stop, next_mode = periodic_check(stopper, monitor, gen, best, best_ce, mode)
+        if stop:
+            reason = stop
+            break
+        if next_mode != mode:
+            mode = next_mode
+            factor = {"none": 1.0, "mild": 1.5, "severe": 2.0}[mode]
+            pop_size, rate = max(2, int(round(base_pop * factor))), base_rate * factor
+            if len(population) < pop_size:  # grow with mutations of the best at 5x the rate
+                extra = np.stack([mutate(best, 5 * rate, n_inputs, rng) for _ in range(pop_size - len(population))])
+                extra_ce = fitness(extra)
+                evaluations += len(extra)
+                population, ce = np.concatenate([population, extra]), np.concatenate([ce, extra_ce])
+            elif len(population) > pop_size:  # leaving diversity: keep the best
+                keep = np.argsort(ce, kind="stable")[:pop_size]
+                population, ce = population[keep], ce[keep]
     return SearchResult(best, best_ce, float(start_ce), gen, evaluations, reason, history)
 
 
@@ -254,18 +264,14 @@ def tabu_search(start: np.ndarray, fitness: BatchFitness, n_inputs: int, cfg: TS
         history.append({"step": it, "best_ce": best_ce, "current_ce": current_ce, "mode": mode})
         if log:
             log(f"TS iter {it}: current {current_ce:.5f} best {best_ce:.5f} ({len(cands)} neighbours, mode {mode})")
-        if stopper.due(it):
-            if stopper.check(best_ce):
-                reason = "early_stop"
-                break
-            if monitor is not None:
-                if monitor.check(best, best_ce):
-                    reason = "overfitting"
-                    break
-                if monitor.mode != mode:
-                    mode = monitor.mode
-                    f, tmin = {"none": (1, 0), "mild": (2, 10), "severe": (3, 15)}[mode]
-                    n_neighbors, rate = cfg.neighbors * f, cfg.mutation_rate * f
-                    tabu_len = cfg.tabu_size if f == 1 else max(f * cfg.tabu_size, tmin)
-                    tabu = deque(tabu, maxlen=tabu_len)
+        stop, next_mode = periodic_check(stopper, monitor, it, best, best_ce, mode)
+        if stop:
+            reason = stop
+            break
+        if next_mode != mode:
+            mode = next_mode
+            f, tmin = {"none": (1, 0), "mild": (2, 10), "severe": (3, 15)}[mode]
+            n_neighbors, rate = cfg.neighbors * f, cfg.mutation_rate * f
+            tabu_len = cfg.tabu_size if f == 1 else max(f * cfg.tabu_size, tmin)
+            tabu = deque(tabu, maxlen=tabu_len)
     return SearchResult(best, best_ce, float(start_ce), it, evaluations, reason, history)
