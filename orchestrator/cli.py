@@ -1,4 +1,4 @@
-"""overnight run | status | report | list.
+"""overnight run | status | report | list | describe | export.
 
 Exit codes: 0 all trials done, 1 some trials failed (or were left unfinished), 2 bad input (one
 line on stderr naming the file, field and value), 130 interrupted.
@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="also write the report to this file")
 
     sub.add_parser("list", help="studies in configs/studies/ and the registered workloads")
+
+    d = sub.add_parser("describe", help="a workload's parameters (type, default, doc) and metrics")
+    d.add_argument("workload", help="a registered workload name (see `overnight list`) or module:Class")
+
+    e = sub.add_parser("export", help="one compacted Parquet or CSV file of a study's rows, for sharing")
+    e.add_argument("results_dir", help="RESULTS/<study>/<scale> (a path or a URI)")
+    e.add_argument("--out", required=True, help="FILE.parquet or FILE.csv (a path or a URI)")
     return p
 
 
@@ -67,21 +74,14 @@ def _study_path(arg: str) -> Path:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator import registry
-    from orchestrator.grid import expand
+    from orchestrator.params import schema_to_json
+    from orchestrator.prepare import prepare
     from orchestrator.store import study_store
 
-    path = _study_path(a.study)
-    raw = specmod.load_raw(path)
-    study = specmod.resolve(raw, str(path), a.scale, a.sets)
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
-    try:
-        workload = registry.load(study.workload)
-    except UserError as e:
-        raise UserError(e.bare, source=str(path), field="workload") from None
-    trials = expand(study, str(workload.version))
-    _check_configs(workload, trials, path)
+    prep = prepare(_study_path(a.study), a.scale, a.sets)
+    study, workload, trials = prep.study, prep.workload, prep.trials
     store = study_store(a.results, study.name, a.scale)
 
     if a.dry_run:
@@ -104,11 +104,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         statuses = store.statuses()
         retry = {tid for tid, st in statuses.items() if st == "failed"} if a.retry_failed else set()
         pending = [t for t in trials if t.trial_id not in statuses or t.trial_id in retry]
-        _freeze(store, study, a.scale, str(workload.version), trials)
+        schema = schema_to_json(prep.schema)
+        _freeze(store, study, a.scale, str(workload.version), trials, schema)
         stage_cache = _stage_location(a.results)
         plan = execute.Plan(study=study, scale=a.scale, version=str(workload.version), trials=trials,
                             pending=pending, store=store, stage_cache=stage_cache, data_root=a.data_root,
-                            rerun=frozenset(retry))
+                            rerun=frozenset(retry), schema=schema)
         resumed = len(set(store.in_flight()) & {t.trial_id for t in pending})
         print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
               f"{len(pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
@@ -140,18 +141,6 @@ def _check_job_results(results: str) -> None:
                         "s3://bucket/prefix", source="--results", field=results)
 
 
-def _check_configs(workload, trials, path: Path) -> None:
-    """Let the workload reject configs it cannot run before anything starts."""
-    check = getattr(workload(), "check_config", None)
-    if check is None:
-        return
-    for t in trials:
-        try:
-            check(dict(t.config))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(str(e).strip("'\"") or type(e).__name__, source=str(path)) from None
-
-
 def _short(cfg: dict[str, Any], limit: int = 160) -> str:
     text = " ".join(f"{k}={v}" for k, v in cfg.items())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -163,14 +152,14 @@ def _stage_location(results: str) -> str:
     return join(results.rstrip("/"), "_cache", "stages") if is_uri(results) else str(Path(results).resolve() / "_cache" / "stages")
 
 
-def _freeze(store, study, scale: str, version: str, trials) -> None:
-    """study.json: the resolved study and the union of its trials over all runs so far."""
+def _freeze(store, study, scale: str, version: str, trials, schema: list) -> None:
+    """study.json: the resolved study, its row schema and the union of its trials over all runs."""
     old = store.manifest() or {}
     known = {t["trial_id"]: t["config"] for t in old.get("trials", [])}
     for t in trials:
         known.setdefault(t.trial_id, t.config)
     store.write_manifest({"study": study.model_dump(mode="json"), "scale": scale, "workload_version": version,
-                          "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
+                          "schema": schema, "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
 
 
 def _rows_of(store, trials):
@@ -282,10 +271,34 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_describe(a: argparse.Namespace) -> int:
+    from orchestrator import params, registry
+
+    try:
+        cls = registry.load(a.workload)
+    except UserError as e:
+        raise UserError(e.bare + params.suggest(a.workload, registry.registered()), source="describe") from None
+    print(params.describe(cls))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from orchestrator.export import export
+
+    stores = _study_dirs(a.results_dir)
+    if len(stores) != 1:
+        raise UserError(f"export takes one study directory (RESULTS/<study>/<scale>); found {len(stores)} under it",
+                        source=a.results_dir)
+    n = export(stores[0], a.out)
+    print(f"{n} rows -> {a.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         a = _parser().parse_args(argv)
-        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list}[a.command](a)
+        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list,
+                "describe": cmd_describe, "export": cmd_export}[a.command](a)
     except UserError as e:
         print(f"overnight: error: {e}", file=sys.stderr)
         return 2

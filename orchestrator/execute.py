@@ -47,13 +47,14 @@ class Plan:
     data_root: str
 
     rerun: frozenset[str] = frozenset()   # failed trials sent again by --retry-failed
+    schema: list | None = None            # the study's row schema (params.schema_to_json)
 
     def payload(self, trial: Trial) -> dict[str, Any]:
         return TrialPayload(rerun=trial.trial_id in self.rerun,
             trial_id=trial.trial_id, config=trial.config, study=self.study.name, scale=self.scale,
             workload=self.study.workload, results=self.store.location, stage_cache=self.stage_cache,
             data_root=self.data_root, metric=self.study.metric, max_failures=self.study.max_failures,
-            cpu=self.study.resources.cpu, gpu=self.study.resources.gpu,
+            cpu=self.study.resources.cpu, gpu=self.study.resources.gpu, schema=self.schema,
         ).to_dict()
 
 

@@ -1,12 +1,13 @@
-"""Study -> trials. A trial's id is a hash of (workload name, workload version, resolved config),
-so the same configuration has the same id on any machine and in any run."""
+"""Study -> trials. A trial's id is a hash of (workload name, workload version, canonical config),
+so the same configuration has the same id on any machine and in any run. The canonical config is
+the validated one with defaults and execution knobs left out (see params.id_config)."""
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from orchestrator.spec import Study, Variant
 
@@ -45,10 +46,17 @@ def configs(study: Study) -> Iterator[dict[str, Any]]:
                 yield {**study.fixed, **variant.fixed, **base, **own}
 
 
-def expand(study: Study, version: str) -> list[Trial]:
-    """All trials of the (already scale-resolved) study, duplicates removed, order kept."""
+Normalize = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def expand(study: Study, version: str, normalize: Normalize | None = None, name: str | None = None) -> list[Trial]:
+    """All trials of the (already scale-resolved) study, duplicates removed, order kept.
+    ``normalize(config) -> (full config, what the id hashes)``; by default the config as written.
+    ``name`` is the workload's own name (default: the study's ``workload`` field), so a workload
+    reached by entry point or by ``module:Class`` gives the same ids."""
     seen: dict[str, Trial] = {}
     for cfg in configs(study):
-        tid = trial_id(study.workload, version, cfg)
-        seen.setdefault(tid, Trial(tid, cfg))
+        full, hashed = normalize(cfg) if normalize else (cfg, cfg)
+        tid = trial_id(name or study.workload, version, hashed)
+        seen.setdefault(tid, Trial(tid, full))
     return list(seen.values())

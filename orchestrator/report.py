@@ -123,7 +123,7 @@ def render(study: Study, scale: str, rows: pd.DataFrame, total: int | None = Non
     if total is not None and total > n:
         summary += f", {total - n} not finished (partial report)"
     lines.append(summary + f". Workload `{study.workload}`.")
-    if n and "wall_s" in rows:
+    if n and {"wall_s", "started_at", "finished_at"} <= set(rows.columns):
         span = (pd.to_datetime(rows["finished_at"]).max() - pd.to_datetime(rows["started_at"]).min()).total_seconds()
         lines.append(f"Compute: {fmt_duration(float(rows['wall_s'].sum()))} of trial time; "
                      f"first start to last finish {fmt_duration(span)}.")

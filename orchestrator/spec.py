@@ -13,11 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
+from orchestrator.params import RESERVED  # the row's own columns live in one place
 
 SCALES = ("smoke", "fast", "full")
 # columns every result row has; a parameter of the same name would be overwritten
-RESERVED = {"trial_id", "study", "scale", "status", "started_at", "finished_at", "wall_s", "host",
-            "device", "attempts", "error"}
 STATS = {"mean", "std", "n", "min", "max", "median", "sem"}
 _SHARE = re.compile(r"^share([<>]=?)(-?\d+(\.\d+)?)$")
 
@@ -194,12 +193,39 @@ def validate(doc: Any, source: str) -> Study:
         raise UserError(msg, source=source, field=loc or None) from None
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, which would drop e.g. a whole first ``grid:`` block)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise _DuplicateKey(None, None, f"duplicate key {key!r} (first at line {first})", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_raw(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists():
         raise UserError("no such study file", source=str(path))
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = parse_yaml(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
@@ -243,7 +269,7 @@ def resolve(raw: dict, source: str, scale: str, sets: list[str] | None = None) -
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return parse_yaml(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -277,3 +303,38 @@ def _apply_set(doc: dict, item: str) -> None:
         if rows and key in rows[0]:
             raise UserError(f"{key!r} is zipped in group {group!r}; set the whole group with zip.{group}=[...]", source="--set", field=key)
     doc.setdefault("fixed", {})[key] = value
+
+
+def origins(raw: dict, scale: str, sets: list[str] | None = None) -> dict[str, list[tuple[str, list]]]:
+    """parameter -> [(where it is set, the values it takes there), ...] in the order they apply,
+    so an error about a parameter can name the file field (or ``--set``) it came from."""
+    out: dict[str, list[tuple[str, list]]] = {}
+
+    def add(key: str, where: str, values: list) -> None:
+        out.setdefault(key, []).append((where, values))
+
+    def block(node: Any, prefix: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for k, v in (node.get("fixed") or {}).items():
+            add(k, f"{prefix}fixed.{k}", [v])
+        for k, v in (node.get("grid") or {}).items():
+            add(k, f"{prefix}grid.{k}", v if isinstance(v, list) else [v])
+        for g, rows in (node.get("zip") or {}).items():
+            for row in rows if isinstance(rows, list) else []:
+                for k, v in (row.items() if isinstance(row, dict) else []):
+                    add(k, f"{prefix}zip.{g}.{k}", [v])
+
+    block(raw, "")
+    for i, v in enumerate(raw.get("variants") or []):
+        block(v, f"variants.{i}.")
+    block((raw.get("scales") or {}).get(scale) or {}, f"scales.{scale}.")
+    for item in sets or []:
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key.split(".", 1)[0] not in Study.model_fields or key.startswith("scales"):
+            value = _parse_value(text)
+            add(key, f"--set {key}", value if isinstance(value, list) else [value])
+        elif key.startswith(("fixed.", "grid.")):
+            add(key.split(".", 1)[1], f"--set {key}", [_parse_value(text)])
+    return out

@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -33,9 +34,14 @@ import pyarrow.parquet as pq
 
 from orchestrator.errors import LockedError, UserError
 
-ROW_COLUMNS = ["trial_id", "study", "scale", "status", "started_at", "finished_at", "wall_s",
-               "host", "device", "attempts", "error"]
+from orchestrator.params import ROW_FIELDS, ROW_TAIL, cell
+
+ROW_COLUMNS = [name for name, _ in ROW_FIELDS + ROW_TAIL]
 STATUSES = ("completed", "failed", "diverged")
+# history is long ("tidy"): one row per (step, metric), so every trial's part file has these
+# columns whatever it reports; pivot with pandas `pivot_table` or DuckDB `PIVOT`
+HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("step", pa.int64()), ("time", pa.float64()),
+                            ("phase", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
 
 
 def is_uri(location: str) -> bool:
@@ -146,15 +152,20 @@ class FileStore:
             pass
 
     def read_tables(self, rel: str) -> pd.DataFrame:
-        frames = []
+        """Every part file under ``rel`` as one frame. Tolerant of parts written with differing
+        schemas (datasets from before one-schema-per-study): columns are unioned, types promoted."""
+        tables = []
         for name in self.list(rel, ".parquet"):
             data = self.read_bytes(join(rel, name))
             if data:
-                frames.append(pq.read_table(pa.BufferReader(data)).to_pandas())
-        if not frames:
+                tables.append(pq.read_table(pa.BufferReader(data)))
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
             return pd.DataFrame()
-        frames = [f for f in frames if not f.empty]
-        return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+        try:
+            return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return pd.concat([t.to_pandas() for t in tables], ignore_index=True, sort=False)
 
 
 def _cell(value: Any) -> Any:
@@ -166,8 +177,74 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def row_table(row: dict[str, Any]) -> pa.Table:
-    return pa.Table.from_pylist([{k: _cell(v) for k, v in row.items()}])
+def row_table(row: dict[str, Any], schema: pa.Schema | None = None) -> pa.Table:
+    """One row as a table. With the study's ``schema`` every column is present (missing ones
+    null) and typed as declared; a value that does not fit raises TypeError naming the column."""
+    if schema is None:
+        return pa.Table.from_pylist([{k: _cell(v) for k, v in row.items()}])
+    extra = sorted(set(row) - set(schema.names))
+    if extra:
+        raise TypeError(f"columns not in the study's schema: {extra}")
+    return row_tables([row], schema)
+
+
+def history_table(trial_id: str, history: list[dict[str, Any]]) -> pa.Table:
+    cols: dict[str, list] = {n: [] for n in HISTORY_SCHEMA.names}
+    for h in history:
+        phase = h.get("phase")
+        for k, v in h.items():
+            if k in ("step", "time", "phase"):
+                continue
+            cols["trial_id"].append(trial_id)
+            cols["step"].append(int(h.get("step", 0)))
+            cols["time"].append(float(h["time"]) if h.get("time") is not None else None)
+            cols["phase"].append(None if phase is None else str(phase))
+            cols["metric"].append(k)
+            cols["value"].append(None if v is None else float(_cell(v)))
+    return pa.Table.from_pydict(cols, schema=HISTORY_SCHEMA)
+
+
+def artifact_table(trial_id: str, rows: Any, model: Any = None) -> pa.Table:
+    """A trial's table. With a declared ``model`` (its fields are the columns) every part file of
+    the artifact has the same columns and types; undeclared columns are an error. Without one,
+    numbers are stored as int64/float64 and anything else as text."""
+    from orchestrator.params import arrow_type
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    records = df.to_dict("records")
+    if model is not None:
+        fields = [("trial_id", pa.string())] + [(n, arrow_type(f.annotation)) for n, f in model.model_fields.items()]
+        schema = pa.schema(fields)
+        extra = sorted(set(df.columns) - set(schema.names))
+        if extra:
+            raise TypeError(f"artifact columns not declared: {extra}")
+        return row_tables([{**r, "trial_id": trial_id} for r in records], schema)
+    df = df.copy()
+    df.insert(0, "trial_id", trial_id)
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = df[col].map(_cell)
+        elif pd.api.types.is_bool_dtype(df[col]):
+            continue
+        elif pd.api.types.is_integer_dtype(df[col]):
+            df[col] = df[col].astype("int64")
+        elif pd.api.types.is_float_dtype(df[col]):
+            df[col] = df[col].astype("float64")
+    return pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+
+
+def row_tables(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    cols: dict[str, list] = {f.name: [] for f in schema}
+    for r in rows:
+        for f in schema:
+            v = r.get(f.name)
+            if isinstance(v, float) and v != v and pa.types.is_integer(f.type):
+                v = None  # pandas turns a missing int into NaN
+            try:
+                cols[f.name].append(cell(v, f.type))
+            except TypeError as e:
+                raise TypeError(f"column {f.name!r}: {e}") from None
+    return pa.Table.from_pydict(cols, schema=schema)
 
 
 class StudyStore(FileStore):
@@ -183,30 +260,23 @@ class StudyStore(FileStore):
             return {}
         return dict(zip(df["trial_id"], df["status"]))
 
-    def write_row(self, row: dict[str, Any]) -> None:
-        self.write_table(f"trials/{row['trial_id']}.parquet", row_table(row), durable=True)
+    def write_row(self, row: dict[str, Any], schema: pa.Schema | None = None) -> None:
+        self.write_table(f"trials/{row['trial_id']}.parquet", row_table(row, schema), durable=True)
 
     def rows(self) -> pd.DataFrame:
         return self.read_tables("trials")
 
     def write_history(self, trial_id: str, history: list[dict[str, Any]]) -> None:
         if history:
-            rows = [{"trial_id": trial_id, **{k: _cell(v) for k, v in h.items()}} for h in history]
-            self.write_table(f"history/{trial_id}.parquet", pa.Table.from_pylist(rows))
+            self.write_table(f"history/{trial_id}.parquet", history_table(trial_id, history))
 
     def history(self) -> pd.DataFrame:
         return self.read_tables("history")
 
-    def write_artifact(self, name: str, trial_id: str, rows: Any) -> None:
+    def write_artifact(self, name: str, trial_id: str, rows: Any, model: Any = None) -> None:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"artifact name must be a plain name (got {name!r})")
-        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        df = df.copy()
-        df.insert(0, "trial_id", trial_id)
-        for col in df.columns:
-            if df[col].dtype == object:
-                df[col] = df[col].map(_cell)
-        self.write_table(f"artifacts/{name}/{trial_id}.parquet", pa.Table.from_pandas(df, preserve_index=False))
+        self.write_table(f"artifacts/{name}/{trial_id}.parquet", artifact_table(trial_id, rows, model))
 
     def artifact(self, name: str) -> pd.DataFrame:
         return self.read_tables(f"artifacts/{name}")
@@ -257,59 +327,171 @@ class StudyStore(FileStore):
             raise UserError(f"results location is not writable: {reason}", source="--results", field=self.location) from None
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), '' where unknown: with
+    the pid it tells a process from a later one that got the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pid_alive(pid: int, started: str = "") -> bool:
+    """Is the process ``pid`` (started at ``started``, when known) still there on this host?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc (not Linux): kill(pid, 0) is all we know
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return not started or fields[19] == started
+
+
+def _ago(seconds: float) -> str:
+    from orchestrator.progress import fmt_duration
+
+    return fmt_duration(max(0.0, seconds))
+
+
 @dataclass
 class DriverLock:
     """One driver per results directory.
 
     Local: an exclusive ``flock`` on ``.lock``, released by the OS when the driver dies (even by
-    SIGKILL), so a crashed driver never blocks the next run. Remote: a ``.lock.json`` heartbeat
-    refreshed every 30 s; one older than 2 minutes is treated as stale.
+    SIGKILL), so a crashed driver never blocks the next run.
+
+    Remote (object stores have no locks): a ``.lock.json`` object naming the driver (host, pid,
+    process start time, boot id) with a heartbeat time, rewritten every ``BEAT_S`` seconds. A
+    driver that finds one
+      - from this host takes it over at once if that process is gone (killed, crashed, rebooted),
+        and is refused while it lives;
+      - from another host (whose processes it cannot see) is refused until the heartbeat is
+        ``STALE_S`` seconds old, then takes it over.
+    Object stores cannot create an object only-if-absent, so after writing its claim a driver
+    reads it back ``SETTLE_S`` later: of two drivers that start together, the one whose claim
+    was overwritten backs off.
     """
 
     store: StudyStore
     _fd: int | None = None
     _stop: threading.Event | None = None
-    STALE_S = 120
+    _token: str = ""
+    lost: bool = False           # set when another driver took the lock over while we ran
+    STALE_S = 120.0
+    BEAT_S = 30.0
+    SETTLE_S = 1.0
 
     def _owner(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "since": utcnow().isoformat(timespec="seconds")}
 
-    def acquire(self) -> None:
-        self.store.makedirs("")
-        if self.store.local:
-            import fcntl
+    # ---- remote locks ---------------------------------------------------------------------
+    def _claim(self) -> dict[str, Any]:
+        pid = os.getpid()
+        return {**self._owner(), "pid_started": _pid_started(pid), "boot_id": _boot_id(),
+                "token": self._token, "beat": time.time(), "stale_after_s": self.STALE_S}
 
-            path = self.store.local_path(".lock")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _verdict(self, current: dict[str, Any], now: float | None = None) -> str | None:
+        """Why ``current`` (a lock.json) still holds, or None when it may be taken over."""
+        now = time.time() if now is None else now
+        try:
+            beat = float(current.get("beat", 0))
+        except (TypeError, ValueError):
+            beat = 0.0
+        age = now - beat
+        stale_after = float(current.get("stale_after_s") or self.STALE_S)
+        host, pid = current.get("host"), current.get("pid")
+        who = f"host {host}, pid {pid}"
+        beat_text = f"last heartbeat {_ago(age)} ago"
+        if host == socket.gethostname() and (not current.get("boot_id") or current.get("boot_id") == _boot_id()):
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = (os.read(fd, 400).decode(errors="replace").strip() or "another process")
-                os.close(fd)
-                raise LockedError(f"another overnight driver is running on this results directory ({holder}); "
-                                  f"wait for it or stop it first", source=self.store.location) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(self._owner()).encode())
-            self._fd = fd
-            return
+                alive = _pid_alive(int(pid), str(current.get("pid_started") or ""))
+            except (TypeError, ValueError):
+                alive = False
+            if not alive:
+                return None
+            return (f"another overnight driver is running on this results location ({who}, {beat_text}); "
+                    f"the lock is free as soon as that process exits: wait for it or stop it first")
+        if host == socket.gethostname():  # same host name, another boot: that process is gone
+            return None
+        if age >= stale_after:
+            return None
+        expires = datetime.fromtimestamp(beat + stale_after, timezone.utc).strftime("%H:%M:%S UTC")
+        return (f"another overnight driver is running on this results location ({who}, {beat_text}); "
+                f"the lock expires at {expires} (in {_ago(beat + stale_after - now)}) if that driver is gone")
+
+    def _acquire_remote(self) -> None:
         current = self.store.read_json(".lock.json")
-        if current and time.time() - float(current.get("beat", 0)) < self.STALE_S:
-            raise LockedError(f"another overnight driver is running on this results location "
-                              f"(host {current.get('host')}, pid {current.get('pid')})", source=self.store.location)
-        self._stop = threading.Event()
+        if current:
+            why = self._verdict(current)
+            if why:
+                raise LockedError(why, source=self.store.location)
+            print(f"overnight: taking over the lock of a driver that is gone (host {current.get('host')}, "
+                  f"pid {current.get('pid')})", file=sys.stderr)
+        self._token = uuid.uuid4().hex
         self._beat()
-        threading.Thread(target=self._heartbeat, daemon=True).start()
+        time.sleep(self.SETTLE_S)
+        now = self.store.read_json(".lock.json") or {}
+        if now.get("token") != self._token:
+            self._token = ""
+            raise LockedError(f"another overnight driver started on this results location at the same moment "
+                              f"(host {now.get('host')}, pid {now.get('pid')}); wait for it or stop it first",
+                              source=self.store.location)
+        self._stop = threading.Event()
+        threading.Thread(target=self._heartbeat, daemon=True, name="overnight-lock-heartbeat").start()
 
     def _beat(self) -> None:
-        self.store.write_json(".lock.json", {**self._owner(), "beat": time.time()})
+        self.store.write_json(".lock.json", self._claim())
 
     def _heartbeat(self) -> None:
         assert self._stop is not None
-        while not self._stop.wait(30):
+        while not self._stop.wait(self.BEAT_S):
             try:
+                current = self.store.read_json(".lock.json") or {}
+                if current.get("token") not in (None, self._token):
+                    # our beats stopped long enough for another driver to take over: leave it be
+                    self.lost = True
+                    print(f"overnight: warning: the results lock was taken over by host {current.get('host')}, "
+                          f"pid {current.get('pid')}", file=sys.stderr)
+                    return
                 self._beat()
             except Exception:  # a missed beat only risks a stale-looking lock
                 pass
+
+    # ---- both -----------------------------------------------------------------------------
+    def acquire(self) -> None:
+        self.store.makedirs("")
+        if not self.store.local:
+            self._acquire_remote()
+            return
+        import fcntl
+
+        path = self.store.local_path(".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (os.read(fd, 400).decode(errors="replace").strip() or "another process")
+            os.close(fd)
+            raise LockedError(f"another overnight driver is running on this results directory ({holder}); "
+                              f"wait for it or stop it first", source=self.store.location) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(self._owner()).encode())
+        self._fd = fd
 
     def holder(self) -> str | None:
         """Who holds the lock, without taking it (for `overnight status`)."""
@@ -329,8 +511,10 @@ class DriverLock:
             finally:
                 os.close(fd)
         current = self.store.read_json(".lock.json")
-        if current and time.time() - float(current.get("beat", 0)) < self.STALE_S:
-            return json.dumps({k: current.get(k) for k in ("host", "pid", "since")})
+        if current and self._verdict(current):
+            age = time.time() - float(current.get("beat", 0) or 0)
+            return (json.dumps({k: current.get(k) for k in ("host", "pid", "since")})
+                    + f" (last heartbeat {_ago(age)} ago)")
         return None
 
     def release(self) -> None:
@@ -339,8 +523,11 @@ class DriverLock:
             self._fd = None
         if self._stop is not None:
             self._stop.set()
+            self._stop = None
             try:
-                self.store.fs.delete_file(self.store.path(".lock.json"))
+                current = self.store.read_json(".lock.json") or {}
+                if current.get("token") == self._token:  # never delete a lock another driver took over
+                    self.store.fs.delete_file(self.store.path(".lock.json"))
             except OSError:
                 pass
 

@@ -5,6 +5,7 @@ driver is killed a moment later; the driver only fills in rows for trials whose 
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from orchestrator import params as P
 from orchestrator import registry
 from orchestrator.cache import StageCache
 from orchestrator.store import StudyStore, utcnow
@@ -38,6 +40,7 @@ class TrialPayload:
     cpu: float = 1.0
     gpu: float = 0.0
     rerun: bool = False   # True when --retry-failed sends a trial that already has a (failed) row
+    schema: list | None = None   # the study's row schema (params.schema_to_json)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -66,10 +69,14 @@ class WorkerContext:
     _store: StudyStore
     _stages: StageCache
     history: list[dict[str, Any]] = field(default_factory=list)
+    _artifacts: dict[str, Any] = field(default_factory=dict)   # declared artifact models
     _tune_report: Callable[[dict], None] | None = None
 
-    def report(self, step: int, **metrics: Any) -> None:
-        self.history.append({"step": int(step), "time": time.time(), **metrics})
+    def report(self, step: int, phase: str | None = None, **metrics: Any) -> None:
+        for k, v in metrics.items():  # history is long: one (step, phase, metric, value) row each
+            if isinstance(v, (str, bytes, list, tuple, dict)):
+                raise TypeError(f"ctx.report: {k} must be a number (got {v!r}); pass a label as phase=")
+        self.history.append({"step": int(step), "time": time.time(), "phase": phase, **metrics})
 
     def save_checkpoint(self, state: Any) -> None:
         # history travels with the state, so a resumed trial keeps the steps before the crash
@@ -83,7 +90,7 @@ class WorkerContext:
         return saved["state"]
 
     def write_artifact(self, name: str, rows: Any) -> None:
-        self._store.write_artifact(name, self.trial_id, rows)
+        self._store.write_artifact(name, self.trial_id, rows, self._artifacts.get(name))
 
     def stage(self, key: Mapping[str, Any], build: Callable[[], Any]) -> Any:
         return self._stages.get(key, build)
@@ -140,7 +147,10 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
             tune_report({"overnight_status": "completed"})
         return {}
     attempts = store.bump(p.trial_id, "attempts")
-    workload = registry.load(p.workload)()
+    workload_cls = registry.load(p.workload)
+    workload = workload_cls()
+    _, metrics_model, artifact_models = P.declared(workload_cls)
+    declared_metrics = set(metrics_model.model_fields) if metrics_model is not None else None
     from workloads.base import Diverged  # the interface module, not a workload
 
     config = dict(p.config)
@@ -151,6 +161,7 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
         trial_id=p.trial_id, seed=seed, device=_device(p.gpu), data_root=Path(p.data_root),
         cache_dir=Path(p.stage_cache) if "://" not in p.stage_cache else Path.home() / ".cache/overnight/scratch",
         scale=p.scale, attempt=attempts, _store=store, _stages=StageCache(p.stage_cache),
+        _artifacts=artifact_models,
     )
     started = utcnow()
     t0 = time.perf_counter()
@@ -173,17 +184,46 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
         status, error = "failed", f"workload returned metrics that repeat config keys: {clash}"
         metrics = {}
     row = {
-        "trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": status,
-        **config, **metrics,
+        "trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": status, **config,
         "started_at": started, "finished_at": utcnow(), "wall_s": round(time.perf_counter() - t0, 4),
         "host": socket.gethostname(), "device": ctx.device, "attempts": attempts, "error": error,
     }
+    schema = P.schema_from_json(p.schema) if p.schema else None
+    table = _row_with_metrics(row, metrics, schema, declared_metrics)
     store.write_history(p.trial_id, ctx.history)
-    store.write_row(row)
+    store.write_table(f"trials/{p.trial_id}.parquet", table, durable=True)
     store.clear_checkpoint(p.trial_id)
     if tune_report is not None:
-        tune_report({"overnight_status": status})
-    return row
+        tune_report({"overnight_status": table.column("status")[0].as_py()})
+    return table.to_pylist()[0]
+
+
+def _row_with_metrics(row: dict[str, Any], metrics: dict[str, Any], schema, declared: set[str] | None):
+    """The row as a one-row table of the study's schema. Declared metrics are columns; any other
+    metric goes into ``extra_metrics`` (JSON), so a stray key never changes the dataset's schema.
+    A metric whose value does not fit its declared type fails the trial with a clear error."""
+    from orchestrator.store import row_table
+
+    if schema is None:  # no schema (direct calls of run_trial): columns as returned
+        return row_table({**row, **metrics})
+    declared = declared if declared is not None else set()
+    columns = {k: v for k, v in metrics.items() if k in declared}
+    extra = {k: _json_safe(v) for k, v in metrics.items() if k not in declared}
+    if extra:
+        row["extra_metrics"] = json.dumps(extra, sort_keys=True, default=str)
+    try:
+        return row_table({**row, **columns}, schema)
+    except TypeError as e:
+        failed = {**row, "status": "failed", "error": f"metric {e}", "extra_metrics": None}
+        return row_table(failed, schema)
+
+
+def _json_safe(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf
+    return value
 
 
 def _not_finite(value: Any) -> bool:
@@ -201,5 +241,5 @@ def failed_row(payload: Mapping[str, Any], error: str) -> dict[str, Any]:
     row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": "failed", **p.config,
            "started_at": now, "finished_at": now, "wall_s": 0.0, "host": "", "device": "",
            "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
-    store.write_row(row)
+    store.write_row(row, P.schema_from_json(p.schema) if p.schema else None)
     return row
