@@ -59,11 +59,14 @@ def test_half_written_part_file_is_never_read(tmp_path, monkeypatch):
 
 def test_history_and_artifacts(tmp_path):
     st = StudyStore(str(tmp_path))
-    st.write_history("a", [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}])
+    st.write_history("a", [{"step": 0, "loss": 1.0, "phase": "float"}, {"step": 1, "loss": 0.5, "acc": 0.25}])
     st.write_artifact("per_layer", "a", [{"layer": 0, "gamma": 0.9}, {"layer": 1, "gamma": 0.7}])
     st.write_artifact("per_layer", "b", pd.DataFrame({"layer": [0], "gamma": [0.1]}))
-    h = st.history()
-    assert h["loss"].tolist() == [1.0, 0.5] and set(h["trial_id"]) == {"a"}
+    h = st.history()  # long: one row per (step, metric)
+    assert list(h.columns) == ["trial_id", "step", "time", "phase", "metric", "value"]
+    assert h[["step", "metric", "value"]].values.tolist() == [[0, "loss", 1.0], [1, "loss", 0.5], [1, "acc", 0.25]]
+    assert h["phase"].tolist()[0] == "float" and h["phase"].isna().tolist()[1:] == [True, True]
+    assert set(h["trial_id"]) == {"a"}
     art = st.artifact("per_layer").sort_values(["trial_id", "layer"])
     assert art[["trial_id", "layer", "gamma"]].values.tolist() == [["a", 0, 0.9], ["a", 1, 0.7], ["b", 0, 0.1]]
     with pytest.raises(ValueError):

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .schema import GeometryMetrics, GeometryParams, Q1PointRow, Q2VariantRow
+
 
 class Geometry:
     """One (seed, architecture) setting of the geometry study."""
 
     name = "geometry"
-    version = "1"
+    version = "2"
+    Params = GeometryParams
+    Metrics = GeometryMetrics
+    artifacts = {"q1_points": Q1PointRow, "q2_variants": Q2VariantRow}
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         import torch

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from orchestrator.params import is_knob, validate
 from workloads.base import Diverged, check_finite
 from workloads.data.shakespeare import char_splits, load_text
 from workloads.quantcorr.common import Checkpointer, backbone, frozen, load_state, state_to_bytes
@@ -28,18 +29,8 @@ from workloads.quantcorr.transformer import CharTransformer, lm_loss, mean_ce
 
 from . import q1 as Q1
 from . import q2 as Q2
+from .schema import GeometryParams
 from .traces import ElementCorrectedTap, collect_traces, report_geometry
-
-DEFAULTS: dict[str, Any] = dict(
-    n_heads=4, d_ff_mult=4, dropout=0.1, seq_len=128, max_seq_len=256, bits=4,
-    data="auto", download=True, max_chars=0, train_limit=20000, test_limit=4000,
-    float_epochs=4, float_lr=3e-4, weight_decay=0.01, batch_size=64, grad_clip=1.0,
-    calib_sequences=64, trace_train_sequences=512, trace_test_sequences=256, trace_max_rows=20000,
-    report_sequences=64, ridge_lambda=Q1.RIDGE_LAMBDA,
-    q2_elements=600000, q2_hidden=64, q2_embed_dim=8, q2_epochs=20, q2_batch=4096, q2_lr=1e-3,
-    q2_test_frac=0.2, q2_val_frac=0.2,
-    legacy_prenorm_residual_bug=False, stage_cache=True,
-)
 
 
 def _ppl(loss: float) -> float:
@@ -80,12 +71,14 @@ def train_backbone(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, P: dict, 
 
 def run_geometry(cfg: dict, ctx) -> dict:
     t0 = time.perf_counter()
-    P = {**DEFAULTS, **cfg}
+    # The orchestrator passes the full validated config; validating again (idempotent) fills the
+    # defaults for direct callers (tests, notebooks) and rejects their typos.
+    P = validate(GeometryParams, cfg)
     dev = ctx.device
-    seed = int(cfg.get("seed", ctx.seed))
+    seed = ctx.seed if P["seed"] is None else P["seed"]
     d_model, n_layers = int(P["d_model"]), int(P["n_layers"])
     arch = dict(d_model=d_model, n_heads=int(P["n_heads"]), n_layers=n_layers,
-                d_ff=int(P.get("d_ff") or int(P["d_ff_mult"]) * d_model))
+                d_ff=int(P["d_ff"] or int(P["d_ff_mult"]) * d_model))
     bits = int(P["bits"])
 
     text, source = load_text(P["data"], ctx.data_root, ctx.cache_dir, bool(P["download"]))
@@ -104,7 +97,8 @@ def run_geometry(cfg: dict, ctx) -> dict:
            "float_lr": float(P["float_lr"]), "weight_decay": float(P["weight_decay"]),
            "grad_clip": float(P["grad_clip"]), "n_train": len(Xtr), "data_source": source,
            "text_sha1": hashlib.sha1(text.encode()).hexdigest(), "device": str(dev)}
-    ckpt = Checkpointer(ctx, {**key, "trial": {k: cfg[k] for k in sorted(cfg) if k != "stage_cache"}})
+    # execution-only knobs (stage_cache, download) do not change what the checkpoint holds
+    ckpt = Checkpointer(ctx, {**key, "trial": {k: P[k] for k in sorted(P) if not is_knob(GeometryParams, k)}})
 
     def new_model() -> CharTransformer:
         return CharTransformer(V, **arch, max_seq_len=int(P["max_seq_len"]), dropout=float(P["dropout"]))

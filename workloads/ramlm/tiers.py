@@ -39,14 +39,14 @@ class Tier:
 MAX_BITS = 60
 
 
-def parse_tiers(spec: str, vocab_size: int) -> list[Tier]:
-    """Parse ``"count,neurons,bits;...;rest,neurons,bits"``; ``rest`` (last tier only) takes the
-    clusters left over. The counts must cover the vocabulary exactly."""
+def parse_tier_fields(spec: str) -> list[tuple[int | None, int, int]]:
+    """The vocabulary-independent part of a tier spec: ``(count, neurons, bits)`` per tier, count
+    None for ``rest``. Checks everything that does not need V, so a config can be checked before
+    the data is loaded."""
     if not isinstance(spec, str) or not spec.strip():
         raise TierSpecError("tier spec is empty; expected e.g. '100,15,20;400,10,12;rest,5,8'")
     parts = [p.strip() for p in spec.strip().strip(";").split(";")]
-    tiers: list[Tier] = []
-    start = 0
+    out: list[tuple[int | None, int, int]] = []
     for i, part in enumerate(parts):
         fields = [f.strip() for f in part.split(",")]
         where = f"tier {i} ('{part}') of '{spec}'"
@@ -57,12 +57,11 @@ def parse_tiers(spec: str, vocab_size: int) -> list[Tier]:
             neurons, bits = int(neurons_s), int(bits_s)
         except ValueError:
             raise TierSpecError(f"{where}: neurons and bits must be integers") from None
+        count: int | None
         if count_s.lower() == "rest":
             if i != len(parts) - 1:
                 raise TierSpecError(f"{where}: 'rest' may only be the last tier")
-            count = vocab_size - start
-            if count <= 0:
-                raise TierSpecError(f"{where}: no clusters left for 'rest' (earlier tiers already cover V={vocab_size})")
+            count = None
         else:
             try:
                 count = int(count_s)
@@ -74,6 +73,27 @@ def parse_tiers(spec: str, vocab_size: int) -> list[Tier]:
             raise TierSpecError(f"{where}: neurons must be positive, got {neurons}")
         if not 1 <= bits <= MAX_BITS:
             raise TierSpecError(f"{where}: bits must be in 1..{MAX_BITS}, got {bits}")
+        out.append((count, neurons, bits))
+    return out
+
+
+def normalise_tier_spec(spec: str) -> str:
+    """The canonical text of a valid spec (no spaces, no trailing ';', lower-case 'rest'), so
+    equivalent spellings are one configuration."""
+    return ";".join(f"{'rest' if c is None else c},{n},{b}" for c, n, b in parse_tier_fields(spec))
+
+
+def parse_tiers(spec: str, vocab_size: int) -> list[Tier]:
+    """Parse ``"count,neurons,bits;...;rest,neurons,bits"``; ``rest`` (last tier only) takes the
+    clusters left over. The counts must cover the vocabulary exactly."""
+    tiers: list[Tier] = []
+    start = 0
+    for i, (count, neurons, bits) in enumerate(parse_tier_fields(spec)):
+        where = f"tier {i} of '{spec}'"
+        if count is None:
+            count = vocab_size - start
+            if count <= 0:
+                raise TierSpecError(f"{where}: no clusters left for 'rest' (earlier tiers already cover V={vocab_size})")
         if start + count > vocab_size:
             raise TierSpecError(
                 f"{where}: counts reach {start + count}, beyond the vocabulary size V={vocab_size}")
