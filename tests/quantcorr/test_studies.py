@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workloads.quantcorr import QuantCorr
+from workloads.quantcorr import Autoencoder, Classification, Transformer
 
 STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"
 
@@ -39,13 +39,18 @@ def load(name: str) -> dict:
 COUNTS = {"hydra_classification": 126, "hydra_autoencoder": 126, "hydra_transformer": 126,
           "lambda_classification": 162, "lambda_autoencoder": 162, "lambda_transformer": 162,
           "transformer_grid": 243, "transformer_grid_legacy": 243}
+WORKLOADS = {"hydra_classification": Classification, "lambda_classification": Classification,
+             "hydra_autoencoder": Autoencoder, "lambda_autoencoder": Autoencoder,
+             "hydra_transformer": Transformer, "lambda_transformer": Transformer,
+             "transformer_grid": Transformer, "transformer_grid_legacy": Transformer}
 
 
 @pytest.mark.parametrize("name,count", sorted(COUNTS.items()))
 @pytest.mark.parametrize("scale", ["smoke", "fast", "full"])
 def test_study_trial_counts(name, count, scale):
     spec = load(name)
-    assert spec["workload"] == QuantCorr.name
+    assert spec["workload"] == WORKLOADS[name].name
+    assert "task" not in (spec.get("fixed") or {})  # the workload is the task
     configs = expand(spec, scale)
     assert len(configs) == count
     keys = [tuple(sorted((k, repr(v)) for k, v in c.items())) for c in configs]
@@ -71,10 +76,14 @@ def test_report_tables_exclude_baselines_from_recovery():
 def test_orchestrator_expands_the_same_count(name, count):
     spec = pytest.importorskip("orchestrator.spec")
     grid = pytest.importorskip("orchestrator.grid")
+    params = pytest.importorskip("orchestrator.params")
     path = STUDIES / f"{name}.yaml"
     for scale in ("smoke", "fast", "full"):
         study = spec.resolve(spec.load_raw(path), str(path), scale)
-        assert len(list(grid.configs(study))) == count
+        configs = list(grid.configs(study))
+        assert len(configs) == count
+        for cfg in configs:  # every trial of every scale is a valid config of its workload
+            params.validate(WORKLOADS[name].Params, cfg)
 
 
 def test_hydra_studies_have_18_baselines():

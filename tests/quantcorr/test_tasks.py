@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workloads.base import LocalContext
-from workloads.quantcorr import QuantCorr
+from workloads.quantcorr import Autoencoder, Transformer
 from workloads.quantcorr.autoencoder import MLPAutoencoder
 from workloads.quantcorr.correction import FloatTap, QuantTap, corrector_keys
 from workloads.quantcorr.lambda_protocol import train_correctors_lambda
@@ -80,11 +80,11 @@ def test_legacy_residual_formula():
 
 
 def test_legacy_switch_changes_only_the_quantized_only_path(tmp_path):
-    cfg = dict(task="transformer", protocol="grid", seed=3, bits=4, d_model=32, n_heads=4, n_layers=2,
+    cfg = dict(protocol="grid", seed=3, bits=4, d_model=32, n_heads=4, n_layers=2,
                d_ff=64, correct_every=1, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_epochs=1, max_chars=2000)
-    ok = QuantCorr().run({**cfg, "legacy_prenorm_residual_bug": False}, ctx_with_text(tmp_path))
-    bug = QuantCorr().run({**cfg, "legacy_prenorm_residual_bug": True}, ctx_with_text(tmp_path))
+    ok = Transformer().run({**cfg, "legacy_prenorm_residual_bug": False}, ctx_with_text(tmp_path))
+    bug = Transformer().run({**cfg, "legacy_prenorm_residual_bug": True}, ctx_with_text(tmp_path))
     assert ok["data_source"] == "tinyshakespeare"  # input.txt in the data root, the real format
     assert ok["loss_float"] == bug["loss_float"]
     assert ok["loss_corrected"] == bug["loss_corrected"]
@@ -94,11 +94,11 @@ def test_legacy_switch_changes_only_the_quantized_only_path(tmp_path):
 
 
 def test_transformer_run_rows(tmp_path):
-    cfg = dict(task="transformer", protocol="hydra", seed=0, bits=2, d_model=32, n_heads=4, n_layers=2,
+    cfg = dict(protocol="hydra", seed=0, bits=2, d_model=32, n_heads=4, n_layers=2,
                d_ff=64, correct_every=2, correction_hidden=32, data="real", seq_len=32, batch_size=8,
                float_epochs=2, correction_epochs=1, max_chars=3000)
     ctx = ctx_with_text(tmp_path)
-    row = QuantCorr().run(cfg, ctx)
+    row = Transformer().run(cfg, ctx)
     assert not set(row) & set(cfg)
     assert row["num_correction_layers"] == 2 and row["num_quant_points"] == 4
     assert row["ppl_float"] == pytest.approx(math.exp(row["loss_float"]))
@@ -113,28 +113,28 @@ def test_transformer_run_rows(tmp_path):
 
 
 def test_transformer_stage_cache_is_bit_identical(tmp_path):
-    cfg = dict(task="transformer", protocol="grid", seed=1, bits=4, d_model=32, n_heads=4, n_layers=1,
+    cfg = dict(protocol="grid", seed=1, bits=4, d_model=32, n_heads=4, n_layers=1,
                d_ff=64, correct_every=1, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_epochs=1, max_chars=1500)
-    a = QuantCorr().run({**cfg, "stage_cache": True}, ctx_with_text(tmp_path))
-    b = QuantCorr().run({**cfg, "stage_cache": False}, ctx_with_text(tmp_path))
+    a = Transformer().run({**cfg, "stage_cache": True}, ctx_with_text(tmp_path))
+    b = Transformer().run({**cfg, "stage_cache": False}, ctx_with_text(tmp_path))
     for k in ("loss_float", "loss_quant", "loss_corrected"):
         assert a[k] == b[k], k
 
 
 def test_transformer_lambda_protocol_runs(tmp_path):
-    cfg = dict(task="transformer", protocol="lambda", seed=0, bits=4, d_model=32, n_heads=4, n_layers=2,
+    cfg = dict(protocol="lambda", seed=0, bits=4, d_model=32, n_heads=4, n_layers=2,
                d_ff=64, correct_every=2, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_sequences=8, correction_steps=8, lam=0.5, max_chars=1500,
                correction_init="zero", guard="lambda")
-    row = QuantCorr().run(cfg, ctx_with_text(tmp_path))
+    row = Transformer().run(cfg, ctx_with_text(tmp_path))
     assert row["num_correction_layers"] == 2 and math.isfinite(row["recovery_pct"])
 
 
 def test_autoencoder_standin_run(tmp_path):
-    cfg = dict(task="autoencoder", seed=0, hidden=[64, 32], latent=8, bits=2, correct_every=1,
+    cfg = dict(seed=0, hidden=[64, 32], latent=8, bits=2, correct_every=1,
                correction_hidden=0, data="auto", float_epochs=20, correction_epochs=5, batch_size=128)
-    row = QuantCorr().run(cfg, LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
+    row = Autoencoder().run(cfg, LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
     assert row["data_source"] == "standin:sklearn_digits"
     assert row["image_dim"] == 64 and row["n_test_images"] == 256
     assert row["num_correction_layers"] == 4
@@ -145,11 +145,11 @@ def test_autoencoder_standin_run(tmp_path):
 
 def test_autoencoder_skip_rule_and_lambda(tmp_path):
     ctx = LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c")
-    base = dict(task="autoencoder", seed=0, hidden=[32, 16], latent=8, bits=4, correction_hidden=0,
+    base = dict(seed=0, hidden=[32, 16], latent=8, bits=4, correction_hidden=0,
                 data="standin", float_epochs=3, max_train_images=256)
-    skip = QuantCorr().run({**base, "correct_every": 4, "correction_epochs": 1}, ctx)
+    skip = Autoencoder().run({**base, "correct_every": 4, "correction_epochs": 1}, ctx)
     assert skip["num_correction_layers"] == 0 and skip["recovery_pct"] == 0.0 and skip["c"] == skip["q"]
-    lam = QuantCorr().run({**base, "protocol": "lambda", "correct_every": 1, "lam": 1.0,
+    lam = Autoencoder().run({**base, "protocol": "lambda", "correct_every": 1, "lam": 1.0,
                            "correction_steps": 8, "correction_images": 128, "guard": "lambda"}, ctx)
     assert lam["num_correction_layers"] == 4 and math.isfinite(lam["recovery_pct"])
 

@@ -18,10 +18,12 @@ from torch.nn import functional as F
 from workloads.base import Diverged, check_finite
 from workloads.data.mnist import load_images
 
-from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes
+from .common import (Checkpointer, backbone, distill_correctors, frozen, load_state, protocol_config,
+                     state_to_bytes, trial_seed)
 from .correction import FloatTap, Point, QuantTap, build_correctors
 from .lambda_protocol import train_correctors_lambda
 from .metrics import summary
+from .params import AUTOENCODER_PROTOCOL_DEFAULTS
 from .quant import Calibrator
 
 
@@ -48,11 +50,8 @@ class MLPAutoencoder(nn.Module):
         return self.out(x)
 
 
-PROTOCOL_DEFAULTS = {
-    "hydra": dict(float_epochs=15, float_lr=1e-3, correction_epochs=15, correction_lr=1e-3),
-    "lambda": dict(float_epochs=30, float_lr=1e-3, correction_steps=300, correction_lr=1e-4,
-                   correction_images=1024),
-}
+# Declared next to the parameters (params.py), which validation imports without torch.
+PROTOCOL_DEFAULTS = AUTOENCODER_PROTOCOL_DEFAULTS
 
 
 def run_autoencoder(cfg: dict, ctx) -> dict:
@@ -60,9 +59,9 @@ def run_autoencoder(cfg: dict, ctx) -> dict:
     protocol = cfg.get("protocol", "hydra")
     if protocol not in PROTOCOL_DEFAULTS:
         raise ValueError(f"protocol for autoencoder must be hydra|lambda, got {protocol!r}")
-    P = {**PROTOCOL_DEFAULTS[protocol], **cfg}
+    P = protocol_config(PROTOCOL_DEFAULTS[protocol], cfg)
     dev = ctx.device
-    seed = int(cfg.get("seed", ctx.seed))
+    seed = trial_seed(cfg, ctx)
     hidden, latent = [int(h) for h in cfg["hidden"]], int(cfg["latent"])
     bits, every, ch = int(cfg["bits"]), int(cfg["correct_every"]), int(cfg.get("correction_hidden", 0))
     batch = int(P.get("batch_size", 256))

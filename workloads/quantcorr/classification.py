@@ -11,7 +11,7 @@ from torch import nn
 
 from workloads.base import check_finite
 
-from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes
+from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes, trial_seed
 from .correction import FloatTap, Point, QuantTap, build_correctors, corrector_keys
 from .lambda_protocol import train_correctors_lambda
 from .metrics import summary
@@ -81,7 +81,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 def run_classification(cfg: dict, ctx) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     dev = ctx.device
-    seed = int(cfg.get("seed", ctx.seed))
+    seed = trial_seed(cfg, ctx)
     width, depth, bits = int(cfg["width"]), int(cfg["depth"]), int(cfg["bits"])
     every, hidden = int(cfg["correct_every"]), int(cfg.get("correction_hidden", 0))
     protocol = cfg.get("protocol", "hydra")

@@ -11,6 +11,16 @@ from torch import nn
 from workloads.base import check_finite
 
 
+def trial_seed(cfg: dict, ctx) -> int:
+    """The config's seed; when it is absent or None, the one the orchestrator derived for the trial."""
+    return ctx.seed if cfg.get("seed") is None else int(cfg["seed"])
+
+
+def protocol_config(defaults: dict[str, Any], cfg: dict) -> dict:
+    """The config over its protocol's defaults; a None value ("the protocol's") keeps the default."""
+    return {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
+
+
 def frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)

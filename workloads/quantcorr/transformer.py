@@ -30,10 +30,11 @@ from torch.nn import functional as F
 from workloads.base import Diverged, check_finite
 from workloads.data.shakespeare import char_splits, load_text
 
-from .common import Checkpointer, backbone, frozen, load_state, state_to_bytes
+from .common import Checkpointer, backbone, frozen, load_state, protocol_config, state_to_bytes, trial_seed
 from .correction import FloatTap, Point, QuantTap, build_correctors
 from .lambda_protocol import train_correctors_lambda
 from .metrics import summary
+from .params import TRANSFORMER_PROTOCOL_DEFAULTS
 from .quant import Calibrator
 
 
@@ -116,14 +117,8 @@ def mean_ce(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, make_tap, batch:
     return total / count
 
 
-PROTOCOL_DEFAULTS = {
-    "hydra": dict(float_epochs=10, float_lr=3e-4, float_optimizer="adamw", correction_epochs=5,
-                  correction_lr=1e-3, max_seq_len=256),
-    "grid": dict(float_epochs=10, float_lr=3e-4, float_optimizer="adamw", correction_epochs=5,
-                 correction_lr=3e-4, max_seq_len=128),
-    "lambda": dict(float_epochs=10, float_lr=3e-4, float_optimizer="adam", correction_steps=300,
-                   correction_lr=1e-4, max_seq_len=128, correction_sequences=256),
-}
+# Declared next to the parameters (params.py), which validation imports without torch.
+PROTOCOL_DEFAULTS = TRANSFORMER_PROTOCOL_DEFAULTS
 
 
 def run_transformer(cfg: dict, ctx) -> dict:
@@ -131,9 +126,9 @@ def run_transformer(cfg: dict, ctx) -> dict:
     protocol = cfg.get("protocol", "hydra")
     if protocol not in PROTOCOL_DEFAULTS:
         raise ValueError(f"protocol for transformer must be hydra|grid|lambda, got {protocol!r}")
-    P = {**PROTOCOL_DEFAULTS[protocol], **cfg}
+    P = protocol_config(PROTOCOL_DEFAULTS[protocol], cfg)
     dev = ctx.device
-    seed = int(cfg.get("seed", ctx.seed))
+    seed = trial_seed(cfg, ctx)
     bits, every, hidden = int(cfg["bits"]), int(cfg["correct_every"]), int(cfg.get("correction_hidden", 0))
     arch = dict(d_model=int(cfg["d_model"]), n_heads=int(cfg["n_heads"]), n_layers=int(cfg["n_layers"]),
                 d_ff=int(cfg["d_ff"]))
