@@ -258,16 +258,16 @@ def cmd_list(a: argparse.Namespace) -> int:
 
             n = sum(1 for _ in configs(st))
             scales = ",".join(st.scales) or "-"
-            print(f"  {f.stem:<28} {st.workload:<13} {n:>4} trials  scales {scales:<16} {st.description[:70]}")
+            print(f"  {f.stem:<28} {st.workload:<24} {n:>4} trials  scales {scales:<16} {st.description[:70]}")
         except UserError as e:
             print(f"  {f.stem:<28} INVALID: {e}")
     print("Workloads:")
     for name, target in sorted(registry.registered().items()):
         try:
             cls = registry.load(name)
-            print(f"  {name:<13} v{cls.version:<4} {target}")
+            print(f"  {name:<24} v{cls.version:<4} {target}")
         except UserError as e:
-            print(f"  {name:<13} unavailable: {e.bare}")
+            print(f"  {name:<24} unavailable: {e.bare}")
     return 0
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.quantcorr.test_studies import expand  # noqa: E402
 from workloads.base import LocalContext  # noqa: E402
-from workloads.quantcorr import QuantCorr  # noqa: E402
+from orchestrator import registry  # noqa: E402
 
 ARCH = ("width", "depth", "hidden", "latent", "d_model", "n_heads", "n_layers", "d_ff", "input_dim")
 NOT_BACKBONE = {"bits", "correct_every", "correction_hidden", "lam", "legacy_prenorm_residual_bug",
@@ -62,13 +62,14 @@ def main() -> None:
     for c in configs:
         samples.setdefault(key_of(c, strata), c)
 
+    workload = registry.load(spec["workload"])()  # quantcorr.<task>
     ctx = LocalContext(scale=args.scale)
     rest: dict[tuple, float] = {}
     backbone_s: dict[tuple, float] = {}
     recov = []
     t_all = time.perf_counter()
     for s, cfg in samples.items():
-        row = QuantCorr().run({**cfg, "stage_cache": True}, ctx)
+        row = workload.run({**cfg, "stage_cache": True}, ctx)
         dt, fl = ((row["total_cpu_s"], row["float_phase_cpu_s"]) if args.clock == "cpu"
                   else (row["total_s"], row["float_phase_s"]))
         a = key_of(cfg, arch)

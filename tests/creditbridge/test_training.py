@@ -136,7 +136,7 @@ def test_bp_trains_end_to_end_and_reports_exact_credit():
 
 
 def test_unknown_config_keys_are_rejected():
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="learning_rate: unknown parameter"):
         run(dict(TINY, method="dfa", learning_rate=0.1))
     with pytest.raises(ValueError, match="method"):
         run(dict(TINY, method="hebbian"))

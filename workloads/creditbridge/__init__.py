@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from .outputs import LayerRow, Results
+from .settings import Settings
+
 
 class CreditBridge:
     """One trial: train ``config["method"]`` on ``config["task"]`` (synthetic ladder or CIFAR-10),
     then measure its credit on held-out data. Config keys: workloads/creditbridge/settings.py."""
 
     name = "creditbridge"
-    version = "1"
+    version = "2"
+    Params = Settings
+    Metrics = Results
+    artifacts = {"layers": LayerRow}
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .train import run  # torch is imported only when a trial runs

@@ -1,110 +1,133 @@
-"""Config keys of the credit-bridge workload, their defaults and checks.
+"""Config keys of the credit-bridge workload: their types, defaults, ranges and checks.
 
-A trial config is flat. Keys not listed here are rejected (a typo must not silently fall back to a
-default). Defaults are the seed's main-run settings (spec credit-bridge.md); task-dependent
-defaults (width, schedule, sizes) are filled in by :func:`resolve`.
+A trial config is flat. Keys not declared here are rejected (a typo must not silently fall back to
+a default). Defaults are the seed's main-run settings (spec credit-bridge.md); the task-dependent
+ones (width, sizes, schedule) default to None and are filled in for the task before the config is
+used, so a row records the values the trial actually ran with.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
-METHODS = ("bp", "dfa", "fa", "sb", "cb")
-CONDS = ("eT", "deltaL", "eT+proj", "deltaL+proj")
-TASKS = ("synthetic", "cifar10")
+from pydantic import field_validator, model_validator
+
+from orchestrator import params as overnight_params
+from orchestrator.params import knob, param
+
+# values of the task-dependent keys when a config leaves them out (or sets them to null)
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "synthetic": {"width": 128, "n_train": 20000, "n_test": 5000, "lr_schedule": "constant"},
+    "cifar10": {"width": 512, "n_train": 0, "n_test": 0, "lr_schedule": "cosine"},
+}
+CIFAR_CLASSES = 10
+# nudging steps with declared metric and per-layer columns (nudge_eta0p003, nudge_eta0p01): the
+# store refuses artifact columns that are not declared, so other steps are refused up front
+NUDGE_ETAS = (0.003, 0.01)
 
 
-@dataclass
-class Settings:
+class Settings(overnight_params.Params):
+    """One trial of the credit-bridge workload (seed 004)."""
+
     # --- what runs
-    task: str = "synthetic"          # synthetic | cifar10
-    method: str = "cb"               # bp | dfa | fa | sb | cb
-    seed: int | None = None          # student seed (None: the trial's seed)
+    task: Literal["synthetic", "cifar10"] = param("synthetic", "synthetic teacher-student ladder or CIFAR-10")
+    method: Literal["bp", "dfa", "fa", "sb", "cb"] = param(
+        "cb", "credit assignment: backprop, direct/plain feedback alignment, state bridge, credit bridge")
+    seed: int | None = param(None, "student seed (parameters, batch order, directions); None: the trial's seed")
     # --- network
-    depth: int = 4                   # L hidden blocks
-    width: int | None = None         # d; synthetic 128, cifar10 512
-    alpha: float = 1.0               # synthetic: phi_alpha(z) = (1-alpha) z + alpha tanh(z)
+    depth: int = param(4, "L, the number of hidden blocks", ge=1)
+    width: int | None = param(None, "block width d; None: 128 (synthetic), 512 (cifar10)", ge=1)
+    alpha: float = param(1.0, "synthetic nonlinearity phi_alpha(z) = (1-alpha) z + alpha tanh(z)", ge=0.0, le=1.0)
     # --- synthetic teacher-student data
-    n_classes: int = 10
-    n_train: int | None = None       # synthetic 20000; cifar10: 0 = every training image
-    n_test: int | None = None        # synthetic 5000; cifar10: 0 = every test image
-    teacher_seed: int = 0            # base seed of the teacher; mixed with (alpha, depth, width)
+    n_classes: int = param(10, "number of classes C (cifar10: must be 10)", ge=2)
+    n_train: int | None = param(None, "training samples; None: 20000 (synthetic), 0 = every image (cifar10)", ge=0)
+    n_test: int | None = param(None, "test samples; None: 5000 (synthetic), 0 = every image (cifar10)", ge=0)
+    teacher_seed: int = param(0, "base seed of the synthetic teacher, mixed with (alpha, depth, width)", ge=0)
     # --- cifar10 data
-    data: str = "auto"               # auto | real | standin
-    standin_train: int = 10000
-    standin_test: int = 2000
+    data: Literal["auto", "real", "standin"] = param(
+        "auto", "cifar10 source: real files if found or downloadable else the stand-in (auto), or force one")
+    standin_train: int = param(10000, "training images of the offline stand-in", ge=1)
+    standin_test: int = param(2000, "test images of the offline stand-in", ge=1)
     # --- optimisation of the forward net
-    epochs: int = 80                 # synthetic 80 (seed), cifar10 100 (seed)
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    lr_schedule: str | None = None   # constant | cosine; synthetic constant, cifar10 cosine
-    credit_eps: float = 1e-6         # a <- a / (RMS(a) + credit_eps), per sample
+    epochs: int = param(80, "training epochs", ge=1)
+    batch_size: int = param(128, "minibatch size", ge=1)
+    lr: float = param(1e-3, "AdamW learning rate of the forward net", gt=0.0)
+    weight_decay: float = param(0.01, "AdamW weight decay", ge=0.0)
+    lr_schedule: Literal["constant", "cosine"] | None = param(
+        None, "learning-rate schedule; None: constant (synthetic), cosine (cifar10)")
+    credit_eps: float = param(1e-6, "a <- a / (RMS(a) + credit_eps), per sample", ge=0.0)
     # --- credit models (SB predictor, CB value net) [PROPOSAL constants]
-    cond: str = "eT"                 # conditioning code s: eT | deltaL | eT+proj | deltaL+proj
-    tgw: float = 1.0                 # CB terminal gradient-matching weight
-    gm_norm: str = "batch"           # batch: error relative to the target's RMS; unit: unit-RMS target
-    wr: float = 0.2                  # CB DFA warm-up: fraction of training steps on DFA credit
-    sb_wr: float = 0.0               # the same for SB (the seed names no warm-up for SB)
-    bridge_k: int = 4                # K noisy next states in the bridge target
-    bridge_sigma: float = 0.05       # their noise scale
-    softmin_tau: float = 0.1         # temperature of the softmin over the K values
-    ema_decay: float = 0.99          # slow target copy of the value net
-    vnet_hidden: int = 256
-    vnet_layers: int = 2             # hidden layers of the value net / predictor MLP
-    vnet_lr: float = 1e-3
-    time_dim: int = 32               # sinusoidal embedding of t_l = l / L
-    proj_dim: int = 32               # fixed random projection of h_L for the "+proj" codes
-    dfa_std: float | None = None     # std of DFA/FA feedback entries; None: 1/sqrt(C) (DFA), 1/sqrt(d) (FA)
+    cond: Literal["eT", "deltaL", "eT+proj", "deltaL+proj"] = param("eT", "conditioning code s of the credit model")
+    tgw: float = param(1.0, "CB terminal gradient-matching weight", ge=0.0)
+    gm_norm: Literal["batch", "unit"] = param(
+        "batch", "gradient matching: error relative to the target's RMS (batch) or against a unit-RMS target")
+    wr: float = param(0.2, "CB DFA warm-up: fraction of training steps on DFA credit", ge=0.0, le=1.0)
+    sb_wr: float = param(0.0, "the same warm-up for SB (the seed names none)", ge=0.0, le=1.0)
+    bridge_k: int = param(4, "K noisy next states in the bridge target", ge=1)
+    bridge_sigma: float = param(0.05, "noise scale of the K next states", ge=0.0)
+    softmin_tau: float = param(0.1, "temperature of the softmin over the K values", gt=0.0)
+    ema_decay: float = param(0.99, "decay of the slow target copy of the value net", ge=0.0, le=1.0)
+    vnet_hidden: int = param(256, "hidden units of the value net / predictor MLP", ge=1)
+    vnet_layers: int = param(2, "hidden layers of the value net / predictor MLP", ge=0)
+    vnet_lr: float = param(1e-3, "Adam learning rate of the value net / predictor", gt=0.0)
+    time_dim: int = param(32, "size of the sinusoidal embedding of t_l = l / L", ge=0)
+    proj_dim: int = param(32, "size of the fixed random projection of h_L in the '+proj' codes", ge=0)
+    dfa_std: float | None = param(None, "std of DFA/FA feedback entries; None: 1/sqrt(C) (DFA), 1/sqrt(d) (FA)",
+                                  gt=0.0)
     # --- metrics
-    n_eval: int = 1024               # held-out samples for Gamma, rho, nudging
-    rho_directions: int = 32         # M
-    rho_eps: float = 1e-3            # epsilon
-    nudge_etas: list[float] = field(default_factory=lambda: [0.003, 0.01])
-    rho_reference: bool = True       # also measure rho of the true gradient on the same net
-    track_every: int = 1             # epochs between Gamma checks (256 samples) in the history; 0 = off
-    checkpoint_every: int = 1        # epochs between checkpoints
+    n_eval: int = param(1024, "held-out samples for Gamma, rho and nudging", ge=1)
+    rho_directions: int = param(32, "M random directions per sample for rho", ge=1)
+    rho_eps: float = param(1e-3, "perturbation size epsilon for rho", gt=0.0)
+    nudge_etas: list[float] = param(
+        list(NUDGE_ETAS), "nudging steps eta, one metric nudge_eta<eta> each, from 0.003 and 0.01 "
+        "(a single number is a list of one)")
+    rho_reference: bool = param(True, "also measure rho of the true gradient on the same net (rho_bp_ref)")
+    track_every: int = param(1, "epochs between test-accuracy/Gamma checks (256 samples) in the history; 0 = off",
+                             ge=0)
+    # execution only: a resumed trial continues exactly, so how often it saves changes no result
+    checkpoint_every: int = knob(1, "epochs between checkpoints (and after the last epoch); 0 = never", ge=0)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_task_defaults(cls, data: Any) -> Any:
+        """Replace a missing or null task-dependent key by the task's value (an unknown task is left
+        for the field check to report)."""
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task", "synthetic")
+        defaults = TASK_DEFAULTS.get(task) if isinstance(task, str) else None
+        if not defaults:
+            return data
+        return {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
 
+    @field_validator("nudge_etas", mode="before")
+    @classmethod
+    def _one_eta_is_a_list(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [value]
+        return value
 
-SYNTHETIC_DEFAULTS = {"width": 128, "n_train": 20000, "n_test": 5000, "lr_schedule": "constant"}
-CIFAR_DEFAULTS = {"width": 512, "n_train": 0, "n_test": 0, "lr_schedule": "cosine"}
+    @field_validator("nudge_etas")
+    @classmethod
+    def _declared_etas_only(cls, etas: list[float]) -> list[float]:
+        if any(eta not in NUDGE_ETAS for eta in etas):
+            raise ValueError(f"steps with declared columns are {', '.join(map(str, NUDGE_ETAS))}")
+        return etas
+
+    @model_validator(mode="after")
+    def _task_rules(self) -> "Settings":
+        if self.task == "cifar10" and self.n_classes != CIFAR_CLASSES:
+            raise ValueError(f"n_classes: cifar10 has {CIFAR_CLASSES} classes (got {self.n_classes})")
+        if self.task == "synthetic":
+            for key in ("n_train", "n_test"):
+                if getattr(self, key) < 1:
+                    raise ValueError(f"{key}: the synthetic task needs at least one sample (got {getattr(self, key)})")
+        return self
 
 
 def resolve(config: dict[str, Any]) -> Settings:
-    """Validated settings from a flat trial config."""
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"creditbridge: unknown config keys {unknown} (known: {sorted(known)})")
-    s = Settings(**{k: v for k, v in config.items()})
-    if s.task not in TASKS:
-        raise ValueError(f"creditbridge: task must be one of {TASKS} (got {s.task!r})")
-    for k, v in (SYNTHETIC_DEFAULTS if s.task == "synthetic" else CIFAR_DEFAULTS).items():
-        if getattr(s, k) is None:
-            setattr(s, k, v)
-    if s.method not in METHODS:
-        raise ValueError(f"creditbridge: method must be one of {METHODS} (got {s.method!r})")
-    if s.cond not in CONDS:
-        raise ValueError(f"creditbridge: cond must be one of {CONDS} (got {s.cond!r})")
-    if s.gm_norm not in ("batch", "unit"):
-        raise ValueError(f"creditbridge: gm_norm must be batch or unit (got {s.gm_norm!r})")
-    if s.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"creditbridge: lr_schedule must be constant or cosine (got {s.lr_schedule!r})")
-    if s.data not in ("auto", "real", "standin"):
-        raise ValueError(f"creditbridge: data must be auto, real or standin (got {s.data!r})")
-    if s.depth < 1 or s.width < 1 or s.epochs < 1 or s.batch_size < 1:
-        raise ValueError("creditbridge: depth, width, epochs and batch_size must be positive")
-    if not 0.0 <= s.wr <= 1.0 or not 0.0 <= s.sb_wr <= 1.0:
-        raise ValueError("creditbridge: wr and sb_wr are fractions in [0, 1]")
-    if not 0.0 <= s.alpha <= 1.0:
-        raise ValueError(f"creditbridge: alpha must lie in [0, 1] (got {s.alpha})")
-    if isinstance(s.nudge_etas, (int, float)):
-        s.nudge_etas = [float(s.nudge_etas)]
-    s.nudge_etas = [float(e) for e in s.nudge_etas]
-    return s
+    """Validated settings, task defaults filled in, from a flat trial config. Raises
+    ``orchestrator.params.ParamError`` (a ValueError) naming the first bad key."""
+    return Settings.model_validate(overnight_params.validate(Settings, config))
 
 
 def eta_name(eta: float) -> str:

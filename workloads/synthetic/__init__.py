@@ -18,10 +18,13 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import field_validator
 
+from orchestrator import params as overnight_params
+from orchestrator.params import knob, metric, param
 from workloads.base import Diverged
 
 
@@ -57,51 +60,79 @@ def wait_for_peers(folder: Path, trial_id: str, n: int, timeout_s: float) -> Non
         time.sleep(0.05)
 
 
+class SyntheticParams(overnight_params.Params):
+    steps: int = param(5, "training steps (one checkpoint after each)")
+    work_units: int = param(10, "CPU work per step, about 1 ms each")
+    sleep_s: float = param(0.0, "idle seconds per step (I/O-like)", ge=0.0)
+    lr: float = param(0.1, "decay rate of the loss curve: loss <- loss * (1 - lr) + noise")
+    seed: int | None = param(None, "seed of the work and of the loss curve; None: derived from the trial id",
+                             ge=0)
+    fail: Literal["none", "raise", "nan", "crash"] = param(
+        "none", "at step steps // 2: raise ValueError, raise Diverged (NaN loss) or kill the process (first try)")
+    placement: bool = param(False, "also return (and write into the start marker) where the trial ran")
+    # not read: orchestrator tests vary these as a zipped "shape" group, each pair its own trial
+    width: int | None = param(None, "ignored; a shape axis for orchestrator tests")
+    depth: int | None = param(None, "ignored; a shape axis for orchestrator tests")
+    marker_dir: str | None = knob(None, "folder for one file per execution start and per finished execution")
+    barrier_dir: str | None = knob(None, "folder where trials check in and wait for barrier_n of them")
+    barrier_n: int = knob(1, "trials that must have checked in before any continues", ge=1)
+    barrier_timeout_s: float = knob(120.0, "longest wait at the barrier, seconds", ge=0.0)
+
+    @field_validator("steps", "work_units", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError("must be a whole number >= 0")
+        return value
+
+
+class SyntheticMetrics(overnight_params.Metrics):
+    loss: float | None = metric("loss after the last step")
+    resumed_from: int | None = metric("step the last execution resumed from (0: a fresh start)")
+    final_step: int | None = metric("steps done")
+    diverged_step: int | None = metric("step of the NaN loss (fail: nan)")
+    # placement: true only
+    node_id: str | None = metric("Ray node id of the last execution ('' outside Ray)")
+    gpu_ids: str | None = metric("GPU ids Ray assigned to it, comma-separated")
+    pid: int | None = metric("its process id")
+    cuda_visible_devices: str | None = metric("CUDA_VISIBLE_DEVICES it saw")
+
+
 class Synthetic:
     name = "synthetic"
-    version = "1"
+    version = "2"
+    Params = SyntheticParams
+    Metrics = SyntheticMetrics
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-        steps = int(config.get("steps", 5))
-        units = int(config.get("work_units", 10))      # per step
-        sleep_s = float(config.get("sleep_s", 0.0))    # per step, idle time (I/O-like)
-        fail = config.get("fail", "none")
-        lr = float(config.get("lr", 0.1))
-        marker = config.get("marker_dir")
-        where = placement() if config.get("placement") else {}
-        if marker:
-            Path(marker).mkdir(parents=True, exist_ok=True)
-            start = Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start"
+        # validated again so that direct callers (benchmarks, notebooks) get the same defaults
+        p = SyntheticParams.model_validate(config)
+        where = placement() if p.placement else {}
+        if p.marker_dir:
+            Path(p.marker_dir).mkdir(parents=True, exist_ok=True)
+            start = Path(p.marker_dir) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.start"
             start.write_text(json.dumps(where) if where else "")
 
-        if config.get("barrier_dir"):
-            wait_for_peers(Path(config["barrier_dir"]), ctx.trial_id, int(config.get("barrier_n", 1)),
-                           float(config.get("barrier_timeout_s", 120)))
+        if p.barrier_dir:
+            wait_for_peers(Path(p.barrier_dir), ctx.trial_id, p.barrier_n, p.barrier_timeout_s)
 
         state = ctx.load_checkpoint() or {"step": 0, "loss": 1.0}
         resumed_from = state["step"]
         rng = np.random.default_rng(ctx.seed)
-        for step in range(state["step"], steps):
-            burn(units, rng)
-            if sleep_s:
-                time.sleep(sleep_s)
-            state["loss"] = state["loss"] * (1 - lr) + 0.01 * (1 + math.sin(ctx.seed + step))
-            if fail == "nan" and step == steps // 2:
+        for step in range(state["step"], p.steps):
+            burn(p.work_units, rng)
+            if p.sleep_s:
+                time.sleep(p.sleep_s)
+            state["loss"] = state["loss"] * (1 - p.lr) + 0.01 * (1 + math.sin(ctx.seed + step))
+            if p.fail == "nan" and step == p.steps // 2:
                 raise Diverged(f"loss became nan at step {step}", metrics={"diverged_step": step})
-            if fail == "raise" and step == steps // 2:
-                raise ValueError(f"synthetic failure at step {step} (lr={lr})")
-            if fail == "crash" and step == steps // 2 and ctx.attempt == 1:
+            if p.fail == "raise" and step == p.steps // 2:
+                raise ValueError(f"synthetic failure at step {step} (lr={p.lr})")
+            if p.fail == "crash" and step == p.steps // 2 and ctx.attempt == 1:
                 os._exit(17)  # the process dies: only the driver can record this
             state["step"] = step + 1
             ctx.report(step, loss=state["loss"])
             ctx.save_checkpoint(state)
-        if marker:
-            (Path(marker) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.end").touch()
+        if p.marker_dir:
+            (Path(p.marker_dir) / f"{ctx.trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.end").touch()
         return {"loss": state["loss"], "resumed_from": resumed_from, "final_step": state["step"], **where}
-
-    def check_config(self, config: dict[str, Any]) -> None:
-        if config.get("fail", "none") not in ("none", "raise", "nan", "crash"):
-            raise ValueError(f"fail: must be none, raise, nan or crash (got {config['fail']!r})")
-        for key in ("steps", "work_units"):
-            if key in config and (not isinstance(config[key], int) or config[key] < 0):
-                raise ValueError(f"{key}: must be a whole number >= 0 (got {config[key]!r})")
