@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASELINE = Path(__file__).with_name("smoke_baseline.json")
 PER_STUDY = 2
 # timings and other machine-dependent figures are not results
-VOLATILE = re.compile(r"(^|_)(s|cpu_s|seconds|time|wall|throughput|per_s|rss|mib|host|pid)$|_s_|time")
+VOLATILE = re.compile(r"(^|_)(s|ms|cpu_s|seconds|time|wall|throughput|per_s|rss|mib|host|pid)$|_s_|time")
 
 
 def study_files() -> list[Path]:
