@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -206,6 +208,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
     payloads = {t.trial_id: plan.payload(t) for t in plan.pending}
     store = plan.store
     unwritable: list[str] = []   # set once the results location refuses writes: stop the sweep
+    interrupted: list[int] = []  # SIGINT (Ctrl-C) seen while Tune ran
 
     class StopWhenUnwritable(tune.Stopper):
         def __reduce__(self):  # pickled into tuner.pkl like the callbacks; never restored
@@ -233,6 +236,24 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
         def __reduce__(self):  # Tune pickles its callbacks into tuner.pkl; we never restore from it
             return (tune.Callback, ())
 
+        def setup(self, **info):
+            # Tune installs its own SIGINT handler (stop the trials, save its state, return from
+            # fit() as if nothing happened) just before it sets up the callbacks. Wrap it, so that
+            # a Ctrl-C is known and the run ends with exit 130 and the resume hint.
+            if threading.current_thread() is not threading.main_thread():
+                return
+            tune_handler = signal.getsignal(signal.SIGINT)
+
+            def on_sigint(sig, frame):
+                interrupted.append(sig)
+                progress.note("interrupted: stopping the trials (Ctrl-C again to stop at once)")
+                if callable(tune_handler):
+                    tune_handler(sig, frame)
+                else:
+                    raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, on_sigint)
+
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started()
 
@@ -250,7 +271,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
 
         def on_trial_error(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]["trial_id"]
-            if storage_problem():
+            if interrupted or storage_problem():  # not the trial's fault: the next run resumes it
                 return
             if tid not in store.finished_ids():
                 err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
@@ -283,19 +304,26 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
     record = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
               "pending": len(payloads), "total": len(plan.trials)}
     store.write_json(f"runs/{record['started_at'].replace(':', '')}.json", record)
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint_before = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         tuner.fit()
     except KeyboardInterrupt:
         return True
     except Exception:
+        if interrupted:
+            return True
         # Tune's own state lives in the results location too: a full or read-only location
         # surfaces here as a TuneError wrapping an OSError
         store.check_writable()
         raise
+    finally:
+        if main_thread and sigint_before is not None:
+            signal.signal(signal.SIGINT, sigint_before)
     if unwritable:
         raise UserError(f"{unwritable[0]}; finished trials are kept: make room (or fix permissions) and "
                         f"run the same command again", source="--results", field=store.location)
-    return False
+    return bool(interrupted)
 
 
 def _last_error_line(lines: list[str]) -> str:

@@ -23,6 +23,7 @@ class Progress:
     tty: bool | None = None
     min_interval_s: float = 0.5
     log_interval_s: float = 30.0
+    settle_s: float = 3.0  # longest wait for the next trial to start after one finished
     completed: int = 0
     failed: int = 0
     diverged: int = 0
@@ -30,6 +31,13 @@ class Progress:
     _t0: float = field(default_factory=time.monotonic)
     _last: float = 0.0
     _last_line: str = ""
+    # A trial just finished and the scheduler has not started the next one yet (it does so a few
+    # milliseconds later): a line drawn now would show one trial fewer running than really run.
+    # So the line waits until the running count is back where it was, nothing is left to start,
+    # or settle_s has passed.
+    _finished_at: float | None = None
+    _level: int = 0
+    _event: bool = False   # a finished trial not yet shown in a plain line
 
     def __post_init__(self) -> None:
         if self.tty is None:
@@ -61,22 +69,36 @@ class Progress:
                   "ETA " + ("--" if eta is None else fmt_duration(eta))]
         return " | ".join(parts)
 
+    def _settled(self, now: float) -> bool:
+        if self._finished_at is None:
+            return True
+        if self.running >= self._level or self.pending == 0 or now - self._finished_at >= self.settle_s:
+            self._finished_at = None
+            return True
+        return False
+
     def update(self, force: bool = False, event: str | None = None) -> None:
         now = time.monotonic()
+        settled = self._settled(now)
         if self.tty:
-            if force or now - self._last >= self.min_interval_s:
+            if force or (settled and now - self._last >= self.min_interval_s):
                 self.stream.write("\r\033[K" + self.line())
                 self.stream.flush()
                 self._last = now
             return
-        # plain lines: on every finished trial (throttled) and as a heartbeat
-        if force or (event and now - self._last >= 2.0) or now - self._last >= self.log_interval_s:
+        # plain lines: after finished trials (at most one every 2 s, once the next trial started)
+        # and as a heartbeat
+        if event:
+            self._event = True
+        due = self._event and settled and now - self._last >= 2.0
+        if force or due or now - self._last >= self.log_interval_s:
             text = self.line()
             if text != self._last_line or now - self._last >= self.log_interval_s:
                 self.stream.write(text + "\n")
                 self.stream.flush()
                 self._last_line = text
             self._last = now
+            self._event = False
 
     def note(self, text: str) -> None:
         """A message line that does not break the live line."""
@@ -90,6 +112,9 @@ class Progress:
         self.update()
 
     def trial_finished(self, status: str) -> None:
+        if self._finished_at is None:
+            self._level = self.running
+        self._finished_at = time.monotonic()
         self.running = max(0, self.running - 1)
         if status == "failed":
             self.failed += 1

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from orchestrator import params as P
 from orchestrator import registry
 from orchestrator.cache import StageCache
+from orchestrator.interface import Diverged
 from orchestrator.store import StudyStore, utcnow
 
 
@@ -57,7 +58,7 @@ def _error_text(exc: BaseException) -> str:
 
 @dataclass
 class WorkerContext:
-    """The ``ctx`` handed to ``Workload.run`` (see workloads/base.py TrialContext)."""
+    """The ``ctx`` handed to ``Workload.run`` (see orchestrator/interface.py TrialContext)."""
 
     trial_id: str
     seed: int
@@ -151,7 +152,6 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     workload = workload_cls()
     _, metrics_model, artifact_models = P.declared(workload_cls)
     declared_metrics = set(metrics_model.model_fields) if metrics_model is not None else None
-    from workloads.base import Diverged  # the interface module, not a workload
 
     config = dict(p.config)
     seed = int(config["seed"]) if isinstance(config.get("seed"), int) else derive_seed(p.trial_id)

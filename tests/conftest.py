@@ -1,5 +1,10 @@
 """Shared fixtures: one embedded Ray instance for the whole test session (a start/stop cycle
-costs seconds), and helpers to write study files and call the CLI in-process."""
+costs seconds), an S3-compatible object store on loopback, and helpers to write study files and
+call the CLI in-process.
+
+No skip may hide a missing part of the project: tests that need the native extension call
+``require_native()``, which fails them with a message saying so, and with OVERNIGHT_NO_SKIP=1
+(set by .ci/run) any skipped test counts as failed."""
 from __future__ import annotations
 
 import os
@@ -12,6 +17,41 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+NO_SKIP = os.environ.get("OVERNIGHT_NO_SKIP", "") not in ("", "0")
+
+
+def require_native():
+    """The native extension (``native._core``, built from native/ by `make install`). Where it is
+    missing or stale every test module that needs it fails with this message: a skip would let a
+    broken core pass."""
+    try:
+        import native
+    except ImportError as e:
+        pytest.fail(f"the native extension is missing ({e}): build it with `make install` "
+                    f"(needs cargo; pip install -e . runs maturin)", pytrace=False)
+    if not hasattr(native, "TieredMemory"):
+        pytest.fail(f"the native extension at {native.__file__} is stale (no TieredMemory): rebuild it with "
+                    f"`make install`", pytrace=False)
+    return native
+
+
+def _no_skip(report) -> None:
+    if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and OVERNIGHT_NO_SKIP=1 allows no skips: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _no_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _no_skip(outcome.get_result())
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +94,23 @@ def overnight_subprocess(*args: str, **kw) -> subprocess.CompletedProcess:
     """`overnight ...` as a real process (for exit codes and stderr exactly as a user sees them)."""
     exe = Path(sys.executable).with_name("overnight")
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """An S3-compatible store (the moto server) on 127.0.0.1 for this session, stopped by its PID.
+    The AWS variables that point at it are set in this process, so subprocesses, their Ray workers
+    and loopback clusters started afterwards inherit them."""
+    from tests.cluster.loopback import free_port
+    from tests.storage.objectstore import start_object_store
+
+    store = start_object_store(free_port())
+    saved = {k: os.environ.get(k) for k in store.env}
+    os.environ.update(store.env)
+    yield store
+    store.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.quantcorr.test_studies import expand  # noqa: E402
-from workloads.base import LocalContext  # noqa: E402
+from orchestrator.interface import LocalContext  # noqa: E402
 from orchestrator import registry  # noqa: E402
 
 ARCH = ("width", "depth", "hidden", "latent", "d_model", "n_heads", "n_layers", "d_ff", "input_dim")

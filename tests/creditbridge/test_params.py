@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import grid, params, spec
 from orchestrator.store import artifact_table
-from workloads.base import Diverged, LocalContext
+from orchestrator.interface import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.settings import NUDGE_ETAS, Settings, eta_name, resolve
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from orchestrator import grid, report, spec
-from workloads.base import LocalContext
+from orchestrator.interface import LocalContext
 from workloads.creditbridge import CreditBridge
 
 STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from orchestrator import grid, params, spec
-from workloads.base import Diverged, LocalContext
+from orchestrator.interface import Diverged, LocalContext
 from workloads.geometry import Geometry
 from workloads.geometry import study as geometry_study
 

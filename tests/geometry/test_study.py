@@ -37,7 +37,7 @@ def test_full_scale_is_the_seed_budget():
 def test_report_tables_read_existing_row_columns():
     # a real (smoke-sized) row, as the workload returns it, plus the config columns
     from tests.geometry.test_workload import TINY
-    from workloads.base import LocalContext
+    from orchestrator.interface import LocalContext
 
     row = Geometry().run(dict(TINY), LocalContext(seed=7))
     df = pd.DataFrame([{**TINY, **row}])
@@ -51,7 +51,7 @@ def test_report_tables_read_existing_row_columns():
 
 def test_pooled_summary_reads_a_results_directory(tmp_path):
     from tests.geometry.test_workload import TINY
-    from workloads.base import LocalContext
+    from orchestrator.interface import LocalContext
     from workloads.geometry import summary
 
     for i, seed in enumerate((1, 2)):

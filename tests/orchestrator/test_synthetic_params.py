@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import grid, params, spec
-from workloads.base import Diverged, LocalContext
+from orchestrator.interface import Diverged, LocalContext
 from workloads.synthetic import Synthetic, SyntheticParams
 
 ROOT = Path(__file__).resolve().parents[2]

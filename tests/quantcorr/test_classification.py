@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from orchestrator.params import ParamError
-from workloads.base import LocalContext
+from orchestrator.interface import LocalContext
 from workloads.quantcorr import Classification
 from workloads.quantcorr.classification import MLPClassifier, make_spirals
 

@@ -8,7 +8,7 @@ import torch
 
 from orchestrator import grid, spec
 from orchestrator.params import ParamError, id_config, is_knob, validate
-from workloads.base import Diverged, LocalContext, check_finite
+from orchestrator.interface import Diverged, LocalContext, check_finite
 from workloads.quantcorr import Autoencoder, Classification, Transformer
 from workloads.quantcorr.autoencoder import run_autoencoder
 from workloads.quantcorr.classification import run_classification

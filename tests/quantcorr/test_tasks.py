@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from workloads.base import LocalContext
+from orchestrator.interface import LocalContext
 from workloads.quantcorr import Autoencoder, Transformer
 from workloads.quantcorr.autoencoder import MLPAutoencoder
 from workloads.quantcorr.correction import FloatTap, QuantTap, corrector_keys

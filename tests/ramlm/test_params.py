@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import grid, params, spec
-from workloads.base import Diverged, LocalContext
+from orchestrator.interface import Diverged, LocalContext
 from workloads.ramlm import RamLM
 from workloads.ramlm.per_cluster import FITNESS_MODES
 from workloads.ramlm.search import GAConfig, TSConfig

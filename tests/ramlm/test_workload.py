@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from workloads.base import LocalContext
+from orchestrator.interface import LocalContext
 from orchestrator.params import ParamError
 from workloads.ramlm import RamLM
 from workloads.ramlm.tiers import TierSpecError

@@ -45,7 +45,7 @@ def run_case(workload: str, config: dict, seed: int) -> dict:
 
     from orchestrator import registry
     from orchestrator.trial import seed_everything
-    from workloads.base import LocalContext
+    from orchestrator.interface import LocalContext
 
     torch.set_num_threads(1)
     seed_everything(seed)

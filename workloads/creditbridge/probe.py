@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from workloads.base import LocalContext
+from orchestrator.interface import LocalContext
 
 from .credit import Batch, DFACredit
 from .metrics import evaluate_credit, layer_mean

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from workloads.base import Diverged
+from orchestrator.interface import Diverged
 
 from .credit import Batch, CreditSource, DFACredit, build_source, rms_normalize
 from .metrics import evaluate_credit, gamma, layer_mean

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from orchestrator.params import is_knob, validate
-from workloads.base import Diverged, check_finite
+from orchestrator.interface import Diverged, check_finite
 from workloads.data.shakespeare import char_splits, load_text
 from workloads.quantcorr.common import Checkpointer, backbone, frozen, load_state, state_to_bytes
 from workloads.quantcorr.correction import FloatTap, QuantTap

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workloads.base import Diverged, check_finite
+from orchestrator.interface import Diverged, check_finite
 from workloads.data.mnist import load_images
 
 from .common import (Checkpointer, backbone, distill_correctors, frozen, load_state, protocol_config,

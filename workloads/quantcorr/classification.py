@@ -9,7 +9,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from workloads.base import check_finite
+from orchestrator.interface import check_finite
 
 from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes, trial_seed
 from .correction import FloatTap, Point, QuantTap, build_correctors, corrector_keys
@@ -164,6 +164,6 @@ def run_classification(cfg: dict, ctx) -> dict:
                float_phase_s=t_float - t0, float_phase_cpu_s=c_float - c0,
                total_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0)
     if not math.isfinite(final_loss) and n_corr:
-        from workloads.base import Diverged
+        from orchestrator.interface import Diverged
         raise Diverged("non-finite correction loss", metrics=row)
     return row

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from workloads.base import check_finite
+from orchestrator.interface import check_finite
 
 
 def trial_seed(cfg: dict, ctx) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workloads.base import check_finite
+from orchestrator.interface import check_finite
 
 from .correction import FloatTap, QuantTap, calibrate_correctors, set_corrector_quant
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workloads.base import Diverged, check_finite
+from orchestrator.interface import Diverged, check_finite
 from workloads.data.shakespeare import char_splits, load_text
 
 from .common import Checkpointer, backbone, frozen, load_state, protocol_config, state_to_bytes, trial_seed

@@ -475,7 +475,7 @@ class RamLM:
 
 
 def _check(ce: float) -> None:
-    from workloads.base import check_finite  # noqa: PLC0415
+    from orchestrator.interface import check_finite  # noqa: PLC0415
     check_finite(0, ce=ce)
 
 

@@ -25,7 +25,7 @@ from pydantic import field_validator
 
 from orchestrator import params as overnight_params
 from orchestrator.params import knob, metric, param
-from workloads.base import Diverged
+from orchestrator.interface import Diverged
 
 
 def burn(units: int, rng: np.random.Generator) -> float:

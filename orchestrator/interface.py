@@ -1,7 +1,8 @@
 """The one small interface between overnight and a workload.
 
-A workload is a class with a ``name``, a ``version`` and a ``run(config, ctx)`` method that trains
-and evaluates one configuration and returns a flat dict of metrics. It is registered in
+A workload is a class with a ``name``, a ``version``, a ``run(config, ctx)`` method that trains
+and evaluates one configuration and returns a flat dict of metrics, and the declarations of its
+parameters and metrics (``Params``, ``Metrics``: see orchestrator/params.py). It is registered in
 pyproject.toml under the ``overnight.workloads`` entry-point group; the orchestrator loads it by
 that name and never imports workload code directly.
 
@@ -67,9 +68,8 @@ class Workload(Protocol):
 
     def run(self, config: dict[str, Any], ctx: TrialContext) -> Metrics: ...
 
-    # Optional: ``check_config(config) -> None`` raising ValueError("<key>: <what is wrong>") for a
-    # config the workload cannot run. The orchestrator calls it for every trial before starting Ray,
-    # so a typo in a study file is a one-line error (exit 2) instead of a failed sweep.
+    # Declared as class attributes (orchestrator/params.py): ``Params`` (checked for every trial
+    # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
 
 
 def check_finite(step: int, **values: float) -> None:
