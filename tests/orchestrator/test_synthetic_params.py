@@ -165,7 +165,7 @@ def test_every_returned_metric_is_declared_with_its_type(tmp_path):
     assert set(plain) == {"loss", "resumed_from", "final_step"}
     placed, _ = run({"steps": 2, "work_units": 1, "placement": True, "marker_dir": str(tmp_path)})
     assert set(placed) == set(plain) | {"node_id", "gpu_ids", "pid", "cuda_visible_devices"}
-    assert placed["node_id"] == "" and isinstance(placed["pid"], int)      # outside Ray
+    assert isinstance(placed["node_id"], str) and isinstance(placed["pid"], int)  # "" outside Ray
     start = next(tmp_path.glob("*.start"))
     assert json.loads(start.read_text()) == {k: placed[k] for k in ("node_id", "gpu_ids", "pid", "cuda_visible_devices")}
     with pytest.raises(Diverged) as e:
