@@ -74,45 +74,27 @@ def _study_path(arg: str) -> Path:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.params import schema_to_json
-    from orchestrator.prepare import prepare
+    from orchestrator.prepare import pending, plan_run, prepare, write_report
     from orchestrator.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
     prep = prepare(_study_path(a.study), a.scale, a.sets)
-    study, workload, trials = prep.study, prep.workload, prep.trials
+    study, trials = prep.study, prep.trials
     store = study_store(a.results, study.name, a.scale)
-
     if a.dry_run:
-        done = store.statuses() if store.exists("trials") else {}
-        todo = [t for t in trials if t.trial_id not in done or (a.retry_failed and done[t.trial_id] == "failed")]
-        print(f"{len(trials)} trials")
-        print(f"{study.name}/{a.scale}: workload {study.workload} v{workload.version}; "
-              f"{len(trials) - len(todo)} finished, {len(todo)} to run; results in {store.location}")
-        for t in trials[:5]:
-            print(f"  {t.trial_id}  {_short(t.config)}")
-        if len(trials) > 5:
-            print(f"  ... {len(trials) - 5} more")
+        _print_dry_run(prep, store, len(pending(store, trials, a.retry_failed)[0]))
         return 0
 
     _check_job_results(a.results)
     store.check_writable()
-    from orchestrator import execute, report
+    from orchestrator import execute
 
     with store.lock():
-        statuses = store.statuses()
-        retry = {tid for tid, st in statuses.items() if st == "failed"} if a.retry_failed else set()
-        pending = [t for t in trials if t.trial_id not in statuses or t.trial_id in retry]
-        schema = schema_to_json(prep.schema)
-        _freeze(store, study, a.scale, str(workload.version), trials, schema)
-        stage_cache = _stage_location(a.results)
-        plan = execute.Plan(study=study, scale=a.scale, version=str(workload.version), trials=trials,
-                            pending=pending, store=store, stage_cache=stage_cache, data_root=a.data_root,
-                            rerun=frozenset(retry), schema=schema)
-        resumed = len(set(store.in_flight()) & {t.trial_id for t in pending})
-        print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
-              f"{len(pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
+        plan = plan_run(prep, store, a.results, a.data_root, a.retry_failed)
+        resumed = len(set(store.in_flight()) & {t.trial_id for t in plan.pending})
+        print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
+              f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
               + f"; results in {store.location}", file=sys.stderr)
         out = execute.run(plan, address=a.address, max_concurrent=a.max_concurrent,
                           num_cpus=a.num_cpus, num_gpus=a.num_gpus)
@@ -122,10 +104,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     for tid, err in out.failures[:5]:
         print(f"  failed {tid}: {str(err).splitlines()[0][:200] if err else ''}", file=sys.stderr)
     if not a.no_report and not out.interrupted:
-        text = report.render(study, a.scale, _rows_of(store, trials), total=len(trials))
-        store.write_bytes("report.md", text.encode())
-        print(text)
+        print(write_report(store, study, a.scale, {t.trial_id for t in trials}))
     return out.exit_code
+
+
+def _print_dry_run(prep, store, todo: int) -> None:
+    trials = prep.trials
+    print(f"{len(trials)} trials")
+    print(f"{prep.study.name}/{prep.scale}: workload {prep.study.workload} v{prep.version}; "
+          f"{len(trials) - todo} finished, {todo} to run; results in {store.location}")
+    for t in trials[:5]:
+        print(f"  {t.trial_id}  {_short(t.config)}")
+    if len(trials) > 5:
+        print(f"  ... {len(trials) - 5} more")
 
 
 def _check_job_results(results: str) -> None:
@@ -146,94 +137,47 @@ def _short(cfg: dict[str, Any], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _stage_location(results: str) -> str:
-    from orchestrator.store import is_uri, join
-
-    return join(results.rstrip("/"), "_cache", "stages") if is_uri(results) else str(Path(results).resolve() / "_cache" / "stages")
-
-
-def _freeze(store, study, scale: str, version: str, trials, schema: list) -> None:
-    """study.json: the resolved study, its row schema and the union of its trials over all runs."""
-    old = store.manifest() or {}
-    known = {t["trial_id"]: t["config"] for t in old.get("trials", [])}
-    for t in trials:
-        known.setdefault(t.trial_id, t.config)
-    store.write_manifest({"study": study.model_dump(mode="json"), "scale": scale, "workload_version": version,
-                          "schema": schema, "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
-
-
-def _rows_of(store, trials):
-    rows = store.rows()
-    if rows.empty:
-        return rows
-    return rows[rows["trial_id"].isin({t.trial_id for t in trials})].reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------------------
 def _study_dirs(results_dir: str) -> list:
-    """Every RESULTS/<study>/<scale> under ``results_dir`` (which may itself be one)."""
-    from orchestrator.store import StudyStore, join
+    from orchestrator.store import find_studies
 
-    root = StudyStore(results_dir)
-    if root.exists("study.json"):
-        return [root]
-    found = []
-    for study in root.list_dirs(""):
-        if study.startswith("_"):
-            continue
-        sub = StudyStore(join(root.location, study))
-        if sub.exists("study.json"):
-            found.append(sub)
-            continue
-        for scale in sub.list_dirs(""):
-            s = StudyStore(join(root.location, study, scale))
-            if s.exists("study.json"):
-                found.append(s)
-    if not found:
-        raise UserError("no overnight results here (no study.json found)", source=results_dir)
-    return found
+    return find_studies(results_dir)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
     from orchestrator.progress import fmt_duration
+    from orchestrator.rows import COMPLETED, DIVERGED, FAILED, count_statuses
 
     worst = 0
     for store in _study_dirs(a.results_dir):
         m = store.manifest()
         ids = [t["trial_id"] for t in m["trials"]]
         statuses = store.statuses()
-        counts = {s: sum(1 for t in ids if statuses.get(t) == s) for s in ("completed", "failed", "diverged")}
+        counts = count_statuses(statuses[t] for t in ids if t in statuses)
         in_flight = set(store.in_flight()) & set(ids)
         pending = len(ids) - sum(counts.values())
         holder = store.lock().holder()
         rows = store.rows()
         spent = fmt_duration(float(rows["wall_s"].sum())) if not rows.empty else "0s"
-        print(f"{m['study']['name']}/{m['scale']}: {len(ids)} trials | {counts['completed']} completed | "
-              f"{counts['failed']} failed | {counts['diverged']} diverged | {pending} pending"
+        print(f"{m['study']['name']}/{m['scale']}: {len(ids)} trials | {counts[COMPLETED]} completed | "
+              f"{counts[FAILED]} failed | {counts[DIVERGED]} diverged | {pending} pending"
               f"{f' ({len(in_flight)} with checkpoints)' if in_flight else ''} | {spent} trial time | "
               f"{'driver running: ' + holder if holder else 'no driver running'}")
         print(f"  {store.location}")
-        if counts["failed"]:
-            for r in rows[rows["status"] == "failed"].head(5).itertuples():
+        if counts[FAILED]:
+            for r in rows[rows["status"] == FAILED].head(5).itertuples():
                 print(f"  failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}")
-        worst = max(worst, 1 if counts["failed"] else 0)
+        worst = max(worst, 1 if counts[FAILED] else 0)
     return worst
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from orchestrator import report
+    from orchestrator.prepare import write_report
 
     texts = []
     for store in _study_dirs(a.results_dir):
         m = store.manifest()
         study = specmod.Study.model_validate(m["study"])
-        ids = {t["trial_id"] for t in m["trials"]}
-        rows = store.rows()
-        if not rows.empty:
-            rows = rows[rows["trial_id"].isin(ids)].reset_index(drop=True)
-        text = report.render(study, m["scale"], rows, total=len(ids))
-        store.write_bytes("report.md", text.encode())
-        texts.append(text)
+        texts.append(write_report(store, study, m["scale"], {t["trial_id"] for t in m["trials"]}))
     combined = "\n".join(texts)
     if a.out:
         try:

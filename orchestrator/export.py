@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from orchestrator import layout as L
 from orchestrator.errors import UserError
-from orchestrator.params import schema_from_json
+from orchestrator.rows import schema_from_json
 from orchestrator.store import StudyStore, open_fs
 
 
@@ -19,8 +20,8 @@ def rows_table(store: StudyStore) -> pa.Table:
     """Every row of the study as one table: with the frozen schema when there is one (the
     dataset's own), else the union of the part files' columns (datasets from before v2)."""
     tables = []
-    for name in store.list("trials", ".parquet"):
-        data = store.read_bytes(f"trials/{name}")
+    for name in store.list(L.TRIALS, ".parquet"):
+        data = store.read_bytes(f"{L.TRIALS}/{name}")
         if data:
             tables.append(pq.read_table(pa.BufferReader(data)))
     frozen = (store.manifest() or {}).get("schema")
@@ -44,7 +45,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def export(store: StudyStore, out: str) -> int:
-    table = rows_table(store).sort_by("trial_id") if store.list("trials", ".parquet") else rows_table(store)
+    table = rows_table(store).sort_by("trial_id") if store.list(L.TRIALS, ".parquet") else rows_table(store)
     buf = io.BytesIO()
     lower = out.lower()
     if lower.endswith((".parquet", ".pq")):

@@ -19,30 +19,14 @@ from the fixed columns, ``Params`` and ``Metrics`` (see ``row_schema``).
 from __future__ import annotations
 
 import difflib
-import json
-import math
-import types
 import typing
-from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import UserError
+from orchestrator.rows import RESERVED
 
-# columns every result row has, in order, with their types
-ROW_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("trial_id", pa.string()), ("study", pa.string()), ("scale", pa.string()), ("status", pa.string()),
-]
-ROW_TAIL: list[tuple[str, pa.DataType]] = [
-    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("wall_s", pa.float64()), ("host", pa.string()), ("device", pa.string()), ("attempts", pa.int64()),
-    ("error", pa.string()),
-    # metrics a workload returned without declaring them, as one JSON object (see docs in README)
-    ("extra_metrics", pa.string()),
-]
-RESERVED = {name for name, _ in ROW_FIELDS + ROW_TAIL}
 KNOB = "overnight_knob"
 
 
@@ -150,115 +134,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-_SCALARS: dict[Any, pa.DataType] = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(),
-                                    datetime: pa.timestamp("us", tz="UTC")}
-
-
-def arrow_type(annotation: Any) -> pa.DataType:
-    """The Parquet column type for a declared Python type. Lists and mappings are stored as JSON
-    text (one cell), Literals by the type of their values, Optional[X] as a nullable X."""
-    origin = typing.get_origin(annotation)
-    if annotation in _SCALARS:
-        return _SCALARS[annotation]
-    if origin is Literal:
-        kinds = {type(v) for v in typing.get_args(annotation)}
-        if kinds == {bool}:
-            return pa.bool_()
-        if kinds <= {int, bool} and bool not in kinds:
-            return pa.int64()
-        if kinds <= {int, float} and bool not in kinds:
-            return pa.float64()
-        return pa.string()
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        kinds = {arrow_type(a) for a in args}
-        if len(kinds) == 1:
-            return kinds.pop()
-        if kinds <= {pa.int64(), pa.float64()}:
-            return pa.float64()
-        return pa.string()
-    if typing.get_origin(annotation) is typing.Annotated:
-        return arrow_type(typing.get_args(annotation)[0])
-    return pa.string()  # list, dict, nested models: JSON text
-
-
-def inferred_type(values: list[Any]) -> pa.DataType:
-    """Column type for an undeclared parameter, from every value it takes in the study."""
-    kinds = {type(v) for v in values if v is not None}
-    if kinds == {bool}:
-        return pa.bool_()
-    if kinds == {int}:
-        return pa.int64()
-    if kinds and kinds <= {int, float}:
-        return pa.float64()
-    if kinds == {str}:
-        return pa.string()
-    return pa.string()
-
-
-def row_schema(params: type[Params] | None, metrics: type[Metrics] | None,
-               configs: list[dict[str, Any]]) -> pa.Schema:
-    """One schema for every row of a study: fixed columns, config columns, metric columns."""
-    fields = list(ROW_FIELDS)
-    if params is not None:
-        fields += [(n, arrow_type(f.annotation)) for n, f in params.model_fields.items()]
-    else:
-        keys: dict[str, list] = {}
-        for c in configs:
-            for k, v in c.items():
-                keys.setdefault(k, []).append(v)
-        fields += [(k, inferred_type(v)) for k, v in keys.items()]
-    if metrics is not None:
-        fields += [(n, arrow_type(f.annotation)) for n, f in metrics.model_fields.items()]
-    fields += ROW_TAIL
-    return pa.schema(fields)
-
-
-def schema_to_json(schema: pa.Schema) -> list[list[str]]:
-    return [[f.name, str(f.type)] for f in schema]
-
-
-def schema_from_json(items: list[list[str]]) -> pa.Schema:
-    return pa.schema([(name, _type_from_text(t)) for name, t in items])
-
-
-def _type_from_text(text: str) -> pa.DataType:
-    simple = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64(), "bool": pa.bool_()}
-    if text in simple:
-        return simple[text]
-    if text.startswith("timestamp"):
-        return pa.timestamp("us", tz="UTC")
-    raise ValueError(f"unsupported column type {text!r}")
-
-
-def cell(value: Any, typ: pa.DataType) -> Any:
-    """``value`` converted for a column of type ``typ``; raises TypeError when it cannot be."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()  # numpy / torch scalars
-    if typ == pa.string():
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    if typ == pa.bool_():
-        if isinstance(value, bool):
-            return value
-    elif typ == pa.int64():
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif typ == pa.float64():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    else:
-        return value
-    raise TypeError(f"expected {typ}, got {value!r}")
-
-
-def finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def describe(workload: Any) -> str:
     """Every parameter (type, default, doc) and every metric of a workload, as plain text."""
     params, metrics, arts = declared(workload)

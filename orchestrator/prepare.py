@@ -1,6 +1,7 @@
 """Everything `overnight run` does before Ray starts: read and resolve the study, load its
-workload, validate every trial config against the workload's declared parameters, and fix the
-schema of the study's rows. The CLI (and the Python API) only call :func:`prepare`."""
+workload, validate every trial config against the workload's declared parameters, fix the schema
+of the study's rows, then (under the driver lock) freeze the manifest and list the trials still to
+run. The CLI and the Python API call these and only parse and print around them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +11,11 @@ from typing import Any
 import pyarrow as pa
 
 from orchestrator import params as P
+from orchestrator import rows as R
+from orchestrator import layout as L
 from orchestrator import registry, spec
 from orchestrator.errors import UserError
-from orchestrator.grid import Trial, configs, expand
+from orchestrator.grid import Trial, expand
 from orchestrator.spec import Study
 
 
@@ -37,20 +40,24 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None) -> Prep
     except UserError as e:
         raise UserError(e.bare, source=str(path), field="workload") from None
     where = spec.origins(raw, scale, sets)
-    normalize = None
-    if params_model is not None:
-        def normalize(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-            try:
-                full = P.validate(params_model, cfg)
-            except P.ParamError as e:
-                raise _located(e, cfg, where, path, study.workload) from None
-            return full, P.id_config(params_model, full)
+    normalize = _normalizer(params_model, where, path, study.workload) if params_model else None
     trials = expand(study, str(workload.version), normalize, name=str(workload.name))
     _legacy_check(workload, trials, path)
-    for name in P.RESERVED & set(trials[0].config if trials else {}):
+    for name in R.RESERVED & set(trials[0].config if trials else {}):
         raise UserError(f"{name}: is a reserved result column; rename the parameter", source=str(path))
-    schema = P.row_schema(params_model, metrics_model, [t.config for t in trials])
+    schema = R.row_schema(params_model, metrics_model, [t.config for t in trials])
     return Prepared(path, study, scale, workload, str(workload.version), trials, schema)
+
+
+def _normalizer(params_model, where, path: Path, workload: str):
+    """config -> (full validated config, what the trial id hashes); errors located in the file."""
+    def normalize(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            full = P.validate(params_model, cfg)
+        except P.ParamError as e:
+            raise _located(e, cfg, where, path, workload) from None
+        return full, P.id_config(params_model, full)
+    return normalize
 
 
 def _located(e: P.ParamError, cfg: dict[str, Any], where: dict[str, list[tuple[str, list]]],
@@ -86,7 +93,47 @@ def _legacy_check(workload: Any, trials: list[Trial], path: Path) -> None:
             raise UserError(str(e).strip("'\"") or type(e).__name__, source=str(path)) from None
 
 
-def study_configs(path: str | Path, scale: str, sets: list[str] | None = None) -> list[dict[str, Any]]:
-    """The trial configs of a study file as written (before validation)."""
-    raw = spec.load_raw(path)
-    return list(configs(spec.resolve(raw, str(path), scale, sets)))
+def pending(store, trials: list[Trial], retry_failed: bool = False) -> tuple[list[Trial], set[str]]:
+    """(trials without a row, or with a failed row when ``retry_failed``; the ids of the latter)."""
+    statuses = store.statuses() if store.exists(L.TRIALS) else {}
+    retry = {tid for tid, st in statuses.items() if st == R.FAILED} if retry_failed else set()
+    return [t for t in trials if t.trial_id not in statuses or t.trial_id in retry], retry
+
+
+def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: bool = False):
+    """Freeze the manifest and build the execution plan. Call with the driver lock held."""
+    from orchestrator.execute import Plan
+
+    todo, retry = pending(store, prep.trials, retry_failed)
+    schema = R.schema_to_json(prep.schema)
+    freeze(store, prep, schema)
+    return Plan(study=prep.study, scale=prep.scale, version=prep.version, trials=prep.trials, pending=todo,
+                store=store, stage_cache=L.stage_cache_location(results), data_root=data_root,
+                rerun=frozenset(retry), schema=schema)
+
+
+def freeze(store, prep: Prepared, schema: list) -> None:
+    """study.json: the resolved study, its row schema and the union of its trials over all runs."""
+    old = store.manifest() or {}
+    known = {t["trial_id"]: t["config"] for t in old.get("trials", [])}
+    for t in prep.trials:
+        known.setdefault(t.trial_id, t.config)
+    store.write_manifest({"study": prep.study.model_dump(mode="json"), "scale": prep.scale,
+                          "workload_version": prep.version, "schema": schema,
+                          "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
+
+
+def study_rows(store, trial_ids: set[str]):
+    """The rows of these trials (a study directory may hold rows of trials no longer in the grid)."""
+    rows = store.rows()
+    if rows.empty:
+        return rows
+    return rows[rows["trial_id"].isin(trial_ids)].reset_index(drop=True)
+
+
+def write_report(store, study: Study, scale: str, trial_ids: set[str]) -> str:
+    from orchestrator import report
+
+    text = report.render(study, scale, study_rows(store, trial_ids), total=len(trial_ids))
+    store.write_bytes(L.REPORT, text.encode())
+    return text

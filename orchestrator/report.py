@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from orchestrator.progress import fmt_duration
+from orchestrator.rows import COMPLETED, FAILED, count_statuses
 from orchestrator.spec import ReportTable, Study
 
 _SHARE = re.compile(r"^share([<>]=?)(-?\d+(?:\.\d+)?)$")
@@ -113,13 +114,12 @@ def config_keys(study: Study) -> set[str]:
 def render(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None) -> str:
     n = len(rows)
     labels = config_keys(study)
-    counts = rows["status"].value_counts().to_dict() if n else {}
-    completed = rows[rows["status"] == "completed"] if n else rows
+    counts = count_statuses(rows["status"] if n else [])
+    completed = rows[rows["status"] == COMPLETED] if n else rows
     lines = [f"# {study.name} — {scale} scale", ""]
     if study.description:
         lines += [study.description, ""]
-    summary = (f"Trials: {counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed, "
-               f"{counts.get('diverged', 0)} diverged")
+    summary = "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
     if total is not None and total > n:
         summary += f", {total - n} not finished (partial report)"
     lines.append(summary + f". Workload `{study.workload}`.")
@@ -139,8 +139,8 @@ def render(study: Study, scale: str, rows: pd.DataFrame, total: int | None = Non
         if spec.best:  # config columns of best-row tables are labels, not measurements
             keys += [c for c in df.columns if c in labels]
         lines += [markdown_table(df, spec.decimals, keys) if not df.empty else f"_({'; '.join(notes) or 'no rows'})_", ""]
-    if counts.get("failed"):
-        failed = rows[rows["status"] == "failed"].head(10)
+    if counts[FAILED]:
+        failed = rows[rows["status"] == FAILED].head(10)
         lines += ["## Failed trials", ""]
         lines += [f"- `{r.trial_id}`: {str(r.error).splitlines()[0][:300]}" for r in failed.itertuples()]
         lines.append("")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from orchestrator.params import RESERVED  # the row's own columns live in one place
+from orchestrator.rows import RESERVED
 
 SCALES = ("smoke", "fast", "full")
 # columns every result row has; a parameter of the same name would be overwritten

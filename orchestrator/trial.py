@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from orchestrator import layout as L
 from orchestrator import params as P
+from orchestrator import rows as R
 from orchestrator import registry
 from orchestrator.cache import StageCache
 from orchestrator.interface import Diverged
@@ -142,10 +144,10 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     failure is recorded as a ``failed`` row and the function returns normally."""
     p = TrialPayload(**payload)
     store = StudyStore(p.results)
-    if not p.rerun and store.exists(f"trials/{p.trial_id}.parquet"):
+    if not p.rerun and store.exists(L.trial_row(p.trial_id)):
         # A worker of a killed driver can finish a trial after the next driver listed it as pending.
         if tune_report is not None:
-            tune_report({"overnight_status": "completed"})
+            tune_report({"overnight_status": R.COMPLETED})
         return {}
     attempts = store.bump(p.trial_id, "attempts")
     workload_cls = registry.load(p.workload)
@@ -159,7 +161,7 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     seed_everything(seed)
     ctx = WorkerContext(
         trial_id=p.trial_id, seed=seed, device=_device(p.gpu), data_root=Path(p.data_root),
-        cache_dir=Path(p.stage_cache) if "://" not in p.stage_cache else Path.home() / ".cache/overnight/scratch",
+        cache_dir=Path(p.stage_cache) if not L.is_uri(p.stage_cache) else L.SCRATCH,
         scale=p.scale, attempt=attempts, _store=store, _stages=StageCache(p.stage_cache),
         _artifacts=artifact_models,
     )
@@ -169,29 +171,29 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     error = ""
     try:
         metrics = dict(workload.run(config, ctx) or {})
-        status = "completed"
+        status = R.COMPLETED
         if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
-            status, error = "diverged", f"{p.metric} is {metrics[p.metric]}"
+            status, error = R.DIVERGED, f"{p.metric} is {metrics[p.metric]}"
     except Diverged as e:
-        status, error, metrics = "diverged", str(e), dict(e.metrics)
+        status, error, metrics = R.DIVERGED, str(e), dict(e.metrics)
     except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
         errors = store.bump(p.trial_id, "errors")
         if errors <= p.max_failures:
             raise
-        status, error = "failed", _error_text(e)
+        status, error = R.FAILED, _error_text(e)
     clash = sorted(set(metrics) & set(config))
     if clash:
-        status, error = "failed", f"workload returned metrics that repeat config keys: {clash}"
+        status, error = R.FAILED, f"workload returned metrics that repeat config keys: {clash}"
         metrics = {}
     row = {
         "trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": status, **config,
         "started_at": started, "finished_at": utcnow(), "wall_s": round(time.perf_counter() - t0, 4),
         "host": socket.gethostname(), "device": ctx.device, "attempts": attempts, "error": error,
     }
-    schema = P.schema_from_json(p.schema) if p.schema else None
+    schema = R.schema_from_json(p.schema) if p.schema else None
     table = _row_with_metrics(row, metrics, schema, declared_metrics)
     store.write_history(p.trial_id, ctx.history)
-    store.write_table(f"trials/{p.trial_id}.parquet", table, durable=True)
+    store.write_table(L.trial_row(p.trial_id), table, durable=True)
     store.clear_checkpoint(p.trial_id)
     if tune_report is not None:
         tune_report({"overnight_status": table.column("status")[0].as_py()})
@@ -202,20 +204,18 @@ def _row_with_metrics(row: dict[str, Any], metrics: dict[str, Any], schema, decl
     """The row as a one-row table of the study's schema. Declared metrics are columns; any other
     metric goes into ``extra_metrics`` (JSON), so a stray key never changes the dataset's schema.
     A metric whose value does not fit its declared type fails the trial with a clear error."""
-    from orchestrator.store import row_table
-
     if schema is None:  # no schema (direct calls of run_trial): columns as returned
-        return row_table({**row, **metrics})
+        return R.row_table({**row, **metrics})
     declared = declared if declared is not None else set()
     columns = {k: v for k, v in metrics.items() if k in declared}
     extra = {k: _json_safe(v) for k, v in metrics.items() if k not in declared}
     if extra:
         row["extra_metrics"] = json.dumps(extra, sort_keys=True, default=str)
     try:
-        return row_table({**row, **columns}, schema)
+        return R.row_table({**row, **columns}, schema)
     except TypeError as e:
-        failed = {**row, "status": "failed", "error": f"metric {e}", "extra_metrics": None}
-        return row_table(failed, schema)
+        failed = {**row, "status": R.FAILED, "error": f"metric {e}", "extra_metrics": None}
+        return R.row_table(failed, schema)
 
 
 def _json_safe(value: Any) -> Any:
@@ -238,8 +238,8 @@ def failed_row(payload: Mapping[str, Any], error: str) -> dict[str, Any]:
     p = TrialPayload(**payload)
     store = StudyStore(p.results)
     now = utcnow()
-    row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": "failed", **p.config,
+    row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": R.FAILED, **p.config,
            "started_at": now, "finished_at": now, "wall_s": 0.0, "host": "", "device": "",
            "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
-    store.write_row(row, P.schema_from_json(p.schema) if p.schema else None)
+    store.write_row(row, R.schema_from_json(p.schema) if p.schema else None)
     return row

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from orchestrator import params as P
+from orchestrator import rows as R
 from orchestrator.errors import UserError
 from orchestrator.prepare import prepare
 from orchestrator.store import StudyStore
@@ -151,7 +152,7 @@ def test_every_part_file_has_the_study_schema(mixed_study):
     folder = mixed_study.local_path("trials")
     schemas = {pq.read_schema(p).remove_metadata() for p in folder.glob("*.parquet")}
     assert len(schemas) == 1
-    frozen = P.schema_from_json(mixed_study.manifest()["schema"])
+    frozen = R.schema_from_json(mixed_study.manifest()["schema"])
     assert schemas.pop() == frozen
     assert frozen.field("lr").type == pa.float64() and frozen.field("final_step").type == pa.int64()
     hist = {pq.read_schema(p).remove_metadata() for p in mixed_study.local_path("history").glob("*.parquet")}
@@ -193,7 +194,7 @@ def test_four_readers_read_the_whole_mixed_study(mixed_study):
         "duckdb": duckdb.sql(f"SELECT * FROM '{folder}/*.parquet'").df(),
         "polars": pl.read_parquet(f"{folder}/*.parquet").to_pandas(),
     }
-    expected_cols = set(P.schema_from_json(mixed_study.manifest()["schema"]).names)
+    expected_cols = set(R.schema_from_json(mixed_study.manifest()["schema"]).names)
     for reader, df in frames.items():
         assert len(df) == 14, reader
         assert set(df.columns) == expected_cols, reader
