@@ -1,13 +1,7 @@
 """The results location of one study at one scale: RESULTS/<study>/<scale>/.
 
-Layout (the directory is the source of truth for "done"; Ray's own state is never consulted):
-    trials/<trial_id>.parquet          one row per finished trial (completed | failed | diverged)
-    history/<trial_id>.parquet         per-step history reported by the trial
-    artifacts/<name>/<trial_id>.parquet  tables a trial wrote through ctx.write_artifact
-    checkpoints/<trial_id>/            state.pkl (last checkpoint), attempts, errors
-    study.json                         the resolved study and its trial list, frozen per run
-    runs/<started>.json                one record per driver run
-    report.md                          written by `overnight report`
+The layout of a results location is in orchestrator/layout.py; the directory is the source of
+truth for "done" (Ray's own state is never consulted).
 Files are written under a dot-prefixed temporary name and renamed, so a reader never sees half a
 file; readers skip dot files. Locations may be local paths or pyarrow.fs URIs (s3://, gs://, ...).
 """
@@ -25,27 +19,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from orchestrator import layout as L
 from orchestrator.errors import LockedError, UserError
+from orchestrator.layout import is_uri, join  # noqa: F401 - part of this module's API
 
-from orchestrator.params import ROW_FIELDS, ROW_TAIL, cell
-
-ROW_COLUMNS = [name for name, _ in ROW_FIELDS + ROW_TAIL]
-STATUSES = ("completed", "failed", "diverged")
-# history is long ("tidy"): one row per (step, metric), so every trial's part file has these
-# columns whatever it reports; pivot with pandas `pivot_table` or DuckDB `PIVOT`
-HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("step", pa.int64()), ("time", pa.float64()),
-                            ("phase", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
-
-
-def is_uri(location: str) -> bool:
-    return "://" in str(location) and not str(location).startswith("file://")
+from orchestrator.rows import artifact_table, history_table, row_table
 
 
 def open_fs(location: str) -> tuple[pafs.FileSystem, str]:
@@ -59,10 +44,6 @@ def open_fs(location: str) -> tuple[pafs.FileSystem, str]:
     if location.startswith("file://"):
         location = location[len("file://"):]
     return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
-
-
-def join(*parts: str) -> str:
-    return "/".join(p.rstrip("/") for p in parts if p)
 
 
 def utcnow() -> datetime:
@@ -168,149 +149,70 @@ class FileStore:
             return pd.concat([t.to_pandas() for t in tables], ignore_index=True, sort=False)
 
 
-def _cell(value: Any) -> Any:
-    """Parquet-friendly scalar: lists and mappings become JSON text, numpy scalars plain Python."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True, default=str)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    return value
-
-
-def row_table(row: dict[str, Any], schema: pa.Schema | None = None) -> pa.Table:
-    """One row as a table. With the study's ``schema`` every column is present (missing ones
-    null) and typed as declared; a value that does not fit raises TypeError naming the column."""
-    if schema is None:
-        return pa.Table.from_pylist([{k: _cell(v) for k, v in row.items()}])
-    extra = sorted(set(row) - set(schema.names))
-    if extra:
-        raise TypeError(f"columns not in the study's schema: {extra}")
-    return row_tables([row], schema)
-
-
-def history_table(trial_id: str, history: list[dict[str, Any]]) -> pa.Table:
-    cols: dict[str, list] = {n: [] for n in HISTORY_SCHEMA.names}
-    for h in history:
-        phase = h.get("phase")
-        for k, v in h.items():
-            if k in ("step", "time", "phase"):
-                continue
-            cols["trial_id"].append(trial_id)
-            cols["step"].append(int(h.get("step", 0)))
-            cols["time"].append(float(h["time"]) if h.get("time") is not None else None)
-            cols["phase"].append(None if phase is None else str(phase))
-            cols["metric"].append(k)
-            cols["value"].append(None if v is None else float(_cell(v)))
-    return pa.Table.from_pydict(cols, schema=HISTORY_SCHEMA)
-
-
-def artifact_table(trial_id: str, rows: Any, model: Any = None) -> pa.Table:
-    """A trial's table. With a declared ``model`` (its fields are the columns) every part file of
-    the artifact has the same columns and types; undeclared columns are an error. Without one,
-    numbers are stored as int64/float64 and anything else as text."""
-    from orchestrator.params import arrow_type
-
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    records = df.to_dict("records")
-    if model is not None:
-        fields = [("trial_id", pa.string())] + [(n, arrow_type(f.annotation)) for n, f in model.model_fields.items()]
-        schema = pa.schema(fields)
-        extra = sorted(set(df.columns) - set(schema.names))
-        if extra:
-            raise TypeError(f"artifact columns not declared: {extra}")
-        return row_tables([{**r, "trial_id": trial_id} for r in records], schema)
-    df = df.copy()
-    df.insert(0, "trial_id", trial_id)
-    for col in df.columns:
-        if df[col].dtype == object:
-            df[col] = df[col].map(_cell)
-        elif pd.api.types.is_bool_dtype(df[col]):
-            continue
-        elif pd.api.types.is_integer_dtype(df[col]):
-            df[col] = df[col].astype("int64")
-        elif pd.api.types.is_float_dtype(df[col]):
-            df[col] = df[col].astype("float64")
-    return pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
-
-
-def row_tables(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    cols: dict[str, list] = {f.name: [] for f in schema}
-    for r in rows:
-        for f in schema:
-            v = r.get(f.name)
-            if isinstance(v, float) and v != v and pa.types.is_integer(f.type):
-                v = None  # pandas turns a missing int into NaN
-            try:
-                cols[f.name].append(cell(v, f.type))
-            except TypeError as e:
-                raise TypeError(f"column {f.name!r}: {e}") from None
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
 class StudyStore(FileStore):
     """RESULTS/<study>/<scale>: trial rows, history, artifacts, checkpoints, lock."""
 
     # ---- trial rows -----------------------------------------------------------------------
     def finished_ids(self) -> set[str]:
-        return {n[: -len(".parquet")] for n in self.list("trials", ".parquet")}
+        return {n[: -len(".parquet")] for n in self.list(L.TRIALS, ".parquet")}
 
     def statuses(self) -> dict[str, str]:
-        df = self.read_tables("trials")
+        df = self.read_tables(L.TRIALS)
         if df.empty:
             return {}
         return dict(zip(df["trial_id"], df["status"]))
 
     def write_row(self, row: dict[str, Any], schema: pa.Schema | None = None) -> None:
-        self.write_table(f"trials/{row['trial_id']}.parquet", row_table(row, schema), durable=True)
+        self.write_table(L.trial_row(row['trial_id']), row_table(row, schema), durable=True)
 
     def rows(self) -> pd.DataFrame:
-        return self.read_tables("trials")
+        return self.read_tables(L.TRIALS)
 
     def write_history(self, trial_id: str, history: list[dict[str, Any]]) -> None:
         if history:
-            self.write_table(f"history/{trial_id}.parquet", history_table(trial_id, history))
+            self.write_table(L.trial_history(trial_id), history_table(trial_id, history))
 
     def history(self) -> pd.DataFrame:
-        return self.read_tables("history")
+        return self.read_tables(L.HISTORY)
 
     def write_artifact(self, name: str, trial_id: str, rows: Any, model: Any = None) -> None:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"artifact name must be a plain name (got {name!r})")
-        self.write_table(f"artifacts/{name}/{trial_id}.parquet", artifact_table(trial_id, rows, model))
+        self.write_table(L.artifact(name, trial_id), artifact_table(trial_id, rows, model))
 
     def artifact(self, name: str) -> pd.DataFrame:
-        return self.read_tables(f"artifacts/{name}")
+        return self.read_tables(L.artifact_dir(name))
 
     # ---- checkpoints and attempt counters -------------------------------------------------
     def save_checkpoint(self, trial_id: str, payload: Any) -> None:
-        self.write_bytes(f"checkpoints/{trial_id}/state.pkl", pickle.dumps(payload, protocol=5))
+        self.write_bytes(L.checkpoint_state(trial_id), pickle.dumps(payload, protocol=5))
 
     def load_checkpoint(self, trial_id: str) -> Any | None:
-        data = self.read_bytes(f"checkpoints/{trial_id}/state.pkl")
+        data = self.read_bytes(L.checkpoint_state(trial_id))
         return None if data is None else pickle.loads(data)
 
     def bump(self, trial_id: str, counter: str) -> int:
         n = self.counter(trial_id, counter) + 1
-        self.write_bytes(f"checkpoints/{trial_id}/{counter}", str(n).encode())
+        self.write_bytes(L.counter(trial_id, counter), str(n).encode())
         return n
 
     def counter(self, trial_id: str, counter: str) -> int:
-        return int((self.read_bytes(f"checkpoints/{trial_id}/{counter}") or b"0").decode() or 0)
+        return int((self.read_bytes(L.counter(trial_id, counter)) or b"0").decode() or 0)
 
     def in_flight(self) -> list[str]:
         """Trials that started (have a checkpoint folder) but have no row yet."""
         done = self.finished_ids()
-        return [t for t in self.list_dirs("checkpoints") if t not in done]
+        return [t for t in self.list_dirs(L.CHECKPOINTS) if t not in done]
 
     def clear_checkpoint(self, trial_id: str) -> None:
-        self.delete_dir(f"checkpoints/{trial_id}")
+        self.delete_dir(L.checkpoint_dir(trial_id))
 
     # ---- manifest ------------------------------------------------------------------------
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.write_json("study.json", manifest)
+        self.write_json(L.MANIFEST, manifest)
 
     def manifest(self) -> dict[str, Any] | None:
-        return self.read_json("study.json")
+        return self.read_json(L.MANIFEST)
 
     # ---- lock ----------------------------------------------------------------------------
     def lock(self) -> "DriverLock":
@@ -320,8 +222,8 @@ class StudyStore(FileStore):
         """Fail early, clearly and without side effects if the location cannot be written."""
         try:
             self.makedirs("")
-            self.write_bytes(".write-probe", b"ok")
-            self.fs.delete_file(self.path(".write-probe"))
+            self.write_bytes(L.WRITE_PROBE, b"ok")
+            self.fs.delete_file(self.path(L.WRITE_PROBE))
         except (OSError, pa.ArrowException) as e:
             reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
             raise UserError(f"results location is not writable: {reason}", source="--results", field=self.location) from None
@@ -540,5 +442,24 @@ class DriverLock:
 
 
 def study_store(results: str, study: str, scale: str) -> StudyStore:
-    return StudyStore(join(str(results).rstrip("/"), study, scale) if is_uri(results)
-                      else str(Path(results).expanduser().resolve() / study / scale))
+    return StudyStore(L.study_location(results, study, scale))
+
+
+def find_studies(location: str) -> list[StudyStore]:
+    """Every RESULTS/<study>/<scale> under ``location`` (which may itself be one)."""
+    root = StudyStore(location)
+    if root.exists(L.MANIFEST):
+        return [root]
+    found = []
+    for study in root.list_dirs(""):
+        if study.startswith("_"):
+            continue
+        sub = StudyStore(join(root.location, study))
+        if sub.exists(L.MANIFEST):
+            found.append(sub)
+            continue
+        found += [s for scale in sub.list_dirs("")
+                  if (s := StudyStore(join(root.location, study, scale))).exists(L.MANIFEST)]
+    if not found:
+        raise UserError(f"no overnight results here (no {L.MANIFEST} found)", source=location)
+    return found
