@@ -6,17 +6,13 @@ line on stderr naming the file, field and value), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from orchestrator import spec as specmod
+from orchestrator.api import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
 from orchestrator.errors import UserError
-
-DEFAULT_RESULTS = os.environ.get("OVERNIGHT_RESULTS", "results")
-DEFAULT_DATA = os.environ.get("OVERNIGHT_DATA", str(Path.home() / ".cache" / "overnight" / "data"))
-STUDY_DIR = Path("configs/studies")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,48 +59,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------
-def _study_path(arg: str) -> Path:
-    p = Path(arg)
-    if p.exists() or p.suffix in (".yaml", ".yml") or "/" in arg:
-        return p
-    candidate = STUDY_DIR / f"{arg}.yaml"
-    if candidate.exists():
-        return candidate
-    raise UserError(f"no study file {arg!r} (and no {candidate})", source="study")
-
-
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.prepare import pending, plan_run, prepare, write_report
+    from orchestrator.api import execute_study, study_path
+    from orchestrator.execute import describe
+    from orchestrator.prepare import pending, prepare, write_report
     from orchestrator.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
-    prep = prepare(_study_path(a.study), a.scale, a.sets)
-    study, trials = prep.study, prep.trials
-    store = study_store(a.results, study.name, a.scale)
+    prep = prepare(study_path(a.study), a.scale, a.sets)
     if a.dry_run:
-        _print_dry_run(prep, store, len(pending(store, trials, a.retry_failed)[0]))
+        store = study_store(a.results, prep.study.name, a.scale)
+        _print_dry_run(prep, store, len(pending(store, prep.trials, a.retry_failed)[0]))
         return 0
-
-    _check_job_results(a.results)
-    store.check_writable()
-    from orchestrator import execute
-
-    with store.lock():
-        plan = plan_run(prep, store, a.results, a.data_root, a.retry_failed)
-        resumed = len(set(store.in_flight()) & {t.trial_id for t in plan.pending})
-        print(f"{study.name}/{a.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
-              f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
-              + f"; results in {store.location}", file=sys.stderr)
-        out = execute.run(plan, address=a.address, max_concurrent=a.max_concurrent,
-                          num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    print(f"{study.name}/{a.scale}: {execute.describe(out)}", file=sys.stderr)
+    out, store = execute_study(prep, a.results, data_root=a.data_root, retry_failed=a.retry_failed,
+                               address=a.address, max_concurrent=a.max_concurrent, num_cpus=a.num_cpus,
+                               num_gpus=a.num_gpus, say=lambda s: print(s, file=sys.stderr))
+    print(f"{prep.study.name}/{a.scale}: {describe(out)}", file=sys.stderr)
     if out.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)
     for tid, err in out.failures[:5]:
         print(f"  failed {tid}: {str(err).splitlines()[0][:200] if err else ''}", file=sys.stderr)
     if not a.no_report and not out.interrupted:
-        print(write_report(store, study, a.scale, {t.trial_id for t in trials}))
+        print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
     return out.exit_code
 
 
@@ -117,19 +94,6 @@ def _print_dry_run(prep, store, todo: int) -> None:
         print(f"  {t.trial_id}  {_short(t.config)}")
     if len(trials) > 5:
         print(f"  ... {len(trials) - 5} more")
-
-
-def _check_job_results(results: str) -> None:
-    """Inside `ray job submit` the current directory is a temporary copy of --working-dir, deleted
-    with the job: results written under a relative path would be lost, and a resubmitted job
-    would not find them."""
-    from orchestrator.store import is_uri
-
-    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
-    if in_job and not is_uri(results) and not Path(results.removeprefix("file://")).expanduser().is_absolute():
-        raise UserError("inside a Ray job the current directory is no place for results (with --working-dir it is a "
-                        "temporary copy): give an absolute path that every node shares, or a URI such as "
-                        "s3://bucket/prefix", source="--results", field=results)
 
 
 def _short(cfg: dict[str, Any], limit: int = 160) -> str:

@@ -50,6 +50,7 @@ class Plan:
 
     rerun: frozenset[str] = frozenset()   # failed trials sent again by --retry-failed
     schema: list | None = None            # the study's row schema (params.schema_to_json)
+    workload_spec: dict | None = None     # workload: command only
 
     def payload(self, trial: Trial) -> dict[str, Any]:
         return TrialPayload(rerun=trial.trial_id in self.rerun,
@@ -57,6 +58,7 @@ class Plan:
             workload=self.study.workload, results=self.store.location, stage_cache=self.stage_cache,
             data_root=self.data_root, metric=self.study.metric, max_failures=self.study.max_failures,
             cpu=self.study.resources.cpu, gpu=self.study.resources.gpu, schema=self.schema,
+            workload_spec=self.workload_spec,
         ).to_dict()
 
 
@@ -100,7 +102,7 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None)
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
                                   log_to_driver=bool(os.environ.get("OVERNIGHT_TRIAL_LOGS")),
-                                  runtime_env={"env_vars": {k: os.environ[k] for k in _RAY_ENV}})
+                                  runtime_env={"env_vars": {**{k: os.environ[k] for k in _RAY_ENV}, **_import_path()}})
     if address:
         if num_cpus or num_gpus:
             raise UserError("--num-cpus/--num-gpus apply to the embedded local Ray only, not with --address", source="--address")
@@ -113,6 +115,15 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None)
         # "local" always starts a new instance, never one left behind by a killed driver.
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     return True
+
+
+def _import_path() -> dict[str, str]:
+    """Trials import the user's own workload code (``module:function``) from the driver's current
+    directory. Inside `ray job submit` the job's working_dir already is the import path everywhere."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return {}
+    paths = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def _check_fits(study: Study) -> None:

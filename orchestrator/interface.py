@@ -72,6 +72,19 @@ class Workload(Protocol):
     # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
 
 
+def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str, Any] | None = None,
+             version: str = "1", name: str | None = None) -> Callable[[Callable], Callable]:
+    """Declare a plain ``run(config, ctx)`` function as a workload (study: ``workload:
+    mypackage.train:run``): its parameter model, metric model, artifact models, version and name
+    (default: the ``module:function`` reference). Without it a function still works, with any keys
+    accepted and its metrics kept in ``extra_metrics``."""
+    def mark(fn: Callable) -> Callable:
+        fn.__overnight__ = {"params": params, "metrics": metrics, "artifacts": dict(artifacts or {}),
+                            "version": version, "name": name}
+        return fn
+    return mark
+
+
 def check_finite(step: int, **values: float) -> None:
     """Raise :class:`Diverged` if any value is NaN or infinite."""
     bad = {k: v for k, v in values.items() if not math.isfinite(float(v))}

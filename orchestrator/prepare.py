@@ -4,6 +4,7 @@ of the study's rows, then (under the driver lock) freeze the manifest and list t
 run. The CLI and the Python API call these and only parse and print around them."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,17 @@ class Prepared:
     version: str
     trials: list[Trial]    # full, validated configs
     schema: pa.Schema      # of every row of this study
+    workload_spec: dict | None = None   # workload: command only
 
 
-def prepare(path: str | Path, scale: str, sets: list[str] | None = None) -> Prepared:
+def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: dict | None = None) -> Prepared:
+    """``raw``: the study document itself (Python API); ``path`` then only names it in errors."""
     path = Path(path)
-    raw = spec.load_raw(path)
+    raw = spec.load_raw(path) if raw is None else raw
     study = spec.resolve(raw, str(path), scale, sets)
+    workload_spec = _command_spec(study, path)
     try:
-        workload = registry.load(study.workload)
+        workload = registry.load(study.workload, workload_spec)
         params_model, metrics_model, _ = P.declared(workload)
     except UserError as e:
         raise UserError(e.bare, source=str(path), field="workload") from None
@@ -46,7 +50,16 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None) -> Prep
     for name in R.RESERVED & set(trials[0].config if trials else {}):
         raise UserError(f"{name}: is a reserved result column; rename the parameter", source=str(path))
     schema = R.row_schema(params_model, metrics_model, [t.config for t in trials])
-    return Prepared(path, study, scale, workload, str(workload.version), trials, schema)
+    return Prepared(path, study, scale, workload, str(workload.version), trials, schema, workload_spec)
+
+
+def _command_spec(study: Study, path: Path) -> dict[str, Any] | None:
+    """What a worker needs to rebuild a command workload (it travels in the trial payload)."""
+    if study.command is None:
+        return None
+    return {"command": study.command.model_dump(), "params": {k: v.model_dump() for k, v in study.params.items()},
+            "metrics": dict(study.metrics),
+            "base_dir": str(path.resolve().parent) if path.exists() else os.getcwd()}
 
 
 def _normalizer(params_model, where, path: Path, workload: str):
@@ -109,7 +122,7 @@ def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: 
     freeze(store, prep, schema)
     return Plan(study=prep.study, scale=prep.scale, version=prep.version, trials=prep.trials, pending=todo,
                 store=store, stage_cache=L.stage_cache_location(results), data_root=data_root,
-                rerun=frozenset(retry), schema=schema)
+                rerun=frozenset(retry), schema=schema, workload_spec=prep.workload_spec)
 
 
 def freeze(store, prep: Prepared, schema: list) -> None:

@@ -1,11 +1,15 @@
-"""Find workloads by name through the ``overnight.workloads`` entry-point group.
+"""Find workloads: by name through the ``overnight.workloads`` entry-point group, by a
+``package.module:Class`` or ``package.module:function`` reference (the user's own code, importable
+from the current directory), or ``command`` (any program; orchestrator/command.py).
 
-The orchestrator never imports a workload module by itself: it loads whatever the entry point (or
-an explicit ``package.module:Class`` reference in a study file) names.
+The orchestrator never imports a workload module by itself: it loads whatever the study names.
 """
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import sys
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -20,19 +24,61 @@ def registered() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
+def load(name: str, spec: dict[str, Any] | None = None) -> Any:
+    """The workload class for ``name``: an entry-point name, ``module:Class``, ``module:function``,
+    or ``command`` (then ``spec`` holds the study's command, params and metrics)."""
+    if name == "command":
+        if not spec:
+            raise UserError("workload 'command' needs the study's command: section", field="workload")
+        return _command(json.dumps(spec, sort_keys=True))
+    return _load(name)
+
+
 @lru_cache(maxsize=None)
-def load(name: str) -> Any:
-    """The workload class for ``name`` (an entry-point name or ``module:Class``)."""
+def _command(spec_json: str) -> Any:
+    from orchestrator.command import make_workload
+
+    return make_workload(json.loads(spec_json))
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> Any:
     target = registered().get(name, name if ":" in name else None)
     if target is None:
+        from orchestrator.params import suggest
+
         known = ", ".join(sorted(registered())) or "none"
-        raise UserError(f"unknown workload {name!r} (registered: {known})", field="workload")
+        raise UserError(f"unknown workload {name!r}{suggest(name, registered())} (registered: {known}; or "
+                        f"module:Class, module:function, command)", field="workload")
     module_name, _, attr = target.partition(":")
+    if os.getcwd() not in sys.path:  # the user's own package, run from their repository
+        sys.path.insert(0, os.getcwd())
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise UserError(f"workload {name!r} cannot be loaded from {target}: {e}", field="workload") from None
+    if not isinstance(obj, type) and callable(obj):
+        obj = _function_workload(obj, target)
     for needed in ("name", "version", "run"):
         if not hasattr(obj, needed):
             raise UserError(f"workload {name!r} ({target}) has no {needed!r}", field="workload")
     return obj
+
+
+def _function_workload(fn: Any, target: str) -> type:
+    """A plain ``run(config, ctx)`` function as a workload class; ``@overnight_workload(...)``
+    (orchestrator/interface.py) may have attached its name, version, Params and Metrics."""
+    meta = getattr(fn, "__overnight__", {})
+
+    class FunctionWorkload:
+        __doc__ = fn.__doc__
+        name = meta.get("name") or target
+        version = str(meta.get("version", "1"))
+        Params = meta.get("params")
+        Metrics = meta.get("metrics")
+        artifacts = meta.get("artifacts") or {}
+
+        def run(self, config: dict[str, Any], ctx: Any) -> Any:
+            return fn(config, ctx)
+
+    return FunctionWorkload

@@ -44,6 +44,7 @@ class TrialPayload:
     gpu: float = 0.0
     rerun: bool = False   # True when --retry-failed sends a trial that already has a (failed) row
     schema: list | None = None   # the study's row schema (params.schema_to_json)
+    workload_spec: dict | None = None   # workload: command only (registry.load)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -150,7 +151,7 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
             tune_report({"overnight_status": R.COMPLETED})
         return {}
     attempts = store.bump(p.trial_id, "attempts")
-    workload_cls = registry.load(p.workload)
+    workload_cls = registry.load(p.workload, p.workload_spec)
     workload = workload_cls()
     _, metrics_model, artifact_models = P.declared(workload_cls)
     declared_metrics = set(metrics_model.model_fields) if metrics_model is not None else None

@@ -1,0 +1,137 @@
+"""overnight from Python (a notebook, a script): the same semantics as the CLI — resume, dedup,
+the driver lock, one schema — with exit statuses as exceptions.
+
+    import orchestrator as overnight
+    rows = overnight.run("hydra_classification", scale="smoke", bits=[2, 4])   # a DataFrame
+    rows = overnight.load("results/hydra_classification/smoke")
+    print(overnight.report_markdown("results/hydra_classification/smoke"))
+
+A bad study or parameter raises ``StudyError`` (the CLI's exit 2), failed trials raise
+``TrialsFailed`` carrying the rows (exit 1), Ctrl-C raises KeyboardInterrupt (exit 130; run the
+same call again to resume). This is the shape of Ray Tune's ``Tuner.fit()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from orchestrator.errors import UserError
+
+StudyError = UserError
+DEFAULT_RESULTS = os.environ.get("OVERNIGHT_RESULTS", "results")
+DEFAULT_DATA = os.environ.get("OVERNIGHT_DATA", str(Path.home() / ".cache" / "overnight" / "data"))
+STUDY_DIR = Path("configs/studies")
+
+
+class TrialsFailed(RuntimeError):
+    """Some trials failed (after their retries) or were left unfinished; ``rows`` has them all."""
+
+    def __init__(self, message: str, rows: pd.DataFrame, outcome: Any):
+        super().__init__(message)
+        self.rows, self.outcome = rows, outcome
+
+
+def study_path(arg: str | Path) -> Path:
+    """A study file, or the name of one in configs/studies/."""
+    p = Path(arg)
+    if p.exists() or p.suffix in (".yaml", ".yml") or "/" in str(arg):
+        return p
+    candidate = STUDY_DIR / f"{arg}.yaml"
+    if candidate.exists():
+        return candidate
+    raise UserError(f"no study file {str(arg)!r} (and no {candidate})", source="study")
+
+
+def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = False, address: str | None = None,
+                  max_concurrent: int | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
+                  say: Callable[[str], None] = lambda s: None):
+    """Run the pending trials of a prepared study under the driver lock: (outcome, store)."""
+    from orchestrator import execute
+    from orchestrator.prepare import plan_run
+    from orchestrator.store import study_store
+
+    study, trials = prep.study, prep.trials
+    store = study_store(results, study.name, prep.scale)
+    _check_job_results(results)
+    store.check_writable()
+    with store.lock():
+        plan = plan_run(prep, store, results, data_root, retry_failed)
+        resumed = len(set(store.in_flight()) & {t.trial_id for t in plan.pending})
+        say(f"{study.name}/{prep.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
+            f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
+            + f"; results in {store.location}")
+        out = execute.run(plan, address=address, max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus)
+    return out, store
+
+
+def _check_job_results(results: str) -> None:
+    """Inside `ray job submit` the current directory is a temporary copy of --working-dir, deleted
+    with the job: results written under a relative path would be lost, and a resubmitted job
+    would not find them."""
+    from orchestrator.layout import is_uri
+
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
+    if in_job and not is_uri(results) and not Path(results.removeprefix("file://")).expanduser().is_absolute():
+        raise UserError("inside a Ray job the current directory is no place for results (with --working-dir it is a "
+                        "temporary copy): give an absolute path that every node shares, or a URI such as "
+                        "s3://bucket/prefix", source="--results", field=results)
+
+
+def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RESULTS, *,
+        sets: list[str] | None = None, retry_failed: bool = False, max_concurrent: int | None = None,
+        data_root: str = DEFAULT_DATA, address: str | None = None, num_cpus: int | None = None,
+        num_gpus: float | None = None, verbose: bool = True, **overrides: Any) -> pd.DataFrame:
+    """Run (or resume) a study and return its rows. ``study``: a YAML path, the name of a study in
+    configs/studies/, or the study as a dict. ``overrides`` are ``--set`` pairs: a list replaces a
+    grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``)."""
+    from orchestrator.prepare import prepare, study_rows
+
+    sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    if isinstance(study, dict):
+        prep = prepare(Path(f"<{study.get('name', 'study')}>"), scale, sets, raw=study)
+    else:
+        prep = prepare(study_path(study), scale, sets)
+    say = (lambda s: print(s, file=sys.stderr)) if verbose else (lambda s: None)
+    out, store = execute_study(prep, results, data_root=data_root, retry_failed=retry_failed, address=address,
+                               max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, say=say)
+    rows = study_rows(store, {t.trial_id for t in prep.trials})
+    if out.interrupted:
+        raise KeyboardInterrupt("interrupted: run the same call again to resume")
+    if out.exit_code:
+        raise TrialsFailed(f"{prep.study.name}/{scale}: {out.failed} failed, {out.pending} not finished", rows, out)
+    return rows
+
+
+def load(results_dir: str | Path) -> pd.DataFrame:
+    """The rows of every study under ``results_dir`` (RESULTS, RESULTS/<study> or one study/scale)."""
+    from orchestrator.store import find_studies
+
+    frames = [s.rows() for s in find_studies(str(results_dir))]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+
+def report_markdown(results_dir: str | Path) -> str:
+    """The Markdown report of every study under ``results_dir`` (also written to report.md)."""
+    from orchestrator import spec
+    from orchestrator.prepare import write_report
+    from orchestrator.store import find_studies
+
+    texts = []
+    for store in find_studies(str(results_dir)):
+        m = store.manifest()
+        texts.append(write_report(store, spec.Study.model_validate(m["study"]), m["scale"],
+                                  {t["trial_id"] for t in m["trials"]}))
+    return "\n".join(texts)
+
+
+def describe(workload: str) -> str:
+    """A workload's parameters (type, default, doc) and metrics."""
+    from orchestrator import params, registry
+
+    return params.describe(registry.load(workload))
