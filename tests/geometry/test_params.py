@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import grid, params, spec
+from orchestrator import grid, params, rows, spec
 from orchestrator.interface import Diverged, LocalContext
 from workloads.geometry import Geometry
-from workloads.geometry import study as geometry_study
+from workloads.substrate import char_transformer
 
 torch.set_num_threads(1)
 
@@ -144,7 +144,7 @@ def _assert_declared(values: dict, model) -> None:
     assert not undeclared, f"undeclared columns: {sorted(undeclared)}"
     for name, value in values.items():
         # raises TypeError when the value does not fit the declared column type
-        params.cell(params.finite_or_none(value), params.arrow_type(model.model_fields[name].annotation))
+        rows.cell(rows.finite_or_none(value), rows.arrow_type(model.model_fields[name].annotation))
 
 
 def test_every_smoke_metric_and_artifact_column_is_declared():
@@ -167,7 +167,7 @@ def test_diverged_metrics_are_declared(monkeypatch):
     cfg = {**_smallest_smoke_config(), "stage_cache": False}
 
     # a non-finite backbone loss: Diverged from the epoch check
-    monkeypatch.setattr(geometry_study, "lm_loss", lambda logits, y: logits.sum() * float("nan"))
+    monkeypatch.setattr(char_transformer, "lm_loss", lambda logits, y: logits.sum() * float("nan"))
     with pytest.raises(Diverged) as e:
         Geometry().run(dict(cfg), LocalContext(seed=0))
     assert e.value.metrics == {"diverged_step": 1}
@@ -175,7 +175,7 @@ def test_diverged_metrics_are_declared(monkeypatch):
     monkeypatch.undo()
 
     # a non-finite evaluation loss: Diverged with the float loss
-    monkeypatch.setattr(geometry_study, "mean_ce", lambda *a, **k: float("nan"))
+    monkeypatch.setattr(char_transformer, "mean_ce", lambda *a, **k: float("nan"))
     with pytest.raises(Diverged) as e:
         Geometry().run(dict(cfg), LocalContext(seed=0))
     assert set(e.value.metrics) == {"loss_float"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import grid, params, spec
+from orchestrator import grid, params, rows, spec
 from orchestrator.interface import Diverged, LocalContext
 from workloads.synthetic import Synthetic, SyntheticParams
 
@@ -156,7 +156,7 @@ def test_a_direct_call_validates_and_fills_defaults():
 
 # ---------------------------------------------------------------- metrics
 def column_type_ok(name: str, value) -> bool:
-    params.cell(value, params.arrow_type(Synthetic.Metrics.model_fields[name].annotation))
+    rows.cell(value, rows.arrow_type(Synthetic.Metrics.model_fields[name].annotation))
     return True
 
 
