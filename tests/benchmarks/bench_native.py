@@ -1,6 +1,6 @@
 """Benchmark of the native RAM-neuron memory against the numpy reference (issue 5, item 7).
 
-Prints, for the native memory and for ``workloads.ramlm.memory_reference`` in the same run:
+Prints, for the native memory and for ``tests.oracles.memory_reference`` in the same run:
   1. lookups/s on one core for each backend (dense / sparse / lsh), measured by forward_counts;
   2. tier0_20bit (``100,15,20;400,10,12;rest,5,8``, context 4, top-100 negatives, frequency
      tiers) on a synthetic Zipf stream over 50,257 tokens: training and evaluation examples/s,
@@ -68,7 +68,7 @@ def impl(name: str):
     if name == "native":
         import native
         return native.TieredMemory, native.encode_contexts
-    from workloads.ramlm.memory_reference import ReferenceMemory, encode_contexts
+    from tests.oracles.memory_reference import ReferenceMemory, encode_contexts
     return ReferenceMemory, encode_contexts
 
 
@@ -78,7 +78,7 @@ def phase_lookups(args) -> dict:
     """forward_counts on one core; lookups = examples x neurons. The reference gets the same
     cells (loaded from the native memory's bytes), so both read identical memories."""
     import native
-    from workloads.ramlm.memory_reference import ReferenceMemory
+    from tests.oracles.memory_reference import ReferenceMemory
     native.set_num_threads(1)
     rng = np.random.default_rng(1)
     t = 64

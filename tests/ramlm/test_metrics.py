@@ -34,7 +34,6 @@ def test_clamp_caps_ce_at_log_v():
 
 
 def test_accuracy_ties_go_to_lowest_token_id_and_per_tier_split():
-    v = 6
     tier_of_token = np.array([0, 0, 1, 1, 2, 2])
     scores = np.array([[0.0, 0.5, 0.5, 0.5, 0.0, 0.0],     # tie 1/2/3 -> predicts 1
                        [0.0, 0.5, 0.5, 0.5, 0.0, 0.0],     # target 2 loses the tie

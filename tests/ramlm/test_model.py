@@ -11,9 +11,9 @@ from workloads.ramlm.model import TieredRAMLM, make_memory
 from workloads.ramlm.search import GAConfig, TSConfig, genetic_algorithm, tabu_search
 from workloads.ramlm.tiers import ClusterMap, parse_tiers, top_k, uniform_tiers
 
-native = pytest.importorskip("native")
-if not hasattr(native, "TieredMemory"):
-    pytest.skip("native extension without TieredMemory (rebuild it)", allow_module_level=True)
+from tests.conftest import require_native  # noqa: E402
+
+native = require_native()  # fails (never skips) without the extension
 
 
 def de_bruijn(k: int, n: int) -> list[int]:
@@ -37,7 +37,7 @@ def de_bruijn(k: int, n: int) -> list[int]:
 def build(tokens, vocab, tiers, context, empty_value=0.0, k=10, order="frequency", seed=0, connectivity=None):
     cmap = ClusterMap.build(tiers, tokens, order)
     bpt = bits_per_token(vocab)
-    mem = make_memory(tiers, cmap, context * bpt, seed, "native", "auto", connectivity)
+    mem = make_memory(tiers, cmap, context * bpt, seed, "auto", connectivity)
     return TieredRAMLM(mem, cmap, context, bpt, top_k(tokens, vocab, k), empty_value)
 
 

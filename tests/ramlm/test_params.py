@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import grid, params, spec
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator import grid, params, rows, spec
+from orchestrator.interface import Diverged, LocalContext, check_finite
 from workloads.ramlm import RamLM
-from workloads.ramlm.per_cluster import FITNESS_MODES
+from workloads.ramlm.surrogate import FITNESS_MODES
 from workloads.ramlm.search import GAConfig, TSConfig
-from workloads.ramlm.workload import _check
 
 P = RamLM.Params
 
@@ -173,9 +172,9 @@ def check_declared(metrics: dict) -> None:
     declared = RamLM.Metrics.model_fields
     assert set(metrics) <= set(declared), sorted(set(metrics) - set(declared))
     for name, value in metrics.items():
-        typ = params.arrow_type(declared[name].annotation)
+        typ = rows.arrow_type(declared[name].annotation)
         if not (isinstance(value, float) and math.isnan(value)):
-            params.cell(value, typ)     # raises TypeError when the value does not fit the declared type
+            rows.cell(value, typ)       # raises TypeError when the value does not fit the declared type
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +205,7 @@ def test_declared_metrics_are_all_produced_by_some_run(smoke_rows):
 
 def test_metrics_of_a_diverged_trial_are_declared():
     with pytest.raises(Diverged) as info:
-        _check(float("nan"))
+        check_finite(0, ce=float("nan"))
     assert info.value.metrics and set(info.value.metrics) <= set(RamLM.Metrics.model_fields)
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from workloads.ramlm.per_cluster import (Baseline, PCConfig, SurrogateProblem, addresses, per_cluster_optimise,
-                                         score_votes)
+from workloads.ramlm.per_cluster import PCConfig, per_cluster_optimise
+from workloads.ramlm.surrogate import Baseline, SurrogateProblem, addresses, score_votes
 from workloads.ramlm.tiers import uniform_tiers
 
 V = 5

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from workloads.ramlm.search import (EarlyStopper, GAConfig, OverfittingMonitor, TSConfig, genetic_algorithm, mutate,
-                                    tabu_search)
+from workloads.ramlm.search import GAConfig, TSConfig, genetic_algorithm, mutate, tabu_search
+from workloads.ramlm.stopping import EarlyStopper, OverfittingMonitor
 
 N_INPUTS = 16
 TARGET = np.random.default_rng(3).integers(0, N_INPUTS, size=40)

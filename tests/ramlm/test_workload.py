@@ -1,17 +1,17 @@
-"""The RamLM workload end to end on tiny data: metrics, legacy switches, PC, resume, native == reference."""
+"""The RamLM workload end to end on tiny data: metrics, legacy switches, PC, resume, native == the numpy oracle."""
 import math
 
-import numpy as np
 import pytest
 
 from orchestrator.interface import LocalContext
 from orchestrator.params import ParamError
+from tests.oracles.memory_reference import ReferenceMemory
 from workloads.ramlm import RamLM
 from workloads.ramlm.tiers import TierSpecError
 
-native = pytest.importorskip("native")
-if not hasattr(native, "TieredMemory"):
-    pytest.skip("native extension without TieredMemory (rebuild it)", allow_module_level=True)
+from tests.conftest import require_native  # noqa: E402
+
+native = require_native()  # fails (never skips) without the extension
 
 TINY = dict(data="synthetic", synthetic_vocab=600, train_tokens=2500, val_tokens=500, test_tokens=500,
             tiers="20,6,12;80,4,8;rest,2,6", context=3, top_k=50, calibration_examples=200,
@@ -19,9 +19,9 @@ TINY = dict(data="synthetic", synthetic_vocab=600, train_tokens=2500, val_tokens
             opt_window=50, opt_train_windows=8, opt_eval_windows=2)
 
 
-def run(ctx=None, **over):
+def run(ctx=None, workload=None, **over):
     cfg = {**TINY, **over}
-    return RamLM().run(cfg, ctx or LocalContext())
+    return (workload or RamLM()).run(cfg, ctx or LocalContext())
 
 
 def test_metrics_are_complete_and_consistent():
@@ -70,13 +70,17 @@ def test_resume_from_checkpoint_gives_the_same_result():
 
 
 def test_native_and_reference_memories_give_identical_rows():
-    pytest.importorskip("workloads.ramlm.memory_reference")
     small = dict(synthetic_vocab=300, train_tokens=800, val_tokens=200, test_tokens=200, tiers="10,4,12;rest,2,6",
                  calibration="none", optimize=True, strategy="GA,TS", opt_train_windows=4)
     a = run(**small, backend="native")
-    b = run(**small, backend="reference")
+    b = run(**small, backend="reference", workload=RamLM(reference_memory=ReferenceMemory))
     timing = {k for k in a if k.endswith("_s")}
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+
+
+def test_reference_backend_without_the_oracle_says_where_it_is():
+    with pytest.raises(ValueError, match="tests/oracles/memory_reference.py"):
+        run(backend="reference")
 
 
 def test_bad_config_is_rejected_clearly():

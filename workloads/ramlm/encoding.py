@@ -1,6 +1,9 @@
-"""Input encoding of RAM-LM (spec §2): each token id in plain binary, MSB first, the context's
-tokens concatenated oldest first. Examples are sliding windows over the flat token stream."""
+"""Input encoding of RAM-LM, the one place contexts are turned into bits: each token id in plain
+binary, MSB first, the context's tokens concatenated oldest first. Examples are sliding windows
+over the flat token stream. See docs/studies/ramlm.md, 'Input encoding'."""
 from __future__ import annotations
+
+from typing import Iterator
 
 import numpy as np
 
@@ -53,3 +56,26 @@ def decode_bits(bits_row: np.ndarray, bits: int) -> list[int]:
     row = np.asarray(bits_row, dtype=np.int64).reshape(-1, bits)
     weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
     return [int(v) for v in row @ weights]
+
+
+class Examples:
+    """Sliding-window examples of one token stream, encoded lazily in chunks."""
+
+    def __init__(self, tokens: np.ndarray, context: int, bits_per_token: int):
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        self.context = context
+        self.bpt = bits_per_token
+        self.n = num_examples(len(self.tokens), context)
+
+    def slice(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input bits, targets) of examples [start, stop)."""
+        bits = context_bits(self.tokens, self.context, self.bpt, start, stop)
+        return bits, targets(self.tokens, self.context, start, stop)
+
+    def chunks(self, size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        stop = self.n if limit is None else min(self.n, limit)
+        for s in range(0, stop, size):
+            yield self.slice(s, min(stop, s + size))
+
+    def all(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.slice(0, self.n if limit is None else min(self.n, limit))

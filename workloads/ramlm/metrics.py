@@ -1,4 +1,4 @@
-"""Scoring and metrics (spec §5, §6).
+"""Scoring and metrics. See docs/studies/ramlm.md, 'Scoring' and 'Metrics'.
 
 Seed scoring: p = softmax over all V cluster scores (temperature 1), CE = -ln max(p_target, 1/V),
 PPL = exp(mean CE), accuracy = argmax == target with ties going to the lowest *token id*.
@@ -185,6 +185,5 @@ def unigram_log_prior(train_tokens: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def unigram_ce(train_tokens: np.ndarray, eval_targets: np.ndarray, vocab_size: int) -> float:
-    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
+    logp = unigram_log_prior(train_tokens, vocab_size)
     return float(-logp[np.asarray(eval_targets, dtype=np.int64)].mean()) if len(eval_targets) else float("nan")

@@ -1,64 +1,41 @@
-"""The tiered RAM language model on top of the native memory (``native.TieredMemory``; the numpy
-``workloads.ramlm.memory_reference.ReferenceMemory`` has the same API and is used by tests).
+"""The tiered RAM language model on top of the native memory (``native.TieredMemory``). See
+docs/studies/ramlm.md, 'Tiered architecture' and 'Scoring'.
 
 The memory takes and returns token ids and applies ``cluster_order`` (logical position -> token)
 itself, once, the same way for training, forward, evaluation and candidate evaluation; the
 workload passes the same :class:`ClusterMap` order and uses ``ClusterMap.tier_of_token`` for
 per-tier metrics, so the tier a target is scored in is the tier its cluster is stored in.
+Any class with the native memory's API can stand in for it (the tests pass their numpy oracle).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import numpy as np
 
-from workloads.ramlm.encoding import context_bits, num_examples, targets as stream_targets
+from workloads.ramlm.encoding import Examples
 from workloads.ramlm.metrics import Calibration, SeedScorer, TierAccumulator
 from workloads.ramlm.tiers import ClusterMap, Tier
 
 
-def memory_class(backend: str):
-    if backend == "native":
-        import native  # noqa: PLC0415
-        if not hasattr(native, "TieredMemory"):
-            raise RuntimeError("native.TieredMemory is missing: rebuild the extension "
-                               "(.venv/bin/maturin develop --release)")
-        return native.TieredMemory
-    if backend == "reference":
-        from workloads.ramlm.memory_reference import ReferenceMemory  # noqa: PLC0415
-        return ReferenceMemory
-    raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
+def native_memory_class():
+    import native  # noqa: PLC0415
+    if not hasattr(native, "TieredMemory"):
+        raise RuntimeError("native.TieredMemory is missing: rebuild the extension "
+                           "(.venv/bin/maturin develop --release)")
+    return native.TieredMemory
 
 
 def make_memory(tiers: list[Tier], cmap: ClusterMap, total_input_bits: int, seed: int,
-                backend: str = "native", backends: str | list[str] = "auto", connectivity=None):
+                backends: str | list[str] = "auto", connectivity=None, memory_class=None):
+    """A memory for the tiers, storing clusters in ``cmap``'s order; the native one unless
+    ``memory_class`` is given."""
     identity = np.array_equal(cmap.cluster_order, np.arange(cmap.vocab_size))
-    return memory_class(backend)(
+    return (memory_class or native_memory_class())(
         [(t.count, t.neurons, t.bits) for t in tiers], total_input_bits,
         connectivity=connectivity,
         cluster_order=None if identity else np.ascontiguousarray(cmap.cluster_order, dtype=np.int64),
         backends=backends, seed=seed)
-
-
-class Examples:
-    """Sliding-window examples of one token stream, encoded lazily in chunks."""
-
-    def __init__(self, tokens: np.ndarray, context: int, bits_per_token: int):
-        self.tokens = np.asarray(tokens, dtype=np.int64)
-        self.context = context
-        self.bpt = bits_per_token
-        self.n = num_examples(len(self.tokens), context)
-
-    def chunks(self, size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        stop = self.n if limit is None else min(self.n, limit)
-        for s in range(0, stop, size):
-            e = min(stop, s + size)
-            yield context_bits(self.tokens, self.context, self.bpt, s, e), stream_targets(self.tokens, self.context, s, e)
-
-    def all(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        stop = self.n if limit is None else min(self.n, limit)
-        return context_bits(self.tokens, self.context, self.bpt, 0, stop), stream_targets(self.tokens, self.context, 0, stop)
 
 
 class TieredRAMLM:

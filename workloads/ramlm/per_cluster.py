@@ -1,19 +1,10 @@
-"""Per-cluster (PC) connectivity optimisation (spec §8.5).
+"""Per-cluster (PC) connectivity optimisation: each cluster's neurons (or a group of clusters'
+neurons) searched on the surrogate of surrogate.py by the GA then the TS of engines.py. See
+docs/studies/ramlm.md, 'Per-cluster optimisation'.
 
-Each cluster's neurons are optimised on a *surrogate*: neuron j of cluster c remembers the set of
-addresses it saw on opt_train examples whose target is c (no negatives, no EMPTY); c's vote on an
-example is how many of its neurons find their address in their set. Fitness (higher is better) on
-opt_eval compares c's votes against a global baseline of every cluster's votes:
-
-  SIMPLE    (sum votes on c's examples - sum votes on the others) / #eval
-  ACCURACY  share of c's examples where c's vote beats every other cluster's baseline vote
-  CE        -mean global softmax CE (votes as logits), other clusters at their baseline,
-            computed incrementally from a cached per-example log-sum-exp
-  PENALIZE  mean vote on c's examples - mean vote on up to 2000 other examples
-
-Clusters are logical positions throughout (targets are mapped with the same ClusterMap as the
-model), which avoids the original's tiered-mode mix-up of logical ids and token ids. Clusters with
-no opt_train example cannot vote, so their fitness is flat and they are left unchanged.
+Tiers are visited in order, each against a baseline of every cluster's current votes; later
+tiers and later passes get smaller budgets. A cluster keeps its connectivity unless the search
+found a strictly fitter one.
 """
 from __future__ import annotations
 
@@ -22,153 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workloads.ramlm.engines import Breeding, Neighbourhood, Population, Walk, evolve, tabu_walk
+from workloads.ramlm.surrogate import FITNESS_MODES, ClusterFitness, SurrogateProblem
 from workloads.ramlm.tiers import Tier
 
-FITNESS_MODES = ("SIMPLE", "ACCURACY", "CE", "PENALIZE")
-
-
-def addresses(bits: np.ndarray, conn: np.ndarray) -> np.ndarray:
-    """bits [N, T] uint8, conn [..., b] -> addresses [N, ...] int64 (first connection = MSB)."""
-    b = conn.shape[-1]
-    weights = (1 << np.arange(b - 1, -1, -1, dtype=np.int64))
-    gathered = bits[:, conn.reshape(-1)].reshape((bits.shape[0],) + conn.shape).astype(np.int64)
-    return gathered @ weights
-
-
-def member(eval_addr: np.ndarray, pos_addr: np.ndarray, bits: int) -> np.ndarray:
-    """eval_addr [R, N], pos_addr [R, k] -> bool [R, N]: eval address found in row r's positive set."""
-    r = eval_addr.shape[0]
-    if bits <= 16:
-        table = np.zeros((r, 1 << bits), dtype=bool)
-        rows = np.repeat(np.arange(r), pos_addr.shape[1])
-        table[rows, pos_addr.reshape(-1)] = True
-        return table[np.arange(r)[:, None], eval_addr]
-    keys_pos = (np.arange(r, dtype=np.int64)[:, None] << bits) | pos_addr
-    keys_eval = (np.arange(r, dtype=np.int64)[:, None] << bits) | eval_addr
-    return np.isin(keys_eval, keys_pos)
-
-
-@dataclass
-class Baseline:
-    """Global votes of all clusters on opt_eval. Only clusters with opt_train positives can vote,
-    so votes are stored for those ('active') columns; all others vote 0."""
-
-    vocab_size: int
-    active: np.ndarray          # logical ids, sorted
-    votes: np.ndarray           # [N_eval, A] int16
-    col: dict                   # logical id -> column in votes
-
-    def vote_of(self, cluster: int) -> np.ndarray:
-        j = self.col.get(cluster)
-        return self.votes[:, j] if j is not None else np.zeros(self.votes.shape[0], dtype=np.int16)
-
-    def target_votes(self, targets: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(targets), dtype=np.float64)
-        for i, t in enumerate(targets):
-            j = self.col.get(int(t))
-            if j is not None:
-                out[i] = self.votes[i, j]
-        return out
-
-    def lse(self) -> np.ndarray:
-        """log sum_c exp(vote_c) per example, inactive clusters contributing exp(0) each."""
-        v = self.votes.astype(np.float64)
-        m = max(0.0, float(v.max())) if v.size else 0.0
-        s = np.exp(v - m).sum(axis=1) + (self.vocab_size - v.shape[1]) * np.exp(-m)
-        return np.log(s) + m
-
-    def top2(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per example: best vote, its logical cluster, and the second best vote (inactive = 0)."""
-        n, a = self.votes.shape
-        if a == 0:
-            return np.zeros(n), np.full(n, -1), np.zeros(n)
-        v = self.votes.astype(np.float64)
-        if self.vocab_size > a:  # an inactive cluster's 0 counts as a competitor
-            v = np.concatenate([v, np.zeros((n, 1))], axis=1)
-        order = np.argsort(-v, axis=1, kind="stable")[:, :2]
-        best = v[np.arange(n), order[:, 0]]
-        second = v[np.arange(n), order[:, 1]] if v.shape[1] > 1 else np.zeros(n)
-        ids = np.where(order[:, 0] < a, self.active[np.minimum(order[:, 0], a - 1)], -1)
-        return best, ids, second
-
-
-class SurrogateProblem:
-    """Opt data shared by all clusters: input bits, logical targets and the positive index."""
-
-    def __init__(self, train_bits, train_targets, eval_bits, eval_targets, vocab_size: int, seed: int = 0):
-        self.train_bits = train_bits
-        self.eval_bits = eval_bits
-        self.train_targets = np.asarray(train_targets, dtype=np.int64)
-        self.eval_targets = np.asarray(eval_targets, dtype=np.int64)
-        self.vocab_size = vocab_size
-        order = np.argsort(self.train_targets, kind="stable")
-        uniq, starts = np.unique(self.train_targets[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        self.positives = {int(c): order[s:e] for c, s, e in zip(uniq, starts, ends)}
-        self.seed = seed
-
-    def votes(self, cluster: int, conn: np.ndarray) -> np.ndarray:
-        """conn [P, n, b] candidates of one cluster -> votes [P, N_eval] int16."""
-        p, n, b = conn.shape
-        pos = self.positives.get(cluster)
-        if pos is None:
-            return np.zeros((p, len(self.eval_targets)), dtype=np.int16)
-        pos_addr = addresses(self.train_bits[pos], conn).reshape(len(pos), p * n).T       # [P*n, k]
-        ev_addr = addresses(self.eval_bits, conn).reshape(len(self.eval_targets), p * n).T  # [P*n, N]
-        hit = member(ev_addr, pos_addr, b).reshape(p, n, -1)
-        return hit.sum(axis=1, dtype=np.int16)
-
-    def baseline(self, clusters_conn: dict[int, np.ndarray]) -> Baseline:
-        """clusters_conn: logical id -> [n, b] for every cluster to consider."""
-        active = np.array(sorted(c for c in clusters_conn if c in self.positives), dtype=np.int64)
-        votes = np.zeros((len(self.eval_targets), len(active)), dtype=np.int16)
-        for j, c in enumerate(active):
-            votes[:, j] = self.votes(int(c), clusters_conn[int(c)][None])[0]
-        return Baseline(self.vocab_size, active, votes, {int(c): j for j, c in enumerate(active)})
-
-
-class ClusterFitness:
-    """Fitness of candidate connectivities for one cluster against a fixed baseline."""
-
-    def __init__(self, problem: SurrogateProblem, base: Baseline, cache: dict, mode: str, cluster: int):
-        if mode not in FITNESS_MODES:
-            raise ValueError(f"fitness must be one of {FITNESS_MODES}, got {mode!r}")
-        self.p, self.base, self.cache, self.mode, self.c = problem, base, cache, mode, cluster
-        self.is_pos = problem.eval_targets == cluster
-        if mode == "PENALIZE":
-            neg = np.nonzero(~self.is_pos)[0]
-            if len(neg) > 2000:
-                neg = np.sort(np.random.default_rng(problem.seed + cluster).choice(neg, 2000, replace=False))
-            self.neg = neg
-
-    def __call__(self, conn: np.ndarray) -> np.ndarray:
-        """conn [P, n, b] -> fitness [P] (higher is better)."""
-        votes = self.p.votes(self.c, conn).astype(np.float64)   # [P, N]
-        return score_votes(votes, self.mode, self.is_pos, self.base, self.cache, self.c,
-                           getattr(self, "neg", None), len(self.p.eval_targets))
-
-
-def score_votes(votes: np.ndarray, mode: str, is_pos: np.ndarray, base: Baseline, cache: dict, cluster: int,
-                neg: np.ndarray | None, n_eval: int) -> np.ndarray:
-    """The four fitness functions on candidate votes [P, N] of ``cluster``."""
-    if mode == "SIMPLE":
-        return (votes[:, is_pos].sum(axis=1) - votes[:, ~is_pos].sum(axis=1)) / max(1, n_eval)
-    if mode == "PENALIZE":
-        pos_mean = votes[:, is_pos].mean(axis=1) if is_pos.any() else np.zeros(len(votes))
-        neg_mean = votes[:, neg].mean(axis=1) if neg is not None and len(neg) else np.zeros(len(votes))
-        return pos_mean - neg_mean
-    if mode == "ACCURACY":
-        if not is_pos.any():
-            return np.zeros(len(votes))
-        best, best_id, second = cache["top2"]
-        other_max = np.where(best_id == cluster, second, best)[is_pos]     # best vote of any other cluster
-        return (votes[:, is_pos] > other_max[None, :]).mean(axis=1)
-    # CE: swap this cluster's baseline vote for the candidate's in the cached log-sum-exp
-    lse, target_vote = cache["lse"], cache["target_vote"]
-    old = base.vote_of(cluster).astype(np.float64)
-    new_lse = lse + np.log1p((np.exp(votes) - np.exp(old)[None, :]) / np.exp(lse)[None, :])
-    logit_t = np.where(is_pos[None, :], votes, target_vote[None, :])
-    return -(new_lse - logit_t).mean(axis=1)
+__all__ = ["FITNESS_MODES", "PCConfig", "per_cluster_optimise", "optimise_unit"]
 
 
 @dataclass
@@ -185,104 +34,119 @@ class PCConfig:
     seed: int = 42
 
 
+# ----------------------------------------------------------------------------- GA and TS operators
+def member_crossover(p1: np.ndarray, p2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A group's child takes each member cluster's neurons whole from one parent or the other."""
+    take = rng.random(len(p1)) < 0.5
+    return np.where(take[:, None, None], p1, p2)
+
+
+def neuron_cut_crossover(p1: np.ndarray, p2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A single cluster's child: one cut at a neuron boundary."""
+    n_neurons = p1.shape[1]
+    cut = int(rng.integers(1, n_neurons)) if n_neurons > 1 else 0
+    return np.concatenate([p1[:, :cut], p2[:, cut:]], axis=1)
+
+
+def entry_mutation(n_inputs: int):
+    """Each entry independently replaced by a random input bit with probability ``rate``."""
+    def mutate(child: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+        mask = rng.random(child.shape) < rate
+        return np.where(mask, rng.integers(0, n_inputs, size=child.shape), child)
+    return mutate
+
+
+def single_entry_draw(n_inputs: int):
+    """A neighbour changes one entry to a random input bit."""
+    def draw(current: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        pos = int(rng.integers(current.size))
+        return np.array([pos]), np.array([int(rng.integers(n_inputs))])
+    return draw
+
+
 def optimise_unit(fit_fns: list, start: np.ndarray, n_inputs: int, gens: int, pop: int, ts_iters: int,
                   cfg: PCConfig, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
-    """GA then TS over a unit of m clusters, genome [m, n, b]; fitness = mean over members.
-    Returns (best genome, its fitness, start fitness)."""
-    m = len(fit_fns)
+    """GA then TS over a unit of m clusters, genome [m, n, b]; fitness = mean over members, and the
+    engines minimise its negative. Returns (best genome, its fitness, start fitness)."""
+    def cost(genomes: np.ndarray) -> np.ndarray:  # [P, m, n, b] -> [P]
+        return -np.mean([f(genomes[:, i]) for i, f in enumerate(fit_fns)], axis=0)
 
-    def fitness(genomes: np.ndarray) -> np.ndarray:  # [P, m, n, b] -> [P]
-        return np.mean([f(genomes[:, i]) for i, f in enumerate(fit_fns)], axis=0)
+    if pop > 1:   # the start and random connectivities
+        first = np.concatenate([start[None], rng.integers(0, n_inputs, size=(pop - 1,) + start.shape)])
+    else:
+        first = start[None]
+    population = Population(first, cost(first))
+    start_cost = float(population.costs[0])
+    crossover = member_crossover if len(fit_fns) > 1 else neuron_cut_crossover
+    breeding = Breeding(pop, max(1, pop // 10), 2, cfg.mutation_rate, crossover, entry_mutation(n_inputs))
+    evolve(population, breeding, cost, gens, rng)
 
-    population = np.concatenate([start[None], rng.integers(0, n_inputs, size=(pop - 1,) + start.shape)]) if pop > 1 else start[None]
-    fit = fitness(population)
-    start_fit = float(fit[0])
-    elite_n = max(1, pop // 10)
-    n_neurons = start.shape[1]
-    for _ in range(gens):
-        order = np.argsort(-fit, kind="stable")
-        elite = population[order[:elite_n]]
-        kids = []
-        for _ in range(pop - elite_n):
-            a, b = (rng.choice(pop, 2, replace=False) if pop >= 2 else (0, 0))
-            p1 = population[a] if fit[a] >= fit[b] else population[b]
-            a, b = (rng.choice(pop, 2, replace=False) if pop >= 2 else (0, 0))
-            p2 = population[a] if fit[a] >= fit[b] else population[b]
-            if m > 1:   # groups: uniform crossover per member cluster
-                take = rng.random(m) < 0.5
-                child = np.where(take[:, None, None], p1, p2)
-            else:       # one cluster: single cut at a neuron boundary
-                cut = int(rng.integers(1, n_neurons)) if n_neurons > 1 else 0
-                child = np.concatenate([p1[:, :cut], p2[:, cut:]], axis=1)
-            mask = rng.random(child.shape) < cfg.mutation_rate
-            child = np.where(mask, rng.integers(0, n_inputs, size=child.shape), child)
-            kids.append(child)
-        if kids:
-            kids_arr = np.stack(kids)
-            population = np.concatenate([elite, kids_arr])
-            fit = np.concatenate([fit[order[:elite_n]], fitness(kids_arr)])
-    i = int(np.argmax(fit))
-    best, best_fit = population[i].copy(), float(fit[i])
+    walk = Walk(population.best, population.best_cost)
+    hood = Neighbourhood(cfg.ts_neighbors, deque(maxlen=cfg.tabu_tenure), 0.0, single_entry_draw(n_inputs))
+    tabu_walk(walk, hood, cost, ts_iters, rng)
+    return walk.best, -walk.best_cost, -start_cost
 
-    current, tabu = best.copy(), deque(maxlen=cfg.tabu_tenure)
-    flat_size = current.size
-    for _ in range(ts_iters):
-        cands, moves = [], []
-        for _ in range(cfg.ts_neighbors):
-            pos = int(rng.integers(flat_size))
-            old = int(current.reshape(-1)[pos])
-            new = int(rng.integers(n_inputs))
-            if any(pos == t_pos and old == t_new for t_pos, t_new in tabu):
-                continue
-            nb = current.copy()
-            nb.reshape(-1)[pos] = new
-            cands.append(nb)
-            moves.append((pos, new))
-        if not cands:
-            continue
-        f = fitness(np.stack(cands))
-        j = int(np.argmax(f))
-        current = cands[j]
-        tabu.append(moves[j])
-        if f[j] > best_fit:
-            best, best_fit = current.copy(), float(f[j])
-    return best, best_fit, start_fit
+
+# ----------------------------------------------------------------------------- clusters, tiers, passes
+class ClusterConnectivity:
+    """The per-tier connectivity arrays (copies), read and written one cluster at a time."""
+
+    def __init__(self, tiers: list[Tier], connectivity: list[np.ndarray]):
+        self.tiers = tiers
+        self.arrays = [c.copy() for c in connectivity]
+
+    def of(self, logical: int) -> np.ndarray:
+        """The [neurons, bits] rows of the cluster at a logical position (a view: writable)."""
+        t = next(t for t in self.tiers if t.start <= logical < t.end)
+        k = logical - t.start
+        return self.arrays[t.index][k * t.neurons:(k + 1) * t.neurons]
+
+
+def tier_budget(tier: Tier, n_tiers: int, gens: int, ts_iters: int, group_size: int) -> tuple[int, int, int]:
+    """(GA generations, TS iterations, clusters per unit) for one tier: a third per tier down, at
+    least 5; groups in tier 0, half-size groups in tier 1, single clusters below."""
+    if n_tiers > 1:
+        gens, ts_iters = max(5, int(gens / 3 ** tier.index)), max(5, int(ts_iters / 3 ** tier.index))
+    group = group_size if tier.index == 0 else max(1, group_size // 2) if tier.index == 1 else 1
+    return gens, ts_iters, group
+
+
+def optimise_tier(tier: Tier, conn: ClusterConnectivity, problem: SurrogateProblem, n_inputs: int, cfg: PCConfig,
+                  budget: tuple[int, int, int], pass_index: int, stats: dict) -> int:
+    """One tier's active clusters, unit by unit, against the baseline of every cluster's current
+    votes. Returns the number of active clusters."""
+    gens, ts_iters, group = budget
+    voters = {c: conn.of(c) for t in conn.tiers for c in range(t.start, t.end) if c in problem.positives}
+    base = problem.baseline(voters)
+    cache = problem.scoring_cache(base)
+    active = [c for c in range(tier.start, tier.end) if c in problem.positives]
+    for u in range(0, len(active), group):
+        members = active[u:u + group]
+        rng = np.random.default_rng(cfg.seed + pass_index * 1_000_003 + members[0])
+        fns = [ClusterFitness(problem, base, cache, cfg.fitness, c) for c in members]
+        start = np.stack([conn.of(c) for c in members])
+        best, best_fit, start_fit = optimise_unit(fns, start, n_inputs, gens, cfg.population, ts_iters, cfg, rng)
+        stats["clusters_optimised"] += len(members)
+        if best_fit > start_fit:   # keep the current connectivity unless strictly better
+            stats["clusters_improved"] += len(members)
+            stats["fitness_gain_sum"] += best_fit - start_fit
+            for c, g in zip(members, best):
+                conn.of(c)[:] = g
+    return len(active)
 
 
 def per_cluster_optimise(tiers: list[Tier], connectivity: list[np.ndarray], problem: SurrogateProblem,
                          n_inputs: int, cfg: PCConfig, log=None) -> tuple[list[np.ndarray], dict]:
     """Optimise every active cluster's neurons; returns new per-tier connectivity and stats."""
-    conn = [c.copy() for c in connectivity]
-
-    def cluster_conn(logical: int) -> np.ndarray:
-        t = next(t for t in tiers if t.start <= logical < t.end)
-        k = logical - t.start
-        return conn[t.index][k * t.neurons:(k + 1) * t.neurons]
-
+    conn = ClusterConnectivity(tiers, connectivity)
     stats = {"clusters_optimised": 0, "clusters_improved": 0, "fitness_gain_sum": 0.0}
     gens, ts_iters = cfg.generations, cfg.ts_iterations
     for p in range(cfg.iterative_passes):
         for tier in tiers:
-            all_conn = {c: cluster_conn(c) for t in tiers for c in range(t.start, t.end) if c in problem.positives}
-            base = problem.baseline(all_conn)
-            cache = {"lse": base.lse(), "top2": base.top2(), "target_vote": base.target_votes(problem.eval_targets)}
-            g_k = max(5, int(gens / 3 ** tier.index)) if len(tiers) > 1 else gens
-            ts_k = max(5, int(ts_iters / 3 ** tier.index)) if len(tiers) > 1 else ts_iters
-            group = cfg.group_size if tier.index == 0 else max(1, cfg.group_size // 2) if tier.index == 1 else 1
-            active = [c for c in range(tier.start, tier.end) if c in problem.positives]
-            for u in range(0, len(active), group):
-                members = active[u:u + group]
-                rng = np.random.default_rng(cfg.seed + p * 1_000_003 + members[0])
-                fns = [ClusterFitness(problem, base, cache, cfg.fitness, c) for c in members]
-                start = np.stack([cluster_conn(c) for c in members])
-                best, best_fit, start_fit = optimise_unit(fns, start, n_inputs, g_k, cfg.population, ts_k, cfg, rng)
-                stats["clusters_optimised"] += len(members)
-                if best_fit > start_fit:   # keep the current connectivity unless strictly better
-                    stats["clusters_improved"] += len(members)
-                    stats["fitness_gain_sum"] += best_fit - start_fit
-                    for c, g in zip(members, best):
-                        cluster_conn(c)[:] = g
+            budget = tier_budget(tier, len(tiers), gens, ts_iters, cfg.group_size)
+            n_active = optimise_tier(tier, conn, problem, n_inputs, cfg, budget, p, stats)
             if log:
-                log(f"PC pass {p} tier {tier.index}: {len(active)} active clusters, {stats['clusters_improved']} improved so far")
-        gens, ts_iters = max(1, gens // 2), max(1, ts_iters // 2)
-    return conn, stats
+                log(f"PC pass {p} tier {tier.index}: {n_active} active clusters, "
+                    f"{stats['clusters_improved']} improved so far")
+        gens, ts_iters = max(1, gens // 2), max(1, ts_iters // 2)   # later passes refine with less
+    return conn.arrays, stats

@@ -1,5 +1,6 @@
-"""Joint connectivity search (spec §8.2-§8.4): genetic algorithm, tabu search, early stopping and
-the overfitting monitor with its diversity modes.
+"""Tier-level connectivity search: the GA and the TS of engines.py over the whole model's
+connectivity, with early stopping and the overfitting monitor's diversity modes. See
+docs/studies/ramlm.md, 'Connectivity optimisation'.
 
 A genome is the whole model's connectivity flattened tier after tier (the layout of
 ``TieredMemory.connectivity_flat``); ``neuron_offsets`` marks where each neuron's slice starts, so
@@ -8,97 +9,21 @@ callable over a batch of genomes, so candidates are evaluated together by the na
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from workloads.ramlm.engines import Breeding, Neighbourhood, Population, Walk, evolve, tabu_walk
+from workloads.ramlm.stopping import EarlyStopper, Log, OverfittingMonitor, Supervisor
+
 BatchFitness = Callable[[np.ndarray], np.ndarray]   # [K, L] int64 -> [K] CE
-Log = Callable[[str], None]
 
-
-# ----------------------------------------------------------------------------- early stopping
-class EarlyStopper:
-    """Every ``check_every`` steps: PPL improvement since the last successful check, in percent;
-    below ``threshold_pct`` counts against ``patience``; stop once the count exceeds it."""
-
-    def __init__(self, start_ce: float, threshold_pct: float, patience: int, check_every: int = 5):
-        self.ref_ce = start_ce
-        self.threshold_pct = threshold_pct
-        self.patience = patience
-        self.check_every = check_every
-        self.failures = 0
-
-    def due(self, step: int) -> bool:
-        return step > 0 and step % self.check_every == 0
-
-    def check(self, best_ce: float) -> bool:
-        """True = stop."""
-        ref, best = math.exp(self.ref_ce), math.exp(best_ce)
-        improvement = (ref - best) / ref * 100.0
-        if improvement >= self.threshold_pct:
-            self.failures = 0
-            self.ref_ce = best_ce
-        else:
-            self.failures += 1
-        return self.failures > self.patience
-
-
-# ----------------------------------------------------------------------------- overfitting monitor
-@dataclass
-class OverfittingMonitor:
-    """ratio = CE_dev / CE_eval of the current best; delta% against ``baseline_ratio``.
-    delta > critical: stop (severe diversity during the grace period); > severe: severe diversity;
-    > warning: mild; <= healthy: leave diversity; in between: keep the current mode."""
-
-    dev_ce: Callable[[np.ndarray], float]
-    baseline_ratio: float
-    grace_checks: int = 1
-    healthy_pct: float = -1.0
-    warning_pct: float = 0.0
-    severe_pct: float = 1.0
-    critical_pct: float = 3.0
-    mode: str = "none"
-    checks: int = 0
-    history: list = field(default_factory=list)
-
-    def check(self, genome: np.ndarray, eval_ce: float) -> bool:
-        """Update the mode; True = stop the search."""
-        self.checks += 1
-        dev = self.dev_ce(genome)
-        ratio = dev / eval_ce if eval_ce > 0 else 1.0
-        delta = (ratio - self.baseline_ratio) / self.baseline_ratio * 100.0
-        stop = False
-        if delta > self.critical_pct:
-            if self.checks <= self.grace_checks + 1:
-                self.mode = "severe"
-            else:
-                stop = True
-        elif delta > self.severe_pct:
-            self.mode = "severe"
-        elif delta > self.warning_pct:
-            self.mode = "mild"
-        elif delta <= self.healthy_pct:
-            self.mode = "none"
-        self.history.append({"check": self.checks, "dev_ce": dev, "eval_ce": eval_ce, "delta_pct": delta,
-                             "mode": self.mode, "stop": stop})
-        return stop
-
-
-def periodic_check(stopper: "EarlyStopper", monitor: "OverfittingMonitor | None", step: int,
-                   best: np.ndarray, best_ce: float, mode: str) -> tuple[str | None, str]:
-    """The every-N-steps check GA and TS share: (stop reason or None, diversity mode to use next)."""
-    if not stopper.due(step):
-        return None, mode
-    if stopper.check(best_ce):
-        return "early_stop", mode
-    if monitor is None:
-        return None, mode
-    if monitor.check(best, best_ce):
-        return "overfitting", mode
-    return None, monitor.mode
+# diversity mode -> factor on the GA's population and mutation rate
+GA_DIVERSITY = {"none": 1.0, "mild": 1.5, "severe": 2.0}
+# diversity mode -> (factor on the TS's neighbours and mutation rate, least tabu length)
+TS_DIVERSITY = {"none": (1, 0), "mild": (2, 10), "severe": (3, 15)}
 
 
 @dataclass
@@ -112,17 +37,6 @@ class SearchResult:
     history: list = field(default_factory=list)
 
 
-def mutate(genome: np.ndarray, rate: float, n_inputs: int, rng: np.random.Generator) -> np.ndarray:
-    """Each entry independently replaced by a uniform random input bit with probability ``rate``."""
-    child = genome.copy()
-    n = int(rng.binomial(genome.size, min(1.0, rate)))
-    if n:
-        idx = rng.choice(genome.size, size=n, replace=False) if n < genome.size // 4 else np.nonzero(rng.random(genome.size) < rate)[0]
-        child[idx] = rng.integers(0, n_inputs, size=idx.size)
-    return child
-
-
-# ----------------------------------------------------------------------------- genetic algorithm
 @dataclass
 class GAConfig:
     population: int = 20
@@ -137,79 +51,6 @@ class GAConfig:
     seed: int = 42
 
 
-def genetic_algorithm(start: np.ndarray, fitness: BatchFitness, neuron_offsets: np.ndarray, n_inputs: int,
-                      cfg: GAConfig, start_ce: float | None = None, monitor: OverfittingMonitor | None = None,
-                      log: Log | None = None) -> SearchResult:
-    rng = np.random.default_rng(cfg.seed)
-    base_pop, base_rate = cfg.population, cfg.mutation_rate
-    pop_size, rate = base_pop, base_rate
-    elite_n = cfg.elitism if cfg.elitism is not None else max(2, base_pop // 10)
-    evaluations = 0
-
-    others = np.stack([mutate(start, 10 * rate, n_inputs, rng) for _ in range(pop_size - 1)]) if pop_size > 1 else np.empty((0, start.size), start.dtype)
-    if start_ce is None:
-        ce0 = fitness(start[None, :])
-        start_ce = float(ce0[0])
-        evaluations += 1
-    ce_others = fitness(others) if len(others) else np.empty(0)
-    evaluations += len(others)
-    population = np.concatenate([start[None, :], others])
-    ce = np.concatenate([[start_ce], ce_others])
-    best_i = int(np.argmin(ce))
-    best, best_ce = population[best_i].copy(), float(ce[best_i])
-    stopper = EarlyStopper(best_ce, cfg.threshold_pct, cfg.patience, cfg.check_every)
-    history = [{"step": 0, "best_ce": best_ce, "mode": "none", "population": pop_size}]
-    mode, reason, gen = "none", "max_steps", 0
-
-    def tournament() -> int:
-        k = min(cfg.tournament, len(population))
-        picks = rng.choice(len(population), size=k, replace=False)
-        return int(picks[np.argmin(ce[picks])])
-
-    neurons = len(neuron_offsets)
-    for gen in range(1, cfg.generations + 1):
-        order = np.argsort(ce, kind="stable")
-        elite_idx = order[:min(elite_n, pop_size)]
-        children = []
-        for _ in range(pop_size - len(elite_idx)):
-            p1, p2 = population[tournament()], population[tournament()]
-            if neurons > 1 and rng.random() < cfg.crossover_rate:
-                cut = int(neuron_offsets[rng.integers(1, neurons)])
-                child = np.concatenate([p1[:cut], p2[cut:]])
-            else:
-                child = p1.copy()
-            children.append(mutate(child, rate, n_inputs, rng))
-        child_arr = np.stack(children) if children else np.empty((0, start.size), start.dtype)
-        child_ce = fitness(child_arr) if len(child_arr) else np.empty(0)
-        evaluations += len(child_arr)
-        population = np.concatenate([population[elite_idx], child_arr])
-        ce = np.concatenate([ce[elite_idx], child_ce])
-        i = int(np.argmin(ce))
-        if ce[i] < best_ce:
-            best, best_ce = population[i].copy(), float(ce[i])
-        history.append({"step": gen, "best_ce": best_ce, "mode": mode, "population": pop_size})
-        if log:
-            log(f"GA gen {gen}: best CE {best_ce:.5f} (pop {pop_size}, mode {mode})")
-        stop, next_mode = periodic_check(stopper, monitor, gen, best, best_ce, mode)
-        if stop:
-            reason = stop
-            break
-        if next_mode != mode:
-            mode = next_mode
-            factor = {"none": 1.0, "mild": 1.5, "severe": 2.0}[mode]
-            pop_size, rate = max(2, int(round(base_pop * factor))), base_rate * factor
-            if len(population) < pop_size:  # grow with mutations of the best at 5x the rate
-                extra = np.stack([mutate(best, 5 * rate, n_inputs, rng) for _ in range(pop_size - len(population))])
-                extra_ce = fitness(extra)
-                evaluations += len(extra)
-                population, ce = np.concatenate([population, extra]), np.concatenate([ce, extra_ce])
-            elif len(population) > pop_size:  # leaving diversity: keep the best
-                keep = np.argsort(ce, kind="stable")[:pop_size]
-                population, ce = population[keep], ce[keep]
-    return SearchResult(best, best_ce, float(start_ce), gen, evaluations, reason, history)
-
-
-# ----------------------------------------------------------------------------- tabu search
 @dataclass
 class TSConfig:
     iterations: int = 10
@@ -222,6 +63,92 @@ class TSConfig:
     seed: int = 42
 
 
+def mutate(genome: np.ndarray, rate: float, n_inputs: int, rng: np.random.Generator) -> np.ndarray:
+    """Each entry independently replaced by a uniform random input bit with probability ``rate``."""
+    child = genome.copy()
+    n = int(rng.binomial(genome.size, min(1.0, rate)))
+    if n:
+        small = n < genome.size // 4   # few changes: draw their places; many: one coin per entry
+        idx = rng.choice(genome.size, size=n, replace=False) if small else np.nonzero(rng.random(genome.size) < rate)[0]
+        child[idx] = rng.integers(0, n_inputs, size=idx.size)
+    return child
+
+
+def neuron_crossover(neuron_offsets: np.ndarray, rate: float):
+    """With probability ``rate``, one cut at a random neuron boundary; otherwise a copy of parent 1."""
+    neurons = len(neuron_offsets)
+
+    def cross(p1: np.ndarray, p2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if neurons > 1 and rng.random() < rate:
+            cut = int(neuron_offsets[rng.integers(1, neurons)])
+            return np.concatenate([p1[:cut], p2[cut:]])
+        return p1.copy()
+    return cross
+
+
+def first_generation(start: np.ndarray, fitness: BatchFitness, n_inputs: int, cfg: GAConfig,
+                     start_ce: float | None, rng: np.random.Generator) -> tuple[Population, float]:
+    """The start and mutations of it at ten times the rate; the start is evaluated only when its CE
+    was not handed over. Returns the population and the start's CE."""
+    if cfg.population > 1:
+        others = np.stack([mutate(start, 10 * cfg.mutation_rate, n_inputs, rng) for _ in range(cfg.population - 1)])
+    else:
+        others = np.empty((0, start.size), start.dtype)
+    evaluations = len(others)
+    if start_ce is None:
+        start_ce = float(fitness(start[None, :])[0])
+        evaluations += 1
+    others_ce = fitness(others) if len(others) else np.empty(0)
+    population = Population(np.concatenate([start[None, :], others]), np.concatenate([[start_ce], others_ce]),
+                            evaluations)
+    return population, float(start_ce)
+
+
+def genetic_algorithm(start: np.ndarray, fitness: BatchFitness, neuron_offsets: np.ndarray, n_inputs: int,
+                      cfg: GAConfig, start_ce: float | None = None, monitor: OverfittingMonitor | None = None,
+                      log: Log | None = None) -> SearchResult:
+    rng = np.random.default_rng(cfg.seed)
+    population, start_ce = first_generation(start, fitness, n_inputs, cfg, start_ce, rng)
+    elite = cfg.elitism if cfg.elitism is not None else max(2, cfg.population // 10)
+    breeding = Breeding(cfg.population, elite, cfg.tournament, cfg.mutation_rate,
+                        neuron_crossover(neuron_offsets, cfg.crossover_rate),
+                        lambda child, rate, r: mutate(child, rate, n_inputs, r))
+
+    def adapt(mode: str) -> None:
+        factor = GA_DIVERSITY[mode]
+        breeding.size = max(2, int(round(cfg.population * factor)))
+        breeding.rate = cfg.mutation_rate * factor
+        missing = breeding.size - len(population.genomes)
+        if missing > 0:    # grow with mutations of the best at 5x the rate
+            population.grow(np.stack([mutate(population.best, 5 * breeding.rate, n_inputs, rng)
+                                      for _ in range(missing)]), fitness)
+        elif missing < 0:  # leaving diversity: keep the best
+            population.shrink(breeding.size)
+
+    stopper = EarlyStopper(population.best_cost, cfg.threshold_pct, cfg.patience, cfg.check_every)
+    sup = Supervisor(stopper, monitor, adapt, log)
+    sup.record({"step": 0, "best_ce": population.best_cost, "mode": "none", "population": breeding.size})
+
+    def after(gen: int) -> str | None:
+        best_ce, size = population.best_cost, breeding.size
+        sup.record({"step": gen, "best_ce": best_ce, "mode": sup.mode, "population": size},
+                   f"GA gen {gen}: best CE {best_ce:.5f} (pop {size}, mode {sup.mode})")
+        return sup.check(gen, population.best, best_ce)
+
+    steps, reason = evolve(population, breeding, fitness, cfg.generations, rng, after)
+    return SearchResult(population.best, population.best_cost, start_ce, steps, population.evaluations,
+                        reason or "max_steps", sup.history)
+
+
+def multi_entry_draw(n_inputs: int):
+    """A neighbour changes about ``rate`` of the entries, at least one, to random input bits."""
+    def draw(current: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        n = max(1, int(rng.binomial(current.size, min(1.0, rate))))
+        idx = np.unique(rng.integers(0, current.size, size=n))
+        return idx, rng.integers(0, n_inputs, size=idx.size)
+    return draw
+
+
 def tabu_search(start: np.ndarray, fitness: BatchFitness, n_inputs: int, cfg: TSConfig,
                 start_ce: float | None = None, monitor: OverfittingMonitor | None = None,
                 log: Log | None = None) -> SearchResult:
@@ -231,47 +158,26 @@ def tabu_search(start: np.ndarray, fitness: BatchFitness, n_inputs: int, cfg: TS
     if start_ce is None:
         start_ce = float(fitness(start[None, :])[0])
         evaluations += 1
-    current, current_ce = start.copy(), float(start_ce)
-    best, best_ce = current.copy(), current_ce
-    n_neighbors, rate, tabu_len = cfg.neighbors, cfg.mutation_rate, cfg.tabu_size
-    tabu: deque = deque(maxlen=tabu_len)
-    stopper = EarlyStopper(best_ce, cfg.threshold_pct, cfg.patience, cfg.check_every)
-    history = [{"step": 0, "best_ce": best_ce, "current_ce": current_ce, "mode": "none"}]
-    mode, reason, it = "none", "max_steps", 0
-    for it in range(1, cfg.iterations + 1):
-        cands, moves = [], []
-        for _ in range(n_neighbors):
-            n = max(1, int(rng.binomial(current.size, min(1.0, rate))))  # at least one change
-            idx = np.unique(rng.integers(0, current.size, size=n))
-            new_vals = rng.integers(0, n_inputs, size=idx.size)
-            last = (int(idx[-1]), int(current[idx[-1]]), int(new_vals[-1]))  # the recorded move
-            if any(last[0] == t_idx and last[1] == t_new for t_idx, _, t_new in tabu):
-                continue
-            nb = current.copy()
-            nb[idx] = new_vals
-            cands.append(nb)
-            moves.append(last)
-        if not cands:
-            history.append({"step": it, "best_ce": best_ce, "current_ce": current_ce, "mode": mode})
-            continue
-        ce = fitness(np.stack(cands))
-        evaluations += len(cands)
-        i = int(np.argmin(ce))
-        current, current_ce = cands[i], float(ce[i])   # always move, even to a worse neighbour
-        tabu.append(moves[i])
-        if current_ce < best_ce:
-            best, best_ce = current.copy(), current_ce
-        history.append({"step": it, "best_ce": best_ce, "current_ce": current_ce, "mode": mode})
-        if log:
-            log(f"TS iter {it}: current {current_ce:.5f} best {best_ce:.5f} ({len(cands)} neighbours, mode {mode})")
-        stop, next_mode = periodic_check(stopper, monitor, it, best, best_ce, mode)
-        if stop:
-            reason = stop
-            break
-        if next_mode != mode:
-            mode = next_mode
-            f, tmin = {"none": (1, 0), "mild": (2, 10), "severe": (3, 15)}[mode]
-            n_neighbors, rate = cfg.neighbors * f, cfg.mutation_rate * f
-            tabu_len = cfg.tabu_size if f == 1 else max(f * cfg.tabu_size, tmin)
-            tabu = deque(tabu, maxlen=tabu_len)
-    return SearchResult(best, best_ce, float(start_ce), it, evaluations, reason, history)
+    walk = Walk(start, start_ce, evaluations=evaluations)
+    hood = Neighbourhood(cfg.neighbors, deque(maxlen=cfg.tabu_size), cfg.mutation_rate, multi_entry_draw(n_inputs))
+
+    def adapt(mode: str) -> None:
+        factor, least_tabu = TS_DIVERSITY[mode]
+        hood.size, hood.rate = cfg.neighbors * factor, cfg.mutation_rate * factor
+        hood.tabu = deque(hood.tabu, maxlen=cfg.tabu_size if factor == 1 else max(factor * cfg.tabu_size, least_tabu))
+
+    sup = Supervisor(EarlyStopper(walk.best_cost, cfg.threshold_pct, cfg.patience, cfg.check_every), monitor, adapt, log)
+    sup.record({"step": 0, "best_ce": walk.best_cost, "current_ce": walk.current_cost, "mode": "none"})
+
+    def after(it: int, evaluated: int) -> str | None:
+        row = {"step": it, "best_ce": walk.best_cost, "current_ce": walk.current_cost, "mode": sup.mode}
+        if not evaluated:     # every neighbour was tabu: nothing moved, nothing to check
+            sup.record(row)
+            return None
+        sup.record(row, f"TS iter {it}: current {walk.current_cost:.5f} best {walk.best_cost:.5f} "
+                        f"({evaluated} neighbours, mode {sup.mode})")
+        return sup.check(it, walk.best, walk.best_cost)
+
+    steps, reason = tabu_walk(walk, hood, fitness, cfg.iterations, rng, after)
+    return SearchResult(walk.best, walk.best_cost, float(start_ce), steps, walk.evaluations, reason or "max_steps",
+                        sup.history)

@@ -1,4 +1,5 @@
-"""Tier specifications and the token <-> cluster mapping (spec §6).
+"""Tier specifications, the one place they are parsed, and the token <-> cluster mapping. See
+docs/studies/ramlm.md, 'Tiered architecture'.
 
 The memory stores clusters in *logical* order: tier 0's clusters first. ``cluster_order[L]`` is
 the token id of logical position L. By default that order is by descending train frequency
@@ -109,6 +110,11 @@ def parse_tiers(spec: str, vocab_size: int) -> list[Tier]:
 def uniform_tiers(vocab_size: int, neurons: int, bits: int) -> list[Tier]:
     """The uniform model is the one-tier special case."""
     return parse_tiers(f"rest,{neurons},{bits}", vocab_size)
+
+
+def model_tiers(spec: str, vocab_size: int, neurons: int, bits: int) -> list[Tier]:
+    """A trial's tiers: the spec if given, else the uniform model of ``neurons`` x ``bits``."""
+    return parse_tiers(spec, vocab_size) if spec.strip() else uniform_tiers(vocab_size, neurons, bits)
 
 
 def format_tiers(tiers: list[Tier]) -> str:

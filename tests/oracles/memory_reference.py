@@ -1,8 +1,10 @@
-"""numpy reference for the native RAM-neuron memory (``native.TieredMemory``).
+"""numpy reference for the native RAM-neuron memory (``native.TieredMemory``): the oracle of
+tests/native and of the RAM-LM workload's ``backend='reference'`` test.
 
 Same API and the same semantics as native/API.md, written for clarity rather than speed (it is
 the baseline of tests/benchmarks/bench_native.py). Tests check that both produce the same cells,
-counts, scores and saved bytes.
+counts, scores and saved bytes. It lives with the tests, not in the workload package: production
+runs use the native memory only.
 
 Storage: a tier is either a dense ``int8 [neurons, 2^bits]`` array of public cell codes (used
 when it is small) or two parallel sorted arrays of keys ``neuron << key_bits | address`` and
@@ -61,7 +63,8 @@ class SplitMix64:
 
 
 def init_connectivity(neurons: int, bits: int, total_input_bits: int, seed: int = 0) -> np.ndarray:
-    """"Guaranteed coverage" connectivity (spec §3), identical to the native one for a seed."""
+    """"Guaranteed coverage" connectivity, identical to the native one for a seed (see
+    docs/studies/ramlm.md, 'Architecture')."""
     neurons, bits, t = int(neurons), int(bits), int(total_input_bits)
     if neurons < 0:
         raise ValueError(f"neurons must be >= 0, got {neurons}")

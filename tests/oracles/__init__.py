@@ -1,0 +1,1 @@
+"""Independent reference implementations that tests compare production code against."""
