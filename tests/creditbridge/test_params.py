@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import grid, params, spec
+from orchestrator.rows import arrow_type, cell
 from orchestrator.store import artifact_table
 from orchestrator.interface import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
@@ -196,7 +197,7 @@ def test_every_study_config_validates_at_every_scale(name):
 # ---------------------------------------------------------------- metrics and the per-layer table
 def column_type_ok(model, name: str, value) -> bool:
     """Whether ``value`` fits the column the model declares for ``name`` (raises if it does not)."""
-    params.cell(value, params.arrow_type(model.model_fields[name].annotation))
+    cell(value, arrow_type(model.model_fields[name].annotation))
     return True
 
 

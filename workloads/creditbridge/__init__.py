@@ -1,6 +1,6 @@
 """Credit assignment without backprop across blocks (seed 004): BP, DFA, FA, state bridge (SB) and
 credit bridge (CB) on block networks, with the credit metrics Gamma (cosine with the true gradient)
-and rho (perturbation correlation). Spec: credit-bridge.md; design choices: README.md here."""
+and rho (perturbation correlation). Method, metrics and studies: docs/studies/credit-bridge.md."""
 from __future__ import annotations
 
 from typing import Any

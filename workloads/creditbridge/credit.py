@@ -5,7 +5,8 @@ random matrices; SB the gradient of the loss through a learned state predictor P
 CB the gradient of a learned scalar value net V(h_l, t_l, s). SB and CB learn "on the side" from
 every training batch (``learn``). All randomness comes from generators seeded by the trial, and
 everything a source draws or learns is in its ``state_dict`` (saved with the trial's checkpoint:
-re-drawing DFA matrices after a resume would silently change the method).
+re-drawing DFA matrices after a resume would silently change the method). Formulas:
+docs/studies/credit-bridge.md, 'Credit sources'.
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ class DFACredit(CreditSource):
 
 
 class FACredit(CreditSource):
-    """Feedback alignment in the spec's simple form: a_L = B_L e_T (B_L: d x C, like DFA), then
+    """Feedback alignment in its simplest chain form: a_L = B_L e_T (B_L: d x C, like DFA), then
     a_l = B_l a_{l+1} with fixed random d x d matrices (entries N(0, 1/d))."""
 
     def __init__(self, width: int, depth: int, n_classes: int, gen: torch.Generator, std: float | None = None,

@@ -1,4 +1,4 @@
-"""Credit-quality metrics on a held-out batch (spec credit-bridge.md §2).
+"""Credit-quality metrics on a held-out batch (docs/studies/credit-bridge.md, 'Metrics').
 
 Gamma_l  mean over samples of cos(a_l, g_l), g_l the true per-sample gradient dl/dh_l of the
          current network; cosine written out by hand in fp32 (no eps clamp: a zero vector gives NaN,

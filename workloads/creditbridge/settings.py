@@ -1,7 +1,7 @@
 """Config keys of the credit-bridge workload: their types, defaults, ranges and checks.
 
 A trial config is flat. Keys not declared here are rejected (a typo must not silently fall back to
-a default). Defaults are the seed's main-run settings (spec credit-bridge.md); the task-dependent
+a default). Defaults are the seed's main-run settings (docs/studies/credit-bridge.md); the task-dependent
 ones (width, sizes, schedule) default to None and are filled in for the task before the config is
 used, so a row records the values the trial actually ran with.
 """
@@ -55,7 +55,8 @@ class Settings(overnight_params.Params):
     lr_schedule: Literal["constant", "cosine"] | None = param(
         None, "learning-rate schedule; None: constant (synthetic), cosine (cifar10)")
     credit_eps: float = param(1e-6, "a <- a / (RMS(a) + credit_eps), per sample", ge=0.0)
-    # --- credit models (SB predictor, CB value net) [PROPOSAL constants]
+    # --- credit models (SB predictor, CB value net); our reconstruction: docs/studies/credit-bridge.md,
+    #     'Design choices'
     cond: Literal["eT", "deltaL", "eT+proj", "deltaL+proj"] = param("eT", "conditioning code s of the credit model")
     tgw: float = param(1.0, "CB terminal gradient-matching weight", ge=0.0)
     gm_norm: Literal["batch", "unit"] = param(

@@ -1,6 +1,7 @@
 """Data for the credit-bridge workload: the synthetic teacher-student ladder and CIFAR-10.
 
-Synthetic task (the seed says only "teacher-student classification"; the rest is [PROPOSAL]):
+Synthetic task (the seed says only "teacher-student classification"; the rest is our construction,
+docs/studies/credit-bridge.md, 'Synthetic teacher'):
 x ~ N(0, I_d); teacher h_{l+1} = phi_alpha(W_l h_l / sqrt(d)), W_l ~ N(0, 1), l = 0..L-1;
 y = argmax(U h_L + b) with U ~ N(0, 1) (C x d) and per-class offsets b chosen on the training inputs
 so that classes come out roughly uniform (the offsets keep the teacher a fixed function; resampling

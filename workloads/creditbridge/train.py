@@ -4,17 +4,20 @@ Training of every non-BP method is the block-local rule: each block's output F_l
 detached) is pushed along -a_l by the surrogate <F_l(h_{l-1}), a_l / RMS(a_l)>, and the head is
 trained with the exact CE gradient on the detached h_L. BP trains end to end. SB and CB update their
 credit model once per step on the same batch; during the first ``wr`` (CB) / ``sb_wr`` (SB) fraction
-of the training steps the forward net uses DFA credit instead.
+of the training steps the forward net uses DFA credit instead (docs/studies/credit-bridge.md,
+'Block-local training' and 'DFA warm-up').
 
 Determinism: parameters are drawn right after ``torch.manual_seed(seed)``; DFA/FA matrices and the
 projection of h_L from a generator seeded by the trial seed; the batch order and the bridge noise
 of epoch e from generators seeded by (seed, e). A trial resumed from its end-of-epoch checkpoint
-therefore continues exactly as if it had not stopped.
+therefore continues exactly as if it had not stopped (docs/studies/credit-bridge.md, 'Determinism
+and resume').
 """
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -121,35 +124,46 @@ class Trainer:
         return self.cfg.lr
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Generator) -> tuple[float, dict]:
+        """One optimiser step on a batch: the mean loss and the credit model's losses (SB/CB)."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
+        loss, side = self.backprop(x, y) if self.cfg.method == "bp" else self.block_local(x, y, noise)
+        self.step += 1
+        return loss, side
+
+    def backprop(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict]:
+        loss = F.cross_entropy(self.net(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach()), {}
+
+    def block_local(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Generator) -> tuple[float, dict]:
+        """Each block pushed along its RMS-normalised credit by <F_l(h_{l-1}), a_l>, the head by the
+        exact CE gradient on the detached h_L (docs/studies/credit-bridge.md, 'Block-local training')."""
         net = self.net
-        if self.cfg.method == "bp":
-            loss = F.cross_entropy(net(x), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            return float(loss.detach()), {}
         outs = net.block_outputs(x)
         states = [x if outs[0] is None else outs[0].detach()] + [o.detach() for o in outs[1:]]
         logits = net.head(states[-1])
         loss_vec = F.cross_entropy(logits, y, reduction="none")
         batch = Batch(x, y, torch.stack(states), logits.detach(), loss_vec.detach(), self.cfg.n_classes)
-        side: dict[str, float] = {}
-        if self.source.learns:  # the credit model learns every step, also during the DFA warm-up
-            credit, side = self.source.learn(net, batch, noise)
-        if self.warm is not None and self.step < self.warm_steps:
-            credit = self.warm.credits(net, batch)
-        elif not self.source.learns:
-            credit = self.source.credits(net, batch)
+        credit, side = self.step_credit(batch, noise)
         a_hat = rms_normalize(credit, self.cfg.credit_eps)
         surrogate = sum((outs[l] * a_hat[l]).sum(-1).mean() for l in net.credit_layers)
         self.opt.zero_grad(set_to_none=True)
         (surrogate + loss_vec.mean()).backward()
         self.opt.step()
-        self.step += 1
         return float(loss_vec.detach().mean()), side
+
+    def step_credit(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The credit this step trains with. A learned source (SB, CB) updates on every batch, also
+        during the DFA warm-up, whose credit then replaces the source's own."""
+        credit, side = self.source.learn(self.net, batch, noise) if self.source.learns else (None, {})
+        if self.warm is not None and self.step < self.warm_steps:
+            credit = self.warm.credits(self.net, batch)
+        elif credit is None:
+            credit = self.source.credits(self.net, batch)
+        return credit, side
 
     def train_epoch(self) -> dict[str, float]:
         cfg = self.cfg
@@ -195,22 +209,36 @@ class Trainer:
         return float(np.nanmean([gamma(credits[l], grads[l])[0] for l in layers]))
 
 
-def run(config: dict[str, Any], ctx) -> dict[str, Any]:
-    cfg = resolve(config)
-    seed = int(cfg.seed) if cfg.seed is not None else int(ctx.seed)
-    device = getattr(ctx, "device", "cpu") or "cpu"
-    data = load_task(cfg, ctx, seed)
-    trainer = Trainer(cfg, seed, data, device)
+def due(every: int, epoch: int, last_epoch: int) -> bool:
+    """Whether a periodic action (every ``every`` epochs, 0 = never) falls on ``epoch``; the last
+    epoch always counts, so a finished trial has its final checkpoint and history point."""
+    return bool(every) and (epoch % every == 0 or epoch == last_epoch)
 
+
+@dataclass
+class Training:
+    """What the training phase of this execution leaves for the row."""
+
+    last: dict[str, float]   # the last epoch's mean losses ({} when every epoch ran before a resume)
+    seconds: float
+    steps: int               # optimiser steps taken in this execution
+
+
+def resume(trainer: Trainer, ctx) -> int:
+    """Continue from the trial's last checkpoint, if any; returns the epoch it resumed from (0: fresh)."""
     saved = ctx.load_checkpoint()
-    resumed_from = 0
-    if saved is not None:
-        trainer.restore(saved)
-        resumed_from = trainer.epoch
-        ctx.log(f"resumed at epoch {trainer.epoch} of {cfg.epochs}")
+    if saved is None:
+        return 0
+    trainer.restore(saved)
+    ctx.log(f"resumed at epoch {trainer.epoch} of {trainer.cfg.epochs}")
+    return trainer.epoch
 
-    t_train = time.perf_counter()
-    steps_before = trainer.step
+
+def train(trainer: Trainer, ctx) -> Training:
+    """Epochs until ``epochs``: each one reported (with test accuracy and Gamma every ``track_every``),
+    a non-finite loss ends the trial as diverged, checkpoints every ``checkpoint_every``."""
+    cfg = trainer.cfg
+    started, steps_before = time.perf_counter(), trainer.step
     last: dict[str, float] = {}
     while trainer.epoch < cfg.epochs:
         last = trainer.train_epoch()
@@ -218,31 +246,46 @@ def run(config: dict[str, Any], ctx) -> dict[str, Any]:
             raise Diverged(f"non-finite training loss in epoch {trainer.epoch}",
                            metrics={"diverged_epoch": trainer.epoch})
         record = dict(last)
-        if cfg.track_every and (trainer.epoch % cfg.track_every == 0 or trainer.epoch == cfg.epochs):
+        if due(cfg.track_every, trainer.epoch, cfg.epochs):
             record["test_acc"] = trainer.test()[0]
             record["gamma"] = trainer.quick_gamma(min(256, len(trainer.x_test)))
         ctx.report(trainer.epoch, **record)
-        if cfg.checkpoint_every and (trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs):
+        if due(cfg.checkpoint_every, trainer.epoch, cfg.epochs):
             ctx.save_checkpoint(trainer.state())
-    train_s = time.perf_counter() - t_train
-    steps_here = trainer.step - steps_before
+    return Training(last, time.perf_counter() - started, trainer.step - steps_before)
 
-    t_eval = time.perf_counter()
-    n_eval = min(cfg.n_eval, len(trainer.x_test))
-    hs, grads, credits, y = trainer.credit_on(n_eval)
+
+def measure(trainer: Trainer) -> tuple[list[dict], dict[str, float]]:
+    """The credit metrics per credited layer on the first ``n_eval`` test samples (the artifact
+    rows, labelled with the trial), then test accuracy and loss (docs/studies/credit-bridge.md,
+    'Metrics')."""
+    cfg, seed = trainer.cfg, trainer.seed
+    started = time.perf_counter()
+    hs, grads, credits, y = trainer.credit_on(min(cfg.n_eval, len(trainer.x_test)))
     rows = evaluate_credit(trainer.net, hs, grads, credits, y, trainer.net.credit_layers,
                            directions=cfg.rho_directions, eps=cfg.rho_eps, etas=tuple(cfg.nudge_etas),
                            seed=seed, rho_reference=cfg.rho_reference, credit_eps=cfg.credit_eps)
     acc, test_loss = trainer.test()
-    eval_s = time.perf_counter() - t_eval
-
-    hidden = list(range(1, cfg.depth + 1))  # means over the L hidden block outputs
+    hidden = hidden_layers(cfg)
     for r in rows:
         r.update(in_mean=r["layer"] in hidden, method=cfg.method, task=cfg.task, depth=cfg.depth,
                  alpha=cfg.alpha if cfg.task == "synthetic" else float("nan"), seed=seed)
-    ctx.write_artifact("layers", rows)
+    return rows, {"test_acc": acc, "test_loss": test_loss, "eval_s": time.perf_counter() - started}
+
+
+def hidden_layers(cfg: Settings) -> list[int]:
+    """h_1 .. h_L: the states the row's means run over (h_0 is the input or the CIFAR embedding)."""
+    return list(range(1, cfg.depth + 1))
+
+
+def result_row(cfg: Settings, rows: list[dict], test: dict[str, float], training: Training, data: Arrays,
+               trainer: Trainer, resumed_from: int) -> dict[str, Any]:
+    """The trial's metric columns: layer means over h_1..h_L, first and top layer, the gradient-norm
+    diagnostic, the trained net's test numbers, the credit model's last losses and the run's cost."""
+    hidden = hidden_layers(cfg)
     top = next(r for r in rows if r["layer"] == cfg.depth)
     first = next(r for r in rows if r["layer"] == 1)
+    last = training.last
     out: dict[str, Any] = {
         "gamma": layer_mean(rows, "gamma", hidden), "rho": layer_mean(rows, "rho", hidden),
         "gamma_first": first["gamma"], "gamma_top": top["gamma"],
@@ -250,12 +293,12 @@ def run(config: dict[str, Any], ctx) -> dict[str, Any]:
         "gnorm": layer_mean(rows, "gnorm_mean", hidden), "gnorm_top": top["gnorm_mean"],
         "grad_floor_share": max(r["grad_floor_share"] for r in rows if r["layer"] in hidden),
         "cos_undefined": int(sum(r["cos_undefined"] for r in rows if r["layer"] in hidden)),
-        "test_acc": acc, "test_loss": test_loss,
+        "test_acc": test["test_acc"], "test_loss": test["test_loss"],
         "train_loss": last.get("train_loss", float("nan")),
         "data_source": data.source, "max_class_share": data.max_class_share,
         "epochs_done": trainer.epoch, "steps_done": trainer.step, "resumed_from_epoch": resumed_from,
-        "step_ms": 1000.0 * train_s / steps_here if steps_here else float("nan"),
-        "train_s": train_s, "eval_s": eval_s,
+        "step_ms": 1000.0 * training.seconds / training.steps if training.steps else float("nan"),
+        "train_s": training.seconds, "eval_s": test["eval_s"],
     }
     if cfg.rho_reference:
         out["rho_bp_ref"] = layer_mean(rows, "rho_bp_ref", hidden)
@@ -264,3 +307,16 @@ def run(config: dict[str, Any], ctx) -> dict[str, Any]:
     for k in SIDE_KEYS:
         out[k] = last.get(k, float("nan"))
     return out
+
+
+def run(config: dict[str, Any], ctx) -> dict[str, Any]:
+    """One trial: set up, resume, train, measure, return the row."""
+    cfg = resolve(config)
+    seed = int(cfg.seed) if cfg.seed is not None else int(ctx.seed)
+    data = load_task(cfg, ctx, seed)
+    trainer = Trainer(cfg, seed, data, getattr(ctx, "device", "cpu") or "cpu")
+    resumed_from = resume(trainer, ctx)
+    training = train(trainer, ctx)
+    rows, test = measure(trainer)
+    ctx.write_artifact("layers", rows)
+    return result_row(cfg, rows, test, training, data, trainer, resumed_from)

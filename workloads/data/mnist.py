@@ -1,4 +1,4 @@
-"""Images for the quantcorr autoencoder (spec quantization-correction.md §2.1).
+"""Images for the quantcorr autoencoder (docs/studies/quantization-correction.md, 'Data').
 
 Sources (``data`` config key):
   real     MNIST, 28x28 flattened to 784 values in [0, 1], no normalisation. Read from the IDX files

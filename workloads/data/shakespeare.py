@@ -1,4 +1,5 @@
-"""Character-level text for the quantcorr transformer (spec quantization-correction.md §2.1).
+"""Character-level text for the quantcorr transformer and the geometry study
+(docs/studies/quantization-correction.md, 'Data').
 
 Sources (``data`` config key):
   real     karpathy's tinyshakespeare ``input.txt`` (1,115,394 chars): looked up as

@@ -1,4 +1,4 @@
-"""Token streams for language-model workloads (RAM-LM, spec ramlm.md §1).
+"""Token streams for language-model workloads (RAM-LM, docs/studies/ramlm.md, 'Data and tokenizers').
 
 Sources (``data`` config key):
   real       WikiText-2 raw v1: local files ``<data_root>/wikitext-2-raw/wiki.{train,valid,test}.raw``,
