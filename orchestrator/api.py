@@ -93,9 +93,9 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
 
     sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     if isinstance(study, dict):
-        prep = prepare(Path(f"<{study.get('name', 'study')}>"), scale, sets, raw=study)
+        prep = prepare(Path(f"<{study.get('name', 'study')}>"), scale, sets, raw=study, data_root=data_root)
     else:
-        prep = prepare(study_path(study), scale, sets)
+        prep = prepare(study_path(study), scale, sets, data_root=data_root)
     say = (lambda s: print(s, file=sys.stderr)) if verbose else (lambda s: None)
     out, store = execute_study(prep, results, data_root=data_root, retry_failed=retry_failed, address=address,
                                max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, say=say)

@@ -22,6 +22,16 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 Metrics = dict[str, Any]  # flat: str -> int | float | str | bool
 
 
+class DataMissing(Exception):
+    """Raise from a workload's optional ``preflight(config, data_root, scale)`` when a trial would
+    need a dataset that is not there (at full scale a study must not fall back to a stand-in).
+    The orchestrator turns it into a one-line error (exit 2) before Ray starts."""
+
+    def __init__(self, dataset: str, looked_in: str, how: str):
+        super().__init__(f"{dataset} not found in {looked_in}: {how}")
+        self.dataset, self.looked_in, self.how = dataset, looked_in, how
+
+
 class Diverged(RuntimeError):
     """Raise from ``run`` when training blew up (NaN/inf loss). The trial is recorded with status
     ``diverged`` and is not retried. Any metrics passed along are kept in the row."""
@@ -70,6 +80,8 @@ class Workload(Protocol):
 
     # Declared as class attributes (orchestrator/params.py): ``Params`` (checked for every trial
     # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
+    # Optional: ``preflight(config, data_root: Path, scale: str) -> None`` (a classmethod or
+    # staticmethod), called for every trial before Ray starts; raises DataMissing.
 
 
 def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str, Any] | None = None,
