@@ -7,10 +7,16 @@ Sources (``source`` argument, the ``data`` config key of a workload):
   standin   an offline, seeded, class-conditional image-like data set of the same shape
             (3 x 32 x 32 = 3072 inputs, 10 classes). It is NOT CIFAR: accuracies on it say nothing
             about CIFAR-10; it only lets CPU runs and tests exercise the same code path.
-  auto      real if found (or downloadable), else standin.
+  auto      real if found (or downloadable); else Fashion-MNIST when its IDX files are under
+            ``<data_root>/fashion-mnist`` (or ``FashionMNIST/raw``, ``fashion_mnist``), with
+            ``source`` = ``fashion-mnist (substitute for CIFAR-10)``: a real 10-class image set,
+            but grey 28x28 clothing (784 inputs), not CIFAR-10, so accuracies are not CIFAR-10's;
+            else standin. At full scale the preflight check (``workloads.data.require``) demands
+            CIFAR-10 itself.
 
 Images are flattened in channel-major order (C, H, W), scaled to [0, 1] and normalized per channel
-with the usual CIFAR-10 mean and std; no augmentation. Every result records ``source``.
+with the usual CIFAR-10 mean and std (Fashion-MNIST: its own mean 0.2860 and std 0.3530); no
+augmentation. Every result records ``source``.
 """
 from __future__ import annotations
 
@@ -22,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .locate import cifar10_dir, idx_files
+
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 SHAPE = (3, 32, 32)
 DIM = 3 * 32 * 32
 N_CLASSES = 10
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+FASHION_MNIST_SOURCE = "fashion-mnist (substitute for CIFAR-10)"
 
 
 class DataUnavailable(RuntimeError):
@@ -40,7 +50,7 @@ class FlatImages:
     y_train: np.ndarray  # int64 (N,)
     x_test: np.ndarray
     y_test: np.ndarray
-    source: str          # "real:cifar10" or "standin:blobs"
+    source: str          # "real:cifar10", FASHION_MNIST_SOURCE or "standin:blobs"
 
     @property
     def n_classes(self) -> int:
@@ -58,12 +68,9 @@ def normalize(images_chw01: np.ndarray) -> np.ndarray:
 
 
 def batch_dir(data_root: Path) -> Path | None:
-    """The directory holding the python batches, if present."""
-    for root in (Path(data_root), Path(data_root) / "cifar10"):
-        d = root / "cifar-10-batches-py"
-        if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
-            return d
-    return None
+    """The directory holding the python batches, if present (``cifar-10-batches-py`` under the
+    data root or under ``<data_root>/cifar10``)."""
+    return cifar10_dir(Path(data_root))
 
 
 def reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
@@ -119,6 +126,26 @@ def load_real(data_root: Path, download_if_missing: bool = True) -> FlatImages |
     return read_batches(found)
 
 
+def fashion_mnist_substitute(data_root: Path) -> FlatImages | None:
+    """Fashion-MNIST from its IDX files (images and labels), flat (784) and normalized, or None."""
+    from .idx import read_idx  # noqa: PLC0415
+
+    found = idx_files(Path(data_root), "fashion-mnist", labels=True)
+    if found is None:
+        return None
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        out = a.reshape(len(a), -1).astype(np.float32)
+        out /= 255.0
+        out -= FASHION_MNIST_MEAN
+        out /= FASHION_MNIST_STD
+        return out
+
+    return FlatImages(flat(read_idx(found["train"])), read_idx(found["train_labels"]).astype(np.int64),
+                      flat(read_idx(found["test"])), read_idx(found["test_labels"]).astype(np.int64),
+                      FASHION_MNIST_SOURCE)
+
+
 def standin(n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> FlatImages:
     """Seeded class-conditional images shaped like CIFAR-10.
 
@@ -170,6 +197,9 @@ def load_cifar10(data_root: Path, source: str = "auto", download: bool = True, *
         if source == "real":
             raise DataUnavailable(
                 f"CIFAR-10 not found under {data_root} (cifar-10-batches-py) and it could not be downloaded")
+        substitute = fashion_mnist_substitute(Path(data_root))
+        if substitute is not None:
+            return substitute
     return standin(standin_train, standin_test, standin_seed)
 
 

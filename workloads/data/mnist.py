@@ -7,15 +7,16 @@ Sources (``data`` config key):
            through torchvision into ``<cache_dir>`` when online.
   standin  scikit-learn's ``load_digits`` (1797 images, 8x8 = 64 values), scaled to [0, 1]; a
            fixed 80/20 split (random_state 0) gives 1437 train and 360 test images.
-  auto     real if found or downloadable, else standin.
+  auto     MNIST if found or downloadable; else Fashion-MNIST when its IDX files are in
+           ``<data_root>/fashion-mnist`` (or ``FashionMNIST/raw``, ``fashion_mnist``), with
+           ``data_source`` = ``fashion-mnist (substitute for MNIST)``: a real image set of the same
+           format (60,000/10,000 28x28 grey images) but not MNIST; else standin. At full scale the
+           preflight check (``workloads.data.require``) demands MNIST itself.
 
 Labels are loaded too but the autoencoder does not use them.
 """
 from __future__ import annotations
 
-import gzip
-import os
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,46 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .idx import read_idx, write_idx  # noqa: F401  (write_idx: fixtures in the real format)
+from .locate import IDX_FILES, idx_files  # noqa: F401  (IDX_FILES: kept importable from here)
 from .shakespeare import NEGATIVE_CACHE_S, DataUnavailable, _offline
 
-IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
-             "train_labels": "train-labels-idx1-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (optionally gzipped): magic 0x0000 <dtype> <ndim>, ndim big-endian uint32
-    sizes, then the data."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an IDX file (bad magic)")
-    dtype, ndim = raw[2], raw[3]
-    if dtype not in _IDX_DTYPES:
-        raise ValueError(f"{path}: unknown IDX dtype 0x{dtype:02x}")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[dtype], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: {data.size} values for shape {dims}")
-    return data.reshape(dims)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as IDX (used by tests to make fixtures in the real format)."""
-    a = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + a.tobytes())
-
-
-def _find_idx(data_root: Path, stem: str) -> Path | None:
-    for d in (data_root / "MNIST" / "raw", data_root / "mnist", data_root):
-        for name in (stem, stem + ".gz"):
-            if (d / name).is_file():
-                return d / name
-    return None
+FASHION_MNIST_SOURCE = "fashion-mnist (substitute for MNIST)"
 
 
 @dataclass
@@ -76,12 +42,23 @@ class ImageSplits:
         return self.train.shape[1]
 
 
+def _flat(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.reshape(len(a), -1).astype(np.float32) / 255.0)
+
+
 def mnist_from_dir(root: Path) -> ImageSplits | None:
-    tr, te = _find_idx(root, IDX_FILES["train"]), _find_idx(root, IDX_FILES["test"])
-    if tr is None or te is None:
+    found = idx_files(root, "mnist")
+    if found is None:
         return None
-    flat = lambda a: torch.from_numpy(a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
-    return ImageSplits(flat(read_idx(tr)), flat(read_idx(te)), "mnist")
+    return ImageSplits(_flat(read_idx(found["train"])), _flat(read_idx(found["test"])), "mnist")
+
+
+def fashion_mnist_from_dir(root: Path) -> ImageSplits | None:
+    """Fashion-MNIST as MNIST's substitute (same IDX format and scaling), disclosed in data_source."""
+    found = idx_files(root, "fashion-mnist")
+    if found is None:
+        return None
+    return ImageSplits(_flat(read_idx(found["train"])), _flat(read_idx(found["test"])), FASHION_MNIST_SOURCE)
 
 
 def _download_mnist(cache_dir: Path) -> bool:
@@ -128,4 +105,8 @@ def load_images(data: str = "auto", data_root: Path | None = None, cache_dir: Pa
                 return found
         if data == "real":
             raise DataUnavailable(f"MNIST IDX files not found under {data_root} or {cache_dir} and not downloadable")
+        for root in [p for p in (data_root, cache_dir) if p is not None]:
+            found = fashion_mnist_from_dir(Path(root))
+            if found is not None:
+                return found
     return digits_standin()

@@ -6,8 +6,11 @@ Sources (``data`` config key):
            ``<data_root>/tinyshakespeare/input.txt``, ``<data_root>/input.txt`` or
            ``<cache_dir>/tinyshakespeare/input.txt``; downloaded into the cache dir when online.
   standin  the original texts shipped in ``workloads/data/corpus/*.txt`` (two short plays with songs
-           and tales written for this repository, ~36 KB, 80 distinct characters), joined in name order.
-  auto     real if found or downloadable, else standin.
+           and tales written for this repository), joined in name order with a blank line: 36,456
+           characters (36,460 bytes), 63 distinct characters. Not Shakespeare: about 30 times smaller
+           than tinyshakespeare, so float perplexities on it are not comparable with the seed's.
+  auto     real if found or downloadable, else standin. At full scale a study needs the real text:
+           the workload's preflight check (``workloads.data.require``) refuses to start without it.
 
 The text becomes non-overlapping chunks of seq_len + 1 characters (input = first seq_len, target =
 last seq_len); the first 90% of the chunks are train, the rest test. Vocabulary = sorted set of the
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+from .locate import TINY_SHAKESPEARE_URL, tinyshakespeare_paths
+
 TINY_SHAKESPEARE_CHARS = 1_115_394
 CORPUS_DIR = Path(__file__).parent / "corpus"
 NEGATIVE_CACHE_S = 3600  # after a failed download, do not retry from this cache dir for an hour
@@ -64,7 +68,7 @@ def try_download(url: str, dest: Path, timeout: float = 20.0) -> bool:
 def find_tinyshakespeare(data_root: Path | None, cache_dir: Path | None, download: bool = True) -> Path | None:
     candidates = []
     if data_root is not None:
-        candidates += [Path(data_root) / "tinyshakespeare" / "input.txt", Path(data_root) / "input.txt"]
+        candidates += tinyshakespeare_paths(Path(data_root))
     if cache_dir is not None:
         candidates.append(Path(cache_dir) / "tinyshakespeare" / "input.txt")
     for p in candidates:

@@ -1,9 +1,19 @@
 """Token streams for language-model workloads (RAM-LM, docs/studies/ramlm.md, 'Data and tokenizers').
 
 Sources (``data`` config key):
-  real       WikiText-2 raw v1: local files ``<data_root>/wikitext-2-raw/wiki.{train,valid,test}.raw``,
-             else HF ``datasets`` (``wikitext`` / ``wikitext-2-raw-v1``, cached under
-             ``<data_root>/hf``; downloads when online). Each split's lines are joined with one space.
+  real       WikiText-2 from local files (workloads/data/locate.py, WIKITEXT_LAYOUTS): the raw layout
+             ``<data_root>/wikitext-2-raw/wiki.{train,valid,test}.raw`` (data_source
+             ``wikitext-2-raw-v1``), else the tokenised one, ``<data_root>/wikitext-2/wiki.{train,valid,
+             test}.tokens`` or ``<data_root>/wikitext-2/{train,valid,test}.txt`` (``wikitext-2-v1
+             tokenised``: ``<unk>`` for rare words, `` @-@ `` for hyphens); else HF ``datasets``
+             (``wikitext`` / ``wikitext-2-raw-v1``, cached under ``<data_root>/hf``; downloads when
+             online). Each split's lines are joined with one space.
+             When only the validation and test splits are there (no train split, and no download), the
+             splits are drawn from them, disjoint: train = the validation split, validation = the first
+             half of the test split's tokens, test = the second half; ``data_source`` says exactly that
+             (VALID_TEST_ONLY). A fast-scale study then takes its 50K train tokens from validation and
+             its 10K/10K validation/test tokens from the two halves of test. Full scale refuses this
+             (the preflight check, ``workloads.data.require``).
   standin    an offline English corpus: ``workloads/data/corpus/*.txt`` when it holds at least 300 KB,
              else the Python documentation text bundled with the interpreter (``pydoc_data.topics``,
              about 465 KB of English prose and code).
@@ -12,11 +22,15 @@ Sources (``data`` config key):
 
 Tokenizers (``tokenizer`` key):
   gpt2       the GPT-2 BPE through ``tiktoken`` (encoding ``gpt2``, no special tokens), or through
-             ``tokenizers`` when a ``gpt2`` tokenizer.json is under ``<data_root>/gpt2``.
-             tiktoken looks for its BPE files in ``<data_root>/tiktoken`` (TIKTOKEN_CACHE_DIR).
+             ``tokenizers`` when a ``gpt2`` tokenizer.json is under ``<data_root>/gpt2``. tiktoken
+             fetches its BPE files (vocab.bpe, encoder.json) from the internet on first use and caches
+             them: in $TIKTOKEN_CACHE_DIR when set, else ``<data_root>/tiktoken`` (tiktoken's own
+             default cache is read too). Offline and uncached, gpt2 is unavailable.
   word       a word-level tokenizer trained on the train split (most frequent words, ``<unk>`` for
              the rest; ids in alphabetical order, so id order is not frequency order, as in GPT-2).
-  auto       gpt2 when available, else word.
+             WikiText's own ``<unk>`` and ``@-@``, ``@,@``, ``@.@`` markers are single words.
+  auto       gpt2 when available, else word, recorded as ``word<V> (GPT-2 BPE unavailable)``. At full
+             scale the preflight check refuses to start without the BPE.
 
 Every result records ``data_source`` and ``tokenizer`` so each row says what it ran on.
 """
@@ -31,10 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-WIKITEXT_FILES = {"train": "wiki.train.raw", "val": "wiki.valid.raw", "test": "wiki.test.raw"}
+from . import locate
+
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 GPT2_VOCAB = 50257
 MIN_CORPUS_BYTES = 300_000
+VALID_TEST_ONLY = ("{source}, validation and test splits only: train = the validation split; validation = "
+                   "the first half of the test split, test = its second half (disjoint)")
+GPT2_FALLBACK = " (GPT-2 BPE unavailable)"
 
 
 class DataUnavailable(RuntimeError):
@@ -58,12 +76,32 @@ class TokenSplits:
 
 
 # ----------------------------------------------------------------------------- raw text
+def _read_split(path: Path) -> str:
+    return " ".join(path.read_text(encoding="utf-8").splitlines())
+
+
+def wikitext_sources(data_root: Path, download: bool = True) -> tuple[dict[str, str], str] | None:
+    """(texts, data_source): a complete local layout, else the HF download, else a local layout with
+    only the validation and test splits (texts ``val`` and ``test``, no ``train``); None if none."""
+    found = locate.wikitext_files(Path(data_root))
+    if found is not None and found.complete:
+        return {k: _read_split(p) for k, p in found.files.items()}, found.source
+    texts = _hf_wikitext(Path(data_root)) if download else None
+    if texts is not None:
+        return texts, "wikitext-2-raw-v1"
+    if found is not None:
+        return {k: _read_split(p) for k, p in found.files.items()}, VALID_TEST_ONLY.format(source=found.source)
+    return None
+
+
 def wikitext_text(data_root: Path, download: bool = True) -> dict[str, str] | None:
-    """The three WikiText-2 raw splits as joined strings, or None if not available."""
-    local = Path(data_root) / "wikitext-2-raw"
-    if all((local / f).is_file() for f in WIKITEXT_FILES.values()):
-        return {k: " ".join((local / f).read_text(encoding="utf-8").splitlines()) for k, f in WIKITEXT_FILES.items()}
-    if not download or not _host_resolves("huggingface.co"):
+    """The three WikiText-2 splits as joined strings, or None if not all three are available."""
+    got = wikitext_sources(data_root, download)
+    return got[0] if got is not None and "train" in got[0] else None
+
+
+def _hf_wikitext(data_root: Path) -> dict[str, str] | None:
+    if locate.offline() or not _host_resolves("huggingface.co"):
         return None   # offline: fail fast instead of the hub client's minute of retries
     try:
         import datasets  # noqa: PLC0415
@@ -109,7 +147,7 @@ def standin_text() -> tuple[dict[str, str], str]:
 class WordTokenizer:
     """Word-level tokenizer: words, numbers and single punctuation marks; id 0 = ``<unk>``."""
 
-    pattern = re.compile(r"\w+|[^\w\s]")
+    pattern = re.compile(r"<unk>|@[-,.]@|\w+|[^\w\s]")
 
     def __init__(self, vocab: list[str]):
         self.vocab = vocab
@@ -119,6 +157,7 @@ class WordTokenizer:
     def train(cls, text: str, vocab_size: int) -> "WordTokenizer":
         from collections import Counter  # noqa: PLC0415
         counts = Counter(cls.pattern.findall(text))
+        counts.pop("<unk>", None)   # WikiText's own <unk> is the tokenizer's id 0
         kept = [w for w, _ in counts.most_common(max(1, vocab_size - 1))]
         return cls(["<unk>"] + sorted(kept))
 
@@ -130,18 +169,51 @@ class WordTokenizer:
         return len(self.vocab)
 
 
+class _CacheDir:
+    """Point tiktoken at one cache directory while the encoding loads (tiktoken reads the variable
+    on each load; the loaded encoding is kept in-process)."""
+
+    def __init__(self, path: Path):
+        self.path, self.before = str(path), None
+
+    def __enter__(self):
+        self.before = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = self.path
+
+    def __exit__(self, *exc):
+        if self.before is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = self.before
+
+
 def gpt2_encoder(data_root: Path):
-    """A callable str -> int64 ids for the GPT-2 BPE, or raise DataUnavailable saying what is missing."""
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(Path(data_root) / "tiktoken"))
+    """A callable str -> int64 ids for the GPT-2 BPE, or raise DataUnavailable saying what is missing.
+
+    tiktoken reads its cached BPE files (locate.bpe_cache_dirs) without network; uncached, it
+    downloads them into $TIKTOKEN_CACHE_DIR or ``<data_root>/tiktoken``, tried only when the host
+    answers (tiktoken's own request has no timeout)."""
     problems = []
     try:
         import tiktoken  # noqa: PLC0415
-        enc = tiktoken.get_encoding("gpt2")
-        return lambda s: np.asarray(enc.encode_ordinary(s), dtype=np.int64)
     except ImportError:
         problems.append("the 'tiktoken' package is not installed")
-    except Exception as exc:  # files not cached and no network
-        problems.append(f"tiktoken could not load the gpt2 BPE files ({type(exc).__name__})")
+    else:
+        cached = locate.find_bpe_cache(Path(data_root))
+        target = cached or locate.bpe_cache_dirs(Path(data_root))[0]
+        if cached is None and not locate.reachable(locate.HOSTS["gpt2-bpe"]):
+            problems.append("tiktoken's gpt2 BPE files are not cached in "
+                            + " or ".join(str(d) for d in locate.bpe_cache_dirs(Path(data_root)))
+                            + (" and OVERNIGHT_OFFLINE is set" if locate.offline()
+                               else f" and {locate.HOSTS['gpt2-bpe']} is unreachable"))
+        else:
+            try:
+                with _CacheDir(target):
+                    enc = tiktoken.get_encoding("gpt2")
+                return lambda s: np.asarray(enc.encode_ordinary(s), dtype=np.int64)
+            except Exception as exc:  # download failed or a corrupt cache
+                problems.append(f"tiktoken could not load the gpt2 BPE files ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
     tok_file = Path(data_root) / "gpt2" / "tokenizer.json"
     try:
         from tokenizers import Tokenizer  # noqa: PLC0415
@@ -150,13 +222,18 @@ def gpt2_encoder(data_root: Path):
             return lambda s: np.asarray(tok.encode(s, add_special_tokens=False).ids, dtype=np.int64)
         problems.append(f"no {tok_file} for the 'tokenizers' package")
     except ImportError:
-        problems.append("the 'tokenizers' package is not installed")
+        pass   # the tokenizers route is optional; tiktoken is the dependency
     raise DataUnavailable("GPT-2 BPE unavailable: " + "; ".join(problems)
-                          + ". Install tiktoken (pip install tiktoken) with network access or a populated "
+                          + f". Run once online (tiktoken caches the files) or copy the cached files into "
                           f"{Path(data_root) / 'tiktoken'}, or use tokenizer: word")
 
 
 def tokenize(texts: dict[str, str], tokenizer: str, data_root: Path, word_vocab: int) -> tuple[dict[str, np.ndarray], int, str]:
+    """(token ids per split, vocabulary size, tokenizer name). ``auto`` without the GPT-2 BPE uses
+    the word tokenizer and says so in the name: ``word<V> (GPT-2 BPE unavailable)``."""
+    if tokenizer not in ("auto", "gpt2", "word"):
+        raise ValueError(f"tokenizer must be auto, gpt2 or word, got {tokenizer!r}")
+    fallback = ""
     if tokenizer in ("auto", "gpt2"):
         try:
             enc = gpt2_encoder(data_root)
@@ -164,10 +241,9 @@ def tokenize(texts: dict[str, str], tokenizer: str, data_root: Path, word_vocab:
         except DataUnavailable:
             if tokenizer == "gpt2":
                 raise
-    if tokenizer not in ("auto", "gpt2", "word"):
-        raise ValueError(f"tokenizer must be auto, gpt2 or word, got {tokenizer!r}")
+            fallback = GPT2_FALLBACK
     wt = WordTokenizer.train(texts["train"], word_vocab)
-    return {k: wt.encode(v) for k, v in texts.items()}, wt.vocab_size, f"word{wt.vocab_size}"
+    return {k: wt.encode(v) for k, v in texts.items()}, wt.vocab_size, f"word{wt.vocab_size}{fallback}"
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -211,8 +287,10 @@ def load_token_splits(data: str = "auto", tokenizer: str = "auto", data_root: Pa
     if data == "synthetic":
         key = {"src": "synthetic", "sizes": list(synthetic_sizes), "v": synthetic_vocab,
                "s": synthetic_exponent, "seed": seed, "format": 1}
-    else:
-        key = {"src": data, "tok": tokenizer, "word_vocab": word_vocab, "root": str(data_root.resolve()), "format": 1}
+    else:   # the files found (and the cached BPE) are part of the key: new data is never hidden by old tokens
+        key = {"src": data, "tok": tokenizer, "word_vocab": word_vocab, "root": str(data_root.resolve()),
+               "files": locate.fingerprint("wikitext-2", data_root), "bpe": locate.fingerprint("gpt2-bpe", data_root),
+               "format": 2}
     path = _cache_file(Path(cache_dir), key) if cache_dir else None
     if path is not None and path.is_file():
         z = np.load(path, allow_pickle=False)
@@ -224,16 +302,20 @@ def load_token_splits(data: str = "auto", tokenizer: str = "auto", data_root: Pa
         out = TokenSplits(stream[:n_tr], stream[n_tr:n_tr + n_va], stream[n_tr + n_va:], synthetic_vocab,
                           f"synthetic:zipf{synthetic_exponent:g}", "none")
     else:
-        texts = wikitext_text(data_root) if data in ("auto", "real") else None
-        if texts is None and data == "real":
-            raise DataUnavailable(f"WikiText-2 raw not found under {data_root / 'wikitext-2-raw'} and the HF hub "
-                                  "download failed (offline?)")
-        source = "wikitext-2-raw-v1"
-        if texts is None:
-            texts, source = standin_text()
-        toks, vocab, tok_name = tokenize(texts, tokenizer, data_root, word_vocab)
-        out = TokenSplits(toks["train"], toks["val"], toks["test"], vocab, source, tok_name)
-    if path is not None:
+        got = wikitext_sources(data_root) if data in ("auto", "real") else None
+        if got is None and data == "real":
+            raise DataUnavailable(f"WikiText-2 not found in {', '.join(locate.wikitext_looked_in(data_root))} and "
+                                  "the HF hub download failed (offline?)")
+        texts, source = got if got is not None else standin_text()
+        if "train" in texts:
+            toks, vocab, tok_name = tokenize(texts, tokenizer, data_root, word_vocab)
+            out = TokenSplits(toks["train"], toks["val"], toks["test"], vocab, source, tok_name)
+        else:   # validation and test only: train = validation, val / test = the halves of test
+            toks, vocab, tok_name = tokenize({"train": texts["val"], "test": texts["test"]}, tokenizer, data_root,
+                                             word_vocab)
+            half = len(toks["test"]) // 2
+            out = TokenSplits(toks["train"], toks["test"][:half], toks["test"][half:], vocab, source, tok_name)
+    if path is not None and not out.tokenizer.endswith(GPT2_FALLBACK):   # a fallback is not cached
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, train=out.train, val=out.val, test=out.test, vocab_size=out.vocab_size,
