@@ -32,6 +32,8 @@ PREVIOUS_DEFAULTS = {
     "dfa_std": None, "n_eval": 1024, "rho_directions": 32, "rho_eps": 1e-3, "nudge_etas": [0.003, 0.01],
     "rho_reference": True, "track_every": 1, "checkpoint_every": 1,
 }
+# keys added since, with the default they were added with (version 3: the gradient floor of rho)
+ADDED_DEFAULTS = {"grad_floor": 1e-7}
 PREVIOUS_TASK_DEFAULTS = {
     "synthetic": {"width": 128, "n_train": 20000, "n_test": 5000, "lr_schedule": "constant"},
     "cifar10": {"width": 512, "n_train": 0, "n_test": 0, "lr_schedule": "cosine"},
@@ -116,8 +118,9 @@ def test_the_synthetic_task_needs_samples_but_cifar10_zero_means_all(key):
 def test_declared_defaults_are_the_previous_ones():
     declared = {name: f.get_default(call_default_factory=True) for name, f in Settings.model_fields.items()}
     task_keys = set(PREVIOUS_TASK_DEFAULTS["synthetic"])
-    assert set(declared) == set(PREVIOUS_DEFAULTS) | task_keys
+    assert set(declared) == set(PREVIOUS_DEFAULTS) | set(ADDED_DEFAULTS) | task_keys
     assert {k: declared[k] for k in PREVIOUS_DEFAULTS} == PREVIOUS_DEFAULTS
+    assert {k: declared[k] for k in ADDED_DEFAULTS} == ADDED_DEFAULTS
     assert all(declared[k] is None for k in task_keys)      # None: filled in by task
 
 

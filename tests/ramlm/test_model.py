@@ -69,14 +69,22 @@ def test_frequency_tiers_give_capacity_to_frequent_tokens():
     for m in (freq, legacy):
         m.train(tokens[:5000])
     f, lg = freq.evaluate(tokens[5000:]), legacy.evaluate(tokens[5000:])
-    # tier 0 is the 8 most frequent train tokens (by target), not token ids 0..7
+    # tier 0 stores the 8 most frequent train tokens (by target), not token ids 0..7
     eval_targets = tokens[5002:]
-    assert f["tiers"][0]["share"] == pytest.approx(np.isin(eval_targets, top_k(tokens[:5000], vocab, 8)).mean())
-    assert lg["tiers"][0]["share"] == pytest.approx((eval_targets < 8).mean())
-    assert f["tiers"][0]["share"] > lg["tiers"][0]["share"] + 0.1
+    in_top8 = np.isin(eval_targets, top_k(tokens[:5000], vocab, 8))
+    assert f["tiers"][0]["share"] == pytest.approx(in_top8.mean())
     assert f["tiers"][0]["share"] + f["tiers"][1]["share"] == pytest.approx(1.0)
     # and the memory's own tier assignment agrees with the workload's mapping
     assert np.array_equal(freq.memory.cluster_tiers(), freq.cmap.tier_of_token)
+    # legacy storage gives tier 0's capacity to token ids 0..7 ...
+    assert np.array_equal(legacy.memory.cluster_tiers(), legacy.cmap.tier_of_token)
+    assert legacy.cmap.tier_of_token.tolist() == [0] * 8 + [1] * (vocab - 8)
+    assert (eval_targets < 8).mean() < in_top8.mean() - 0.1        # which are not the frequent ones here
+    # ... but its per-tier metrics bucket targets by frequency rank, as the original's tables did
+    assert lg["tiers"][0]["share"] == pytest.approx(in_top8.mean())
+    assert np.array_equal(legacy.cmap.metric_tier_of_token, freq.cmap.tier_of_token)
+    # so both rows' tier 0 is the same examples, scored by differently stored models
+    assert f["tiers"][0]["n"] == lg["tiers"][0]["n"] and f["tiers"][0]["ce"] != lg["tiers"][0]["ce"]
 
 
 def test_ga_and_ts_lower_the_windowed_ce_through_the_native_evaluator():

@@ -1,5 +1,6 @@
 """RamLM's typed parameters and metrics: bad configs are rejected naming the key, the defaults are
-the values version 1 of the workload used, every study validates, and every metric a run returns
+the values version 1 of the workload used (but for the one version 3 changed on purpose), every
+study validates, and every metric a run returns
 is declared with a type its value fits."""
 import math
 import typing
@@ -15,7 +16,8 @@ from workloads.ramlm.search import GAConfig, TSConfig
 
 P = RamLM.Params
 
-# version 1 read these defaults from its RamLMConfig dataclass; version 2 must behave the same
+# version 1 read these defaults from its RamLMConfig dataclass; version 2 behaved the same; version 3
+# changed pc_group_size from 1 to the original's 10 (docs/studies/ramlm.md, 'Per-cluster optimisation')
 V1_DEFAULTS = {
     "experiment": "", "semantics": "", "data": "auto", "tokenizer": "auto", "word_vocab": 8192,
     "synthetic_vocab": 50257, "synthetic_exponent": 0.95, "data_seed": 0, "train_tokens": 0, "val_tokens": 0,
@@ -26,7 +28,7 @@ V1_DEFAULTS = {
     "ts_neighbors": 30, "ts_tabu": 5, "ts_mutation": 0.001, "ts_threshold_pct": 0.5, "patience": 1,
     "check_every": 5, "opt_seed": 42, "opt_window": 200, "opt_train_windows": 50, "opt_eval_windows": 20,
     "opt_eval_split": "validation", "overfit_monitor": True, "grace_checks": 1, "windowed_pretrain": False,
-    "pc_fitness": "SIMPLE", "pc_group_size": 1, "pc_iterative_passes": 1, "calibration": "temperature_prior",
+    "pc_fitness": "SIMPLE", "pc_group_size": 10, "pc_iterative_passes": 1, "calibration": "temperature_prior",
     "calibration_examples": 2000,
 }
 

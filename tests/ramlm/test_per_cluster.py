@@ -71,7 +71,7 @@ def test_optimisation_never_lowers_the_surrogate_fitness(mode):
     tiers = uniform_tiers(v, 4, 7)   # enough neurons and bits that votes do not saturate (ACCURACY needs a strict win)
     conn = [rng.integers(4, t, size=(v * 4, 7))]          # start far from the informative bits
     prob = SurrogateProblem(bits[:600], tg[:600], bits[600:], tg[600:], v)
-    cfg = PCConfig(fitness=mode, generations=8, population=8, ts_iterations=4, ts_neighbors=10)
+    cfg = PCConfig(fitness=mode, generations=8, population=8, ts_iterations=4, ts_neighbors=10, group_size=1)
     new_conn, stats = per_cluster_optimise(tiers, conn, prob, t, cfg)
     assert stats["clusters_optimised"] == v
     assert stats["clusters_improved"] > 0

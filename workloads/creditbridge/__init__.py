@@ -14,7 +14,7 @@ class CreditBridge:
     then measure its credit on held-out data. Config keys: workloads/creditbridge/settings.py."""
 
     name = "creditbridge"
-    version = "2"
+    version = "3"   # 3: rho over the samples above the gradient floor, floor shares reported
     Params = Settings
     Metrics = Results
     artifacts = {"layers": LayerRow}
@@ -22,6 +22,17 @@ class CreditBridge:
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .train import run  # torch is imported only when a trial runs
         return run(config, ctx)
+
+    @staticmethod
+    def preflight(config: dict[str, Any], data_root, scale: str) -> None:
+        """Before Ray starts (raises DataMissing): the cifar10 task needs CIFAR-10 itself at full
+        scale with data: auto, and whenever data: real asks for it; Fashion-MNIST (a disclosed
+        substitute below full scale) and the stand-in do not count (workloads/data/locate.py)."""
+        if config.get("task") != "cifar10":
+            return
+        from workloads.data import require  # noqa: PLC0415
+
+        require("cifar10", data_root, scale, config.get("data", "auto"))
 
 
 __all__ = ["CreditBridge"]

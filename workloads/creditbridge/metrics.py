@@ -2,12 +2,14 @@
 
 Gamma_l  mean over samples of cos(a_l, g_l), g_l the true per-sample gradient dl/dh_l of the
          current network; cosine written out by hand in fp32 (no eps clamp: a zero vector gives NaN,
-         which is counted and left out of the mean). ||g_l|| is logged alongside, since below 1e-7
-         the cosine says nothing.
-rho_l    Pearson correlation, over all (sample, direction) pairs, between the predicted change
-         <a_l, eps v> and the true change l(h_l + eps v) - l(h_l), for M random unit directions v per
-         sample, the perturbed state run through the remaining blocks and the head. Needs no
-         backprop. Computed in float64 so that eps = 1e-3 is far above rounding noise.
+         which is counted and left out of the mean). ||g_l|| is logged alongside, with the share of
+         samples below the floor (||g_l|| < grad_floor, 1e-7), where the cosine says nothing.
+rho_l    Pearson correlation, over the (sample, direction) pairs of the samples at or above the
+         floor, between the predicted change <a_l, eps v> and the true change
+         l(h_l + eps v) - l(h_l), for M random unit directions v per sample, the perturbed state run
+         through the remaining blocks and the head. Needs no backprop. Computed in float64 so that
+         eps = 1e-3 is far above rounding noise. NaN when no sample is above the floor; rho_all is
+         the same over every sample (the definition before the floor was applied).
 nudge    l(h_l - eta a_l / RMS(a_l)) - l(h_l), mean over samples (negative = the credit helps).
 """
 from __future__ import annotations
@@ -51,6 +53,20 @@ def pearson(u: np.ndarray, v: np.ndarray) -> float:
     return float(((u - u.mean()) * (v - v.mean())).mean() / (su * sv))
 
 
+def above_floor(gnorm: torch.Tensor, floor: float) -> np.ndarray:
+    """Boolean mask of the samples whose true-gradient norm is at or above the floor."""
+    return (gnorm >= floor).cpu().numpy()
+
+
+def masked_pearson(pred: np.ndarray, true: np.ndarray, keep: np.ndarray) -> float:
+    """Pearson over the pairs of the kept samples. ``pred`` and ``true`` hold M directions x n
+    samples, direction-major (as ``perturbation_pairs`` returns them); NaN if no sample is kept."""
+    n = len(keep)
+    if not keep.any():
+        return float("nan")
+    return pearson(np.asarray(pred).reshape(-1, n)[:, keep], np.asarray(true).reshape(-1, n)[:, keep])
+
+
 def perturbation_pairs(net64: BlockNet, l: int, h: torch.Tensor, a: torch.Tensor, y: torch.Tensor,
                        directions: int, eps: float, gen: torch.Generator, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, true) loss changes for ``directions`` random unit directions per sample at h_l.
@@ -88,12 +104,13 @@ def float64_copy(net: BlockNet) -> BlockNet:
 def evaluate_credit(net: BlockNet, hs: list[torch.Tensor], grads: list[torch.Tensor], credits: torch.Tensor,
                     y: torch.Tensor, layers: list[int], *, directions: int = 32, eps: float = 1e-3,
                     etas: tuple[float, ...] = (0.003, 0.01), seed: int = 0, rho_reference: bool = False,
-                    credit_eps: float = 1e-6, net64: BlockNet | None = None) -> list[dict]:
+                    credit_eps: float = 1e-6, net64: BlockNet | None = None, grad_floor: float = 1e-7) -> list[dict]:
     """One row per layer in ``layers`` with gamma, rho, gradient norms and nudging.
 
     ``credits`` is the method's raw (L+1, n, d) credit, ``grads``/``hs`` the true gradients and
     states of the same batch. Directions are drawn from a generator seeded by ``seed`` and the layer,
-    so every method sees the same directions at the same seed.
+    so every method sees the same directions at the same seed. rho (and rho_bp_ref) run over the
+    samples with ||g_l|| >= ``grad_floor``, rho_all over every sample.
     """
     net64 = net64 if net64 is not None else float64_copy(net)
     rows = []
@@ -101,19 +118,21 @@ def evaluate_credit(net: BlockNet, hs: list[torch.Tensor], grads: list[torch.Ten
         a, g, h = credits[l], grads[l], hs[l]
         gam, n_undefined = gamma(a, g)
         gnorm = g.to(torch.float32).norm(dim=-1)
+        keep = above_floor(gnorm, grad_floor)
         gen = torch.Generator(device=h.device).manual_seed(int(seed) * 1000 + l)
         pred, true = perturbation_pairs(net64, l, h, a, y, directions, eps, gen)
         row = {
             "layer": l, "t": l / (len(hs) - 1), "gamma": gam, "cos_undefined": n_undefined,
-            "rho": pearson(pred, true),
+            "rho": masked_pearson(pred, true, keep), "rho_all": pearson(pred, true),
+            "rho_samples": int(keep.sum()),
             "gnorm_mean": float(gnorm.mean()), "gnorm_min": float(gnorm.min()),
-            "grad_floor_share": float((gnorm < 1e-7).float().mean()),
+            "grad_floor_share": float(1.0 - keep.mean()),
             "credit_norm_mean": float(a.to(torch.float32).norm(dim=-1).mean()),
         }
         if rho_reference:
             gen = torch.Generator(device=h.device).manual_seed(int(seed) * 1000 + l)
             pred_g, true_g = perturbation_pairs(net64, l, h, g, y, directions, eps, gen)
-            row["rho_bp_ref"] = pearson(pred_g, true_g)
+            row["rho_bp_ref"] = masked_pearson(pred_g, true_g, keep)
         a_hat = a / (a.pow(2).mean(-1, keepdim=True).sqrt() + credit_eps)
         for eta in etas:
             row[f"nudge_{eta_name(eta)}"] = nudge(net, l, h, a_hat, y, eta)

@@ -9,18 +9,28 @@ from orchestrator.params import metric
 class Results(overnight_params.Metrics):
     # credit quality on the held-out batch
     gamma: float | None = metric("Gamma: mean over hidden layers of cos(a_l, g_l)")
-    rho: float | None = metric("rho: mean over hidden layers of the perturbation correlation")
+    rho: float | None = metric(
+        "rho: mean over hidden layers of the perturbation correlation over the samples with ||g_l|| >= grad_floor")
     gamma_first: float | None = metric("Gamma at h_1")
     gamma_top: float | None = metric("Gamma at h_L")
     rho_first: float | None = metric("rho at h_1")
     rho_top: float | None = metric("rho at h_L")
-    rho_bp_ref: float | None = metric("rho of the true gradient on the same net and directions (rho_reference)")
+    rho_all: float | None = metric(
+        "rho over every evaluation sample, below the floor too (what rho meant before version 3)")
+    rho_samples_min: int | None = metric("fewest samples any hidden layer's rho ran over (those above the floor)")
+    rho_bp_ref: float | None = metric(
+        "rho of the true gradient on the same net, directions and samples (rho_reference)")
     nudge_eta0p003: float | None = metric("loss change after a step of 0.003 against the normalised credit")
     nudge_eta0p01: float | None = metric("loss change after a step of 0.01 against the normalised credit")
     # gradient-norm diagnostic
     gnorm: float | None = metric("mean over hidden layers of the mean ||g_l||")
     gnorm_top: float | None = metric("mean ||g_L||")
-    grad_floor_share: float | None = metric("largest share over hidden layers of samples with ||g_l|| < 1e-7")
+    grad_floor_share: float | None = metric(
+        "largest share over hidden layers of evaluation samples with ||g_l|| < grad_floor (1e-7)")
+    grad_floor_share_mean: float | None = metric(
+        "mean share over hidden layers of evaluation samples with ||g_l|| < grad_floor")
+    grad_floor_share_top: float | None = metric("share of evaluation samples with ||g_L|| < grad_floor")
+    n_eval_samples: int | None = metric("held-out samples the credit metrics ran on (the shares' denominator)")
     cos_undefined: int | None = metric("samples left out of Gamma (a zero vector), summed over hidden layers")
     # the trained network
     test_acc: float | None = metric("test accuracy at the end")
@@ -52,11 +62,13 @@ class LayerRow(overnight_params.Metrics):
     in_mean: bool | None = metric("whether the layer is a hidden block output (in the row's means)")
     gamma: float | None = metric("mean cos(a_l, g_l) over samples with a defined cosine")
     cos_undefined: int | None = metric("samples with an undefined cosine")
-    rho: float | None = metric("perturbation correlation")
-    rho_bp_ref: float | None = metric("rho of the true gradient (rho_reference)")
+    rho: float | None = metric("perturbation correlation over the samples with ||g_l|| >= grad_floor")
+    rho_all: float | None = metric("perturbation correlation over every sample")
+    rho_samples: int | None = metric("samples rho ran over (||g_l|| >= grad_floor)")
+    rho_bp_ref: float | None = metric("rho of the true gradient on the same samples (rho_reference)")
     gnorm_mean: float | None = metric("mean ||g_l||")
     gnorm_min: float | None = metric("smallest ||g_l||")
-    grad_floor_share: float | None = metric("share of samples with ||g_l|| < 1e-7")
+    grad_floor_share: float | None = metric("share of samples with ||g_l|| < grad_floor (1e-7)")
     credit_norm_mean: float | None = metric("mean ||a_l|| of the raw credit")
     nudge_eta0p003: float | None = metric("loss change after a step of 0.003 against the normalised credit")
     nudge_eta0p01: float | None = metric("loss change after a step of 0.01 against the normalised credit")

@@ -82,6 +82,9 @@ class Settings(overnight_params.Params):
         list(NUDGE_ETAS), "nudging steps eta, one metric nudge_eta<eta> each, from 0.003 and 0.01 "
         "(a single number is a list of one)")
     rho_reference: bool = param(True, "also measure rho of the true gradient on the same net (rho_bp_ref)")
+    grad_floor: float = param(
+        1e-7, "true-gradient norm below which a sample's cosine and perturbation response say nothing: "
+        "such samples are counted (grad_floor_share*) and left out of rho; 0 keeps every sample", ge=0.0)
     track_every: int = param(1, "epochs between test-accuracy/Gamma checks (256 samples) in the history; 0 = off",
                              ge=0)
     # execution only: a resumed trial continues exactly, so how often it saves changes no result

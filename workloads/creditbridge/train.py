@@ -261,16 +261,19 @@ def measure(trainer: Trainer) -> tuple[list[dict], dict[str, float]]:
     'Metrics')."""
     cfg, seed = trainer.cfg, trainer.seed
     started = time.perf_counter()
-    hs, grads, credits, y = trainer.credit_on(min(cfg.n_eval, len(trainer.x_test)))
+    n_eval = min(cfg.n_eval, len(trainer.x_test))
+    hs, grads, credits, y = trainer.credit_on(n_eval)
     rows = evaluate_credit(trainer.net, hs, grads, credits, y, trainer.net.credit_layers,
                            directions=cfg.rho_directions, eps=cfg.rho_eps, etas=tuple(cfg.nudge_etas),
-                           seed=seed, rho_reference=cfg.rho_reference, credit_eps=cfg.credit_eps)
+                           seed=seed, rho_reference=cfg.rho_reference, credit_eps=cfg.credit_eps,
+                           grad_floor=cfg.grad_floor)
     acc, test_loss = trainer.test()
     hidden = hidden_layers(cfg)
     for r in rows:
         r.update(in_mean=r["layer"] in hidden, method=cfg.method, task=cfg.task, depth=cfg.depth,
                  alpha=cfg.alpha if cfg.task == "synthetic" else float("nan"), seed=seed)
-    return rows, {"test_acc": acc, "test_loss": test_loss, "eval_s": time.perf_counter() - started}
+    return rows, {"test_acc": acc, "test_loss": test_loss, "n_eval_samples": n_eval,
+                  "eval_s": time.perf_counter() - started}
 
 
 def hidden_layers(cfg: Settings) -> list[int]:
@@ -290,8 +293,13 @@ def result_row(cfg: Settings, rows: list[dict], test: dict[str, float], training
         "gamma": layer_mean(rows, "gamma", hidden), "rho": layer_mean(rows, "rho", hidden),
         "gamma_first": first["gamma"], "gamma_top": top["gamma"],
         "rho_first": first["rho"], "rho_top": top["rho"],
+        "rho_all": layer_mean(rows, "rho_all", hidden),
+        "rho_samples_min": min(r["rho_samples"] for r in rows if r["layer"] in hidden),
         "gnorm": layer_mean(rows, "gnorm_mean", hidden), "gnorm_top": top["gnorm_mean"],
         "grad_floor_share": max(r["grad_floor_share"] for r in rows if r["layer"] in hidden),
+        "grad_floor_share_mean": layer_mean(rows, "grad_floor_share", hidden),
+        "grad_floor_share_top": top["grad_floor_share"],
+        "n_eval_samples": test["n_eval_samples"],
         "cos_undefined": int(sum(r["cos_undefined"] for r in rows if r["layer"] in hidden)),
         "test_acc": test["test_acc"], "test_loss": test["test_loss"],
         "train_loss": last.get("train_loss", float("nan")),

@@ -3,8 +3,10 @@ docs/studies/ramlm.md, 'Tiered architecture' and 'Scoring'.
 
 The memory takes and returns token ids and applies ``cluster_order`` (logical position -> token)
 itself, once, the same way for training, forward, evaluation and candidate evaluation; the
-workload passes the same :class:`ClusterMap` order and uses ``ClusterMap.tier_of_token`` for
-per-tier metrics, so the tier a target is scored in is the tier its cluster is stored in.
+workload passes the same :class:`ClusterMap` order. Per-tier metrics put a target in the tier of
+its train-frequency rank (``ClusterMap.metric_tier_of_token``), as the original's per-tier tables
+did: with ``tier_order: frequency`` that is the tier its cluster is stored in, with the legacy
+``token_id`` order it is not.
 Any class with the native memory's API can stand in for it (the tests pass their numpy oracle).
 """
 from __future__ import annotations
@@ -67,7 +69,7 @@ class TieredRAMLM:
         log_v = math.log(self.cmap.vocab_size)
         for bits, tgt in self.examples(tokens).chunks(self.eval_chunk, limit):
             ce, pred = self.memory.evaluate(bits, tgt, self.empty_value)
-            acc.add(np.minimum(ce, log_v), pred == tgt, self.cmap.tier_of_token[tgt])
+            acc.add(np.minimum(ce, log_v), pred == tgt, self.cmap.metric_tier_of_token[tgt])
         return acc.summary()
 
     def scores(self, bits: np.ndarray) -> np.ndarray:
@@ -90,7 +92,7 @@ class TieredRAMLM:
 
     def evaluate_scored(self, tokens: np.ndarray, calibration: Calibration | None, limit: int | None = None) -> tuple[dict, dict | None]:
         """Seed metrics and calibrated metrics from the same [B, V] scores."""
-        scorer = SeedScorer(self.cmap.tier_of_token, len(self.cmap.tiers), calibration)
+        scorer = SeedScorer(self.cmap.metric_tier_of_token, len(self.cmap.tiers), calibration)
         for bits, tgt in self.examples(tokens).chunks(self.score_chunk, limit):
             scorer.add(self.scores(bits), tgt)
         return scorer.seed.summary(), (scorer.cal.summary() if scorer.cal is not None else None)

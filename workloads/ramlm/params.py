@@ -1,5 +1,6 @@
-"""RAM-LM's typed parameters and metrics (they define trial ids and the dataset schema: names,
-types and defaults must not change). See docs/studies/ramlm.md for what each switch means."""
+"""RAM-LM's typed parameters and metrics (they define trial ids and the dataset schema: names and
+types must not change, and a changed default or meaning needs a new workload version, as version 3
+did for pc_group_size). See docs/studies/ramlm.md for what each switch means."""
 from __future__ import annotations
 
 from typing import Literal
@@ -62,7 +63,8 @@ class RamLMParams(params.Params):
     neurons: int = param(3, "neurons per cluster of the uniform model (only when tiers is empty)", ge=1)
     bits: int = param(8, "bits per neuron of the uniform model (only when tiers is empty)", ge=1, le=MAX_BITS)
     tier_order: Literal["frequency", "token_id"] = param(
-        "frequency", "clusters assigned to tiers by train frequency, or by raw token id (legacy bug)")
+        "frequency", "clusters stored in tiers by train frequency, or by raw token id (legacy bug); per-tier "
+        "metrics bucket by frequency rank either way")
     top_k: int = param(1000, "global negatives: the k most frequent train tokens (5c8f4f1 benchmark: 100)", ge=0)
     empty_value: float = param(0.0, "score of a never-written cell (5c8f4f1: 0.5)", ge=0, le=1)
     seed: int = param(0, "connectivity seed (tier i uses seed + i)", ge=0)
@@ -97,7 +99,9 @@ class RamLMParams(params.Params):
     grace_checks: int = param(1, "overfitting checks that may exceed the critical delta before it stops", ge=0)
     windowed_pretrain: bool = param(False, "with optimize: pretrain on the optimiser's train windows only")
     pc_fitness: Literal["SIMPLE", "ACCURACY", "CE", "PENALIZE"] = param("SIMPLE", "per-cluster fitness mode")
-    pc_group_size: int = param(1, "clusters optimised jointly in tier 0 (tier 1: half of it)", ge=1)
+    pc_group_size: int = param(
+        10, "clusters optimised jointly in tier 0 (the original's default 10; tier 1: half, at least 2; "
+        "1 = every cluster alone)", ge=1)
     pc_iterative_passes: int = param(1, "passes of the per-cluster optimiser over the clusters", ge=1)
     # scoring beyond the seed
     calibration: Literal["none", "temperature", "temperature_prior"] = param(
@@ -178,6 +182,9 @@ class RunMetrics(params.Metrics):
     init_val_ppl: float | None = metric("validation PPL before optimisation")
     init_val_acc_pct: float | None = metric("validation accuracy in % before optimisation")
     init_val_ce: float | None = metric("validation CE before optimisation")
+    init_test_ppl: float | None = metric("test PPL before optimisation (only with optimisation)")
+    init_test_acc_pct: float | None = metric("test accuracy in % before optimisation (only with optimisation)")
+    init_test_ce: float | None = metric("test CE before optimisation (only with optimisation)")
     # optimisation
     opt_train_examples: int | None = metric("examples in the optimiser's train windows")
     opt_eval_examples: int | None = metric("examples in the optimiser's eval windows")
@@ -206,8 +213,19 @@ class RunMetrics(params.Metrics):
     test_acc_cal_pct: float | None = metric("test accuracy in %, calibrated scoring")
     test_ce_cal: float | None = metric("test CE, calibrated scoring")
     test_ppl_unigram: float | None = metric("test PPL of the add-one unigram model of the train split")
-    val_ppl_delta_pct: float | None = metric("final vs initial validation PPL, in % of the initial")
+    val_ppl_delta_pct: float | None = metric(
+        "final vs initial validation PPL, in % of the initial (with opt_eval_split validation the optimiser "
+        "selected on this split: see heldout_ppl_delta_pct)")
     val_acc_delta_pct: float | None = metric("final vs initial validation accuracy, in % of the initial (null if 0)")
+    test_ppl_delta_pct: float | None = metric("final vs initial test PPL, in % of the initial (only with optimisation)")
+    test_acc_delta_pct: float | None = metric(
+        "final vs initial test accuracy, in % of the initial (only with optimisation; null if 0)")
+    heldout_split: str | None = metric(
+        "the split the optimiser did not select on: test (opt_eval_split validation) or validation (test)")
+    heldout_ppl_delta_pct: float | None = metric(
+        "final vs initial PPL on heldout_split, in % of the initial: the fair before/after comparison")
+    heldout_acc_delta_pct: float | None = metric(
+        "final vs initial accuracy on heldout_split, in % of the initial (null if 0)")
     total_s: float | None = metric("seconds of the whole trial")
     diverged_step: int | None = metric("set when a CE was not finite (the trial is diverged)")
 
@@ -221,7 +239,7 @@ def _family_fields() -> dict:
                 f"t{k}_bits": (int | None, metric(f"bits per neuron in tier {k}"))}
     for split in ("val", "test"):
         for k in range(MAX_TIER_COLUMNS):
-            where = f"{'validation' if split == 'val' else 'test'} targets in tier {k}"
+            where = f"{'validation' if split == 'val' else 'test'} targets whose train-frequency rank is in tier {k}"
             out |= {f"{split}_t{k}_ppl": (float | None, metric(f"PPL on {where}")),
                     f"{split}_t{k}_acc_pct": (float | None, metric(f"accuracy in % on {where}")),
                     f"{split}_t{k}_share_pct": (float | None, metric(f"share in % of {where}")),

@@ -29,7 +29,7 @@ class PCConfig:
     ts_neighbors: int = 30
     tabu_tenure: int = 5
     mutation_rate: float = 0.01
-    group_size: int = 1              # 1 = every cluster alone; tier 0 uses this, tier 1 half of it
+    group_size: int = 10             # tier 0's groups (the original's default); tier 1 half of it; 1 = alone
     iterative_passes: int = 1
     seed: int = 42
 
@@ -102,13 +102,28 @@ class ClusterConnectivity:
         return self.arrays[t.index][k * t.neurons:(k + 1) * t.neurons]
 
 
+MAX_GROUPED_TIER = 500   # the original grouped a tier only if it had at most this many clusters
+
+
+def group_size_of(tier: Tier, n_tiers: int, group_size: int) -> int:
+    """Clusters per unit, as the original's tiered PC chose them: ``group_size`` in tier 0, half of
+    it (at least 2) in tier 1, single clusters below and in any tier of more than 500 clusters.
+    ``group_size`` 1 means no groups anywhere (the original's 0). The uniform model (one tier) is
+    grouped like tier 0 whatever its size: the seed's PC table has a uniform run in groups of 50,
+    although the 5c8f4f1 code optimised the uniform model's clusters one by one."""
+    if group_size <= 1 or tier.index > 1:
+        return 1
+    if n_tiers > 1 and tier.count > MAX_GROUPED_TIER:
+        return 1
+    return group_size if tier.index == 0 else max(2, group_size // 2)
+
+
 def tier_budget(tier: Tier, n_tiers: int, gens: int, ts_iters: int, group_size: int) -> tuple[int, int, int]:
     """(GA generations, TS iterations, clusters per unit) for one tier: a third per tier down, at
-    least 5; groups in tier 0, half-size groups in tier 1, single clusters below."""
+    least 5; the unit size from :func:`group_size_of`."""
     if n_tiers > 1:
         gens, ts_iters = max(5, int(gens / 3 ** tier.index)), max(5, int(ts_iters / 3 ** tier.index))
-    group = group_size if tier.index == 0 else max(1, group_size // 2) if tier.index == 1 else 1
-    return gens, ts_iters, group
+    return gens, ts_iters, group_size_of(tier, n_tiers, group_size)
 
 
 def optimise_tier(tier: Tier, conn: ClusterConnectivity, problem: SurrogateProblem, n_inputs: int, cfg: PCConfig,

@@ -6,8 +6,10 @@ the token id of logical position L. By default that order is by descending train
 (intended semantics); the legacy order ``token_id`` is the identity, which reproduces the
 original's sparse-tier bug where tier 0 was token ids 0..count_0-1.
 
-One :class:`ClusterMap` is built per run and used for training targets, negatives, scoring,
-metrics and optimisation alike, so the mapping cannot disagree between phases.
+One :class:`ClusterMap` is built per run and used for training targets, negatives, scoring and
+optimisation alike, so the mapping cannot disagree between phases. Per-tier metrics always bucket
+targets by train-frequency rank, as the original's per-tier tables did; with the legacy order
+that differs from where a token is stored (``ClusterMap.metric_tier_of_token``).
 """
 from __future__ import annotations
 
@@ -143,14 +145,28 @@ def top_k(train_tokens: np.ndarray, vocab_size: int, k: int) -> np.ndarray:
     return seen[:k]
 
 
-class ClusterMap:
-    """Logical cluster position <-> token id, plus the tier of every token."""
+def _check_permutation(order: np.ndarray, v: int, name: str) -> np.ndarray:
+    order = np.asarray(order, dtype=np.int64)
+    if order.shape != (v,) or not np.array_equal(np.sort(order), np.arange(v)):
+        raise ValueError(f"{name} must be a permutation of range(V)")
+    return order
 
-    def __init__(self, tiers: list[Tier], cluster_order: np.ndarray):
+
+class ClusterMap:
+    """Logical cluster position <-> token id, the tier every token is stored in, and the tier every
+    token is *reported* in.
+
+    ``cluster_order`` (logical position -> token) decides storage: tier k holds the tokens at
+    positions [start_k, end_k). ``rank_order`` (frequency rank -> token) decides the per-tier
+    metrics: tier k's rows are the targets whose train-frequency rank lies in [start_k, end_k), as
+    the original's per-tier tables did. Both orders are the same with ``tier_order: frequency``;
+    with the legacy ``token_id`` storage they differ, and the metrics still bucket by rank.
+    """
+
+    def __init__(self, tiers: list[Tier], cluster_order: np.ndarray, rank_order: np.ndarray | None = None):
         v = tiers[-1].end
-        cluster_order = np.asarray(cluster_order, dtype=np.int64)
-        if cluster_order.shape != (v,) or not np.array_equal(np.sort(cluster_order), np.arange(v)):
-            raise ValueError("cluster_order must be a permutation of range(V)")
+        cluster_order = _check_permutation(cluster_order, v, "cluster_order")
+        rank_order = cluster_order if rank_order is None else _check_permutation(rank_order, v, "rank_order")
         self.tiers = tiers
         self.vocab_size = v
         self.cluster_order = cluster_order                 # logical -> token
@@ -159,15 +175,20 @@ class ClusterMap:
         self.tier_of_position = np.empty(v, dtype=np.int64)
         for t in tiers:
             self.tier_of_position[t.start:t.end] = t.index
-        self.tier_of_token = self.tier_of_position[self.position]
+        self.tier_of_token = self.tier_of_position[self.position]      # where the token is stored
+        self.rank_order = rank_order                       # frequency rank -> token
+        rank = np.empty(v, dtype=np.int64)
+        rank[rank_order] = np.arange(v)
+        self.metric_tier_of_token = self.tier_of_position[rank]       # where the token is reported
 
     @classmethod
     def build(cls, tiers: list[Tier], train_tokens: np.ndarray, order: str = "frequency") -> "ClusterMap":
         v = tiers[-1].end
+        by_rank = frequency_order(train_tokens, v)
         if order == "frequency":
-            return cls(tiers, frequency_order(train_tokens, v))
-        if order == "token_id":  # legacy: the original's sparse tiers assigned tiers by raw token id
-            return cls(tiers, np.arange(v, dtype=np.int64))
+            return cls(tiers, by_rank)
+        if order == "token_id":  # legacy: the original's sparse tiers assigned tiers by raw token id,
+            return cls(tiers, np.arange(v, dtype=np.int64), by_rank)   # its per-tier tables by rank
         raise ValueError(f"tier_order must be 'frequency' or 'token_id', got {order!r}")
 
     def to_logical(self, token_ids: np.ndarray) -> np.ndarray:

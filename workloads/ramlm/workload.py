@@ -89,8 +89,13 @@ def pretrain_tokens(trial: Trial) -> np.ndarray:
     return opt_windows(cfg, trial.splits)[0] if cfg.optimize and cfg.windowed_pretrain else trial.splits.train
 
 
+def optimises(cfg: RamLMParams) -> bool:
+    return cfg.optimize and bool(cfg.strategies)
+
+
 def train_initial(trial: Trial) -> None:
-    """One pass over the training tokens, then the validation metrics before any optimisation."""
+    """One pass over the training tokens, then the validation metrics before any optimisation, and
+    with optimisation the test metrics too (the split the intended variant never selects on)."""
     model, metrics = trial.model, trial.metrics
     t0 = time.perf_counter()
     model.train(pretrain_tokens(trial))
@@ -101,6 +106,10 @@ def train_initial(trial: Trial) -> None:
     metrics["eval_val_s"] = time.perf_counter() - t0
     metrics.update({"init_val_ppl": init["ppl"], "init_val_acc_pct": 100 * init["acc"], "init_val_ce": init["ce"]})
     check_finite(0, ce=init["ce"])
+    if optimises(trial.cfg):
+        init_test = model.evaluate(trial.splits.test)
+        metrics.update({"init_test_ppl": init_test["ppl"], "init_test_acc_pct": 100 * init_test["acc"],
+                        "init_test_ce": init_test["ce"]})
     trial.done.append("initial")
     trial.ctx.report(0, phase="initial", val_ppl=init["ppl"], val_acc_pct=100 * init["acc"])
     trial.ctx.save_checkpoint({"done": trial.done, "metrics": metrics, "connectivity": None})
@@ -162,15 +171,38 @@ def evaluate_final(trial: Trial) -> tuple[dict, dict]:
     return val, test
 
 
+def delta_pct(after: float, before: float) -> float:
+    """(after - before) / before in %, NaN when ``before`` is 0 (an accuracy of 0 has no relative change)."""
+    return (after - before) / before * 100 if before > 0 else float("nan")
+
+
+def selection_split(cfg: RamLMParams) -> str:
+    """The split whose windows the optimiser selects connectivity on (fitness and overfitting check)."""
+    return cfg.opt_eval_split
+
+
+def heldout_split(cfg: RamLMParams) -> str:
+    """The split the optimiser never sees: test when it selects on validation, and the reverse."""
+    return "test" if selection_split(cfg) == "validation" else "validation"
+
+
 def comparisons(trial: Trial) -> dict:
-    """The unigram baseline's test PPL and the change since the initial evaluation."""
-    m, splits = trial.metrics, trial.splits
-    init_acc = m["init_val_acc_pct"]
-    return {
-        "test_ppl_unigram": math.exp(unigram_ce(splits.train, splits.test[trial.cfg.context:], splits.vocab_size)),
-        "val_ppl_delta_pct": (m["val_ppl"] - m["init_val_ppl"]) / m["init_val_ppl"] * 100,
-        "val_acc_delta_pct": (m["val_acc_pct"] - init_acc) / init_acc * 100 if init_acc > 0 else float("nan"),
+    """The unigram baseline's test PPL and the change since the initial evaluation: on validation
+    (always), on test (with optimisation), and on the held-out split, the one the optimiser did not
+    select on (docs/studies/ramlm.md, 'Before and after optimisation')."""
+    cfg, m, splits = trial.cfg, trial.metrics, trial.splits
+    out = {
+        "test_ppl_unigram": math.exp(unigram_ce(splits.train, splits.test[cfg.context:], splits.vocab_size)),
+        "val_ppl_delta_pct": delta_pct(m["val_ppl"], m["init_val_ppl"]),
+        "val_acc_delta_pct": delta_pct(m["val_acc_pct"], m["init_val_acc_pct"]),
     }
+    if optimises(cfg) and "init_test_ppl" in m:
+        out.update({"test_ppl_delta_pct": delta_pct(m["test_ppl"], m["init_test_ppl"]),
+                    "test_acc_delta_pct": delta_pct(m["test_acc_pct"], m["init_test_acc_pct"])})
+        key = "test" if heldout_split(cfg) == "test" else "val"
+        out.update({"heldout_split": heldout_split(cfg), "heldout_ppl_delta_pct": out[f"{key}_ppl_delta_pct"],
+                    "heldout_acc_delta_pct": out[f"{key}_acc_delta_pct"]})
+    return out
 
 
 # ----------------------------------------------------------------------------- the workload
@@ -182,12 +214,30 @@ class RamLM:
     """
 
     name = "ramlm"
-    version = "2"
+    version = "3"   # 3: held-out deltas, per-tier metrics by frequency rank, PC group size 10
     Params = RamLMParams
     Metrics = RamLMMetrics
 
     def __init__(self, reference_memory=None):
         self.reference_memory = reference_memory
+
+    @staticmethod
+    def preflight(config: dict, data_root, scale: str) -> None:
+        """Before Ray starts (raises DataMissing): WikiText-2 with its train split and the GPT-2 BPE
+        at full scale with data / tokenizer auto, and whenever data: real or tokenizer: gpt2 asks
+        for them; a stand-in or synthetic stream asked for on purpose needs neither
+        (workloads/data/locate.py)."""
+        from workloads.data import require  # noqa: PLC0415
+
+        data = config.get("data", "auto")
+        if data == "synthetic":
+            return
+        if data != "standin":
+            require("wikitext-2", data_root, scale, data)
+        tokenizer = config.get("tokenizer", "auto")
+        if data == "standin" and tokenizer != "gpt2":
+            return   # the stand-in on purpose: auto may tokenize it by words (the row says so)
+        require("gpt2-bpe", data_root, scale, tokenizer)
 
     def run(self, config: dict, ctx) -> dict:
         # the orchestrator passes the validated full config; validating again also serves direct callers
@@ -199,7 +249,7 @@ class RamLM:
             trial.model.train(pretrain_tokens(trial))   # the memory's cells are not checkpointed: refill them
         else:
             train_initial(trial)
-        if cfg.optimize and cfg.strategies:
+        if optimises(cfg):
             optimise_and_retrain(trial)
         trial.metrics["written_cells_final"] = int(np.sum(trial.model.memory.written_cells()))
         val, test = evaluate_final(trial)
