@@ -43,9 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="summarise a results directory (does not start Ray)")
     s.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
 
-    rep = sub.add_parser("report", help="write report.md for a results directory and print it")
-    rep.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
+    rep = sub.add_parser("report", help="write report.md (and its plots) for a results directory and print it; "
+                                         "with two study directories, compare them side by side")
+    rep.add_argument("results_dir", nargs="*", default=[DEFAULT_RESULTS],
+                     help="a results location (every study under it), or two RESULTS/<study>/<scale> to compare")
     rep.add_argument("--out", default=None, help="also write the report to this file")
+    rep.add_argument("--html", default=None, metavar="FILE",
+                     help="also write one self-contained HTML page (tables, plots embedded, header)")
+    rep.add_argument("--study", default=None, metavar="FILE",
+                     help="take the tables and plots from this study file (default: configs/studies/<study>.yaml "
+                          "when it is the same study, else the ones frozen in study.json)")
 
     sub.add_parser("list", help="studies in configs/studies/ and the registered workloads")
 
@@ -67,7 +74,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
-    prep = prepare(study_path(a.study), a.scale, a.sets)
+    prep = prepare(study_path(a.study), a.scale, a.sets, data_root=a.data_root)
     if a.dry_run:
         store = study_store(a.results, prep.study.name, a.scale)
         _print_dry_run(prep, store, len(pending(store, prep.trials, a.retry_failed)[0]))
@@ -135,21 +142,46 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from orchestrator.prepare import write_report
+    from orchestrator import compare, html, report
+    from orchestrator.api import study_path
 
-    texts = []
-    for store in _study_dirs(a.results_dir):
-        m = store.manifest()
-        study = specmod.Study.model_validate(m["study"])
-        texts.append(write_report(store, study, m["scale"], {t["trial_id"] for t in m["trials"]}))
-    combined = "\n".join(texts)
-    if a.out:
-        try:
-            Path(a.out).write_text(combined)
-        except OSError as e:
-            raise UserError(f"cannot write: {e.strerror}", source="--out", field=a.out) from None
-    print(combined, end="")
+    dirs = a.results_dir or [DEFAULT_RESULTS]
+    if len(dirs) > 2:
+        raise UserError(f"report takes one results location, or two study directories to compare (got {len(dirs)})",
+                        source="report")
+    study_file = str(study_path(a.study)) if a.study else None
+    if len(dirs) == 2:
+        stores = [_one_study(d) for d in dirs]
+        doc = compare.for_stores(stores[0], stores[1], study_file)
+        text = compare.markdown(doc)
+    else:
+        stores = _study_dirs(dirs[0])
+        doc = [report.for_store(store, study_file) for store in stores]
+        for store, rep in zip(stores, doc):
+            report.write(store, rep)
+        text = "\n".join(report.markdown(rep, images=report.images_of(store)) for store, rep in zip(stores, doc))
+    _write_text(a.out, text, "--out")
+    if a.html:
+        _write_text(a.html, html.page(doc), "--html")
+    print(text, end="")
     return 0
+
+
+def _one_study(location: str):
+    stores = _study_dirs(location)
+    if len(stores) != 1:
+        raise UserError(f"a comparison takes two study directories (RESULTS/<study>/<scale>); found {len(stores)} "
+                        f"studies under it", source=location)
+    return stores[0]
+
+
+def _write_text(path: str | None, text: str, option: str) -> None:
+    if not path:
+        return
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write: {e.strerror}", source=option, field=path) from None
 
 
 def cmd_list(a: argparse.Namespace) -> int:

@@ -32,8 +32,10 @@ class Prepared:
     workload_spec: dict | None = None   # workload: command only
 
 
-def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: dict | None = None) -> Prepared:
-    """``raw``: the study document itself (Python API); ``path`` then only names it in errors."""
+def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: dict | None = None,
+            data_root: str | Path | None = None) -> Prepared:
+    """``raw``: the study document itself (Python API); ``path`` then only names it in errors.
+    ``data_root``: where datasets are looked for (the workloads' preflight checks)."""
     path = Path(path)
     raw = spec.load_raw(path) if raw is None else raw
     study = spec.resolve(raw, str(path), scale, sets)
@@ -47,6 +49,7 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     normalize = _normalizer(params_model, where, path, study.workload) if params_model else None
     trials = expand(study, str(workload.version), normalize, name=str(workload.name))
     _legacy_check(workload, trials, path)
+    _preflight(workload, trials, scale, data_root, path)
     for name in R.RESERVED & set(trials[0].config if trials else {}):
         raise UserError(f"{name}: is a reserved result column; rename the parameter", source=str(path))
     schema = R.row_schema(params_model, metrics_model, [t.config for t in trials])
@@ -92,6 +95,26 @@ def _located(e: P.ParamError, cfg: dict[str, Any], where: dict[str, list[tuple[s
 
 def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
+
+
+def _preflight(workload: Any, trials: list[Trial], scale: str, data_root: str | Path | None, path: Path) -> None:
+    """Let the workload check, before Ray starts, that each trial's data is there."""
+    from orchestrator.interface import DataMissing
+
+    check = getattr(workload, "preflight", None)
+    if check is None or data_root is None:
+        return
+    seen = set()
+    for t in trials:
+        key = repr(sorted((k, repr(v)) for k, v in t.config.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check(dict(t.config), Path(data_root), scale)
+        except DataMissing as e:
+            raise UserError(f"{e} (or --set data=standin to run on the stand-in on purpose)", source=str(path),
+                            field="data") from None
 
 
 def _legacy_check(workload: Any, trials: list[Trial], path: Path) -> None:
@@ -145,8 +168,7 @@ def study_rows(store, trial_ids: set[str]):
 
 
 def write_report(store, study: Study, scale: str, trial_ids: set[str]) -> str:
+    """report.md and its plots (report/) into the study's location; returns report.md's text."""
     from orchestrator import report
 
-    text = report.render(study, scale, study_rows(store, trial_ids), total=len(trial_ids))
-    store.write_bytes(L.REPORT, text.encode())
-    return text
+    return report.write(store, report.build_for(store, study, scale, trial_ids))

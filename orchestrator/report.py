@@ -1,107 +1,85 @@
-"""Tables a study declares (``report:`` in its YAML), computed from the Parquet rows, as Markdown."""
+"""A study's report: what its ``report:`` section declares (tables and plots), computed from the
+Parquet rows (and per-trial artifacts) of a results location.
+
+:func:`build` computes a :class:`Report` (header, one section per table or plot, failed trials);
+:func:`markdown` and ``orchestrator.html`` render it; :func:`write` stores report.md and the
+plots (report/NN-title.png, with the plotted numbers as report/NN-title.csv) beside the results.
+The numbers are in orchestrator/tables.py, the figures in orchestrator/plots.py."""
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import pandas as pd
 
+from orchestrator import layout as L
+from orchestrator import plots as P
+from orchestrator import tables as T
+from orchestrator.errors import UserError
 from orchestrator.progress import fmt_duration
+from orchestrator.provenance import data_summary
 from orchestrator.rows import COMPLETED, FAILED, count_statuses
-from orchestrator.spec import ReportTable, Study
+from orchestrator.spec import ReportPlot, ReportTable, Study
 
-_SHARE = re.compile(r"^share([<>]=?)(-?\d+(?:\.\d+)?)$")
-
-
-def markdown_table(df: pd.DataFrame, decimals: int = 2, keys: Sequence[str] = ()) -> str:
-    """Pipe table; ``keys`` columns (group labels, config values) are printed as they are,
-    the others rounded to ``decimals``."""
-    if df.empty:
-        return "_(no rows)_"
-    cols = [str(c) for c in df.columns]
-
-    def cell(v: Any, as_key: bool) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-            return "–"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float) and not as_key:
-            return f"{v:.{decimals}f}"
-        if isinstance(v, float) and v == int(v):
-            return str(int(v)) if abs(v) < 1e15 else str(v)
-        return str(v).replace("|", "\\|")
-
-    is_key = [c in set(keys) for c in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for rec in df.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v, k) for v, k in zip(rec, is_key)) + " |")
-    return "\n".join(lines)
+_stat_label = T.stat_label
+STUDY_DIR = Path("configs/studies")   # where `overnight` finds a study by name (run from the project root)
 
 
 def _stat(series: pd.Series, stat: str) -> float:
-    s = pd.to_numeric(series, errors="coerce").dropna()
-    if stat == "n":
-        return int(s.size)
-    if s.empty:
-        return float("nan")
-    m = _SHARE.match(stat)
-    if m:
-        op, x = m.group(1), float(m.group(2))
-        hit = {">": s > x, ">=": s >= x, "<": s < x, "<=": s <= x}[op]
-        return float(100.0 * hit.mean())
-    if stat == "std":
-        return float(s.std(ddof=1)) if s.size > 1 else float("nan")
-    if stat == "sem":
-        return float(s.std(ddof=1) / math.sqrt(s.size)) if s.size > 1 else float("nan")
-    return float(getattr(s, stat)())
+    return T.stat(series.to_frame("v"), "v", stat)
 
 
-def _stat_label(stat: str) -> str:
-    m = _SHARE.match(stat)
-    return f"% {m.group(1)} {m.group(2)}" if m else stat
+def table(rows: pd.DataFrame, spec: ReportTable | ReportPlot,
+          artifacts: T.Artifacts | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The table and any notes (missing columns, empty selection); of a plot, the numbers it draws."""
+    if isinstance(spec, ReportPlot):
+        df, notes = T.select(rows, spec, artifacts)
+        return (df, notes) if notes else (P.plot_data(df, spec), [])
+    return T.table(rows, spec, artifacts)
 
 
-def table(rows: pd.DataFrame, spec: ReportTable) -> tuple[pd.DataFrame, list[str]]:
-    """The table and any notes (missing columns, empty selection)."""
-    notes: list[str] = []
-    df = rows
-    if spec.where:
-        try:
-            df = df.query(spec.where, engine="python")
-        except Exception as e:  # noqa: BLE001 - a bad filter is reported, not fatal
-            return pd.DataFrame(), [f"filter `{spec.where}` failed: {type(e).__name__}: {e}"]
-    needed = list(spec.by) + list(spec.values) + (list(spec.columns or []))
-    if spec.best:
-        needed += [spec.best.metric] + list(spec.best.by)
-    missing = [c for c in dict.fromkeys(needed) if c not in df.columns]
-    if missing:
-        return pd.DataFrame(), [f"no column {', '.join(missing)} in the results yet"]
-    if df.empty:
-        return pd.DataFrame(), ["no rows match"]
-    if spec.best:
-        b = spec.best
-        ranked = df.assign(_m=pd.to_numeric(df[b.metric], errors="coerce")).dropna(subset=["_m"])
-        ranked = ranked.sort_values("_m", ascending=(b.mode == "min"), kind="stable")
-        top = ranked.groupby(b.by, sort=True, dropna=False).head(b.top) if b.by else ranked.head(b.top)
-        top = top.sort_values(b.by + ["_m"], ascending=[True] * len(b.by) + [b.mode == "min"]) if b.by else top
-        cols = [c for c in b.by if c not in (spec.columns or [])] + (spec.columns or [b.metric])
-        return top[cols].reset_index(drop=True), notes
-    records = []
-    groups = df.groupby(spec.by, sort=True, dropna=False) if spec.by else [((), df)]
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        rec: dict[str, Any] = dict(zip(spec.by, key))
-        for v in spec.values:
-            for s in spec.stats:
-                label = _stat_label(s) if len(spec.values) == 1 else f"{v} {_stat_label(s)}"
-                rec[label] = _stat(g[v], s)
-        records.append(rec)
-    out = pd.DataFrame.from_records(records)
-    for c in out.columns:  # keep counts integral
-        if c.endswith(" n") or c == "n":
-            out[c] = out[c].astype("Int64")
-    return out, notes
+# ---------------------------------------------------------------------------- the report
+@dataclass
+class Header:
+    study: str
+    scale: str
+    workload: str
+    description: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    unfinished: int = 0                     # trials of the study without a row yet
+    compute_s: float | None = None          # sum of trial wall times
+    span_s: float | None = None             # first start to last finish
+    data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/provenance.py)
+    location: str = ""
+
+
+@dataclass
+class Section:
+    spec: ReportTable | ReportPlot
+    name: str                               # file stem of its plot: NN-title
+    frame: pd.DataFrame | None = None       # a table
+    keys: list[str] = field(default_factory=list)
+    figure: P.Figure | None = None          # a plot
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_plot(self) -> bool:
+        return isinstance(self.spec, ReportPlot)
+
+
+@dataclass
+class Report:
+    header: Header
+    sections: list[Section]
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (trial_id, first line of error)
+
+
+def slug(index: int, title: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:48].rstrip("-")
+    return f"{index:02d}-{words or 'plot'}"
 
 
 def config_keys(study: Study) -> set[str]:
@@ -111,37 +89,181 @@ def config_keys(study: Study) -> set[str]:
     return keys
 
 
-def render(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None) -> str:
+def header(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None, location: str = "") -> Header:
     n = len(rows)
-    labels = config_keys(study)
-    counts = count_statuses(rows["status"] if n else [])
-    completed = rows[rows["status"] == COMPLETED] if n else rows
-    lines = [f"# {study.name} — {scale} scale", ""]
-    if study.description:
-        lines += [study.description, ""]
-    summary = "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-    if total is not None and total > n:
-        summary += f", {total - n} not finished (partial report)"
-    lines.append(summary + f". Workload `{study.workload}`.")
+    h = Header(study.name, scale, study.workload, study.description, dict(count_statuses(rows["status"] if n else [])),
+               unfinished=max(0, (total or 0) - n), location=location)
     if n and {"wall_s", "started_at", "finished_at"} <= set(rows.columns):
-        span = (pd.to_datetime(rows["finished_at"]).max() - pd.to_datetime(rows["started_at"]).min()).total_seconds()
-        lines.append(f"Compute: {fmt_duration(float(rows['wall_s'].sum()))} of trial time; "
-                     f"first start to last finish {fmt_duration(span)}.")
-    lines.append("")
-    for spec in study.report:
-        df, notes = table(completed, spec)
-        lines += [f"## {spec.title}", ""]
-        if spec.note:
-            lines += [spec.note, ""]
-        if spec.where:
-            lines += [f"_Rows: `{spec.where}`_", ""]
-        keys = list(spec.by) + (list(spec.best.by) if spec.best else [])
-        if spec.best:  # config columns of best-row tables are labels, not measurements
-            keys += [c for c in df.columns if c in labels]
-        lines += [markdown_table(df, spec.decimals, keys) if not df.empty else f"_({'; '.join(notes) or 'no rows'})_", ""]
-    if counts[FAILED]:
-        failed = rows[rows["status"] == FAILED].head(10)
-        lines += ["## Failed trials", ""]
-        lines += [f"- `{r.trial_id}`: {str(r.error).splitlines()[0][:300]}" for r in failed.itertuples()]
-        lines.append("")
+        h.compute_s = float(rows["wall_s"].sum())
+        h.span_s = (pd.to_datetime(rows["finished_at"]).max() - pd.to_datetime(rows["started_at"]).min()).total_seconds()
+    h.data = data_summary(rows)
+    return h
+
+
+def section(index: int, spec: ReportTable | ReportPlot, completed: pd.DataFrame, labels: set[str],
+            artifacts: T.Artifacts | None, draw: bool = True) -> Section:
+    sec = Section(spec, slug(index, spec.title))
+    if isinstance(spec, ReportPlot):
+        if draw:
+            try:
+                sec.figure = P.render(completed, spec, artifacts)
+                sec.notes = sec.figure.notes
+            except Exception as e:  # noqa: BLE001 - one bad figure leaves the rest of the report
+                sec.notes = [f"plot failed: {type(e).__name__}: {e}"]
+        return sec
+    sec.frame, sec.notes = T.table(completed, spec, artifacts)
+    sec.keys = T.key_columns(spec, sec.frame, labels)
+    return sec
+
+
+def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None,
+          artifacts: T.Artifacts | None = None, location: str = "", draw: bool = True) -> Report:
+    """Every table and plot of ``study.report`` over ``rows`` (completed ones are tabulated)."""
+    n = len(rows)
+    completed = rows[rows["status"] == COMPLETED] if n else rows
+    labels = config_keys(study)
+    sections = [section(i + 1, spec, completed, labels, artifacts, draw) for i, spec in enumerate(study.report)]
+    failed = rows[rows["status"] == FAILED].head(10) if n else rows
+    errors = [(r.trial_id, str(r.error).splitlines()[0][:300] if str(r.error) else "") for r in failed.itertuples()]
+    return Report(header(study, scale, rows, total, location), sections, errors)
+
+
+# ---------------------------------------------------------------------------- Markdown
+def cell(v: Any, as_key: bool, decimals: int) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and not as_key:
+        return f"{v:.{decimals}f}"
+    if isinstance(v, float) and v == int(v):
+        return str(int(v)) if abs(v) < 1e15 else str(v)
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, decimals: int = 2, keys: Sequence[str] = ()) -> str:
+    """Pipe table; ``keys`` columns (group labels, config values) are printed as they are,
+    the others rounded to ``decimals``."""
+    if df.empty:
+        return "_(no rows)_"
+    cols = [str(c) for c in df.columns]
+    is_key = [c in set(keys) for c in cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for rec in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v, k, decimals).replace("|", "\\|") for v, k in zip(rec, is_key)) + " |")
+    return "\n".join(lines)
+
+
+def header_lines(h: Header) -> list[str]:
+    lines = [f"# {h.study} — {h.scale} scale", ""]
+    if h.description:
+        lines += [h.description, ""]
+    summary = "Trials: " + ", ".join(f"{v} {k}" for k, v in h.counts.items())
+    if h.unfinished:
+        summary += f", {h.unfinished} not finished (partial report)"
+    lines.append(summary + f". Workload `{h.workload}`.")
+    if h.compute_s is not None:
+        lines.append(f"Compute: {fmt_duration(h.compute_s)} of trial time; first start to last finish "
+                     f"{fmt_duration(h.span_s or 0.0)}.")
+    return lines + h.data + [""]
+
+
+def section_lines(sec: Section, images: str) -> list[str]:
+    spec = sec.spec
+    lines = [f"## {spec.title}", ""]
+    if spec.note:
+        lines += [spec.note, ""]
+    if spec.where or spec.artifact:
+        what = f"artifact `{spec.artifact}` joined with its trial's row" if spec.artifact else ""
+        lines += ["_Rows: " + "; ".join(p for p in (what, f"`{spec.where}`" if spec.where else "") if p) + "_", ""]
+    if sec.notes:
+        return lines + [f"_({'; '.join(sec.notes)})_", ""]
+    if sec.is_plot:
+        return lines + ([f"![{spec.title}]({images}/{sec.name}.png)", ""] if sec.figure and sec.figure.png else [])
+    return lines + [markdown_table(sec.frame, spec.decimals, sec.keys), ""]
+
+
+def markdown(report: Report, images: str = L.REPORT_DIR) -> str:
+    """The report as Markdown; plots are linked as ``images``/NN-title.png."""
+    lines = header_lines(report.header)
+    for sec in report.sections:
+        lines += section_lines(sec, images)
+    if report.failed:
+        lines += ["## Failed trials", ""] + [f"- `{tid}`: {err}" for tid, err in report.failed] + [""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None,
+           artifacts: T.Artifacts | None = None) -> str:
+    """The report as Markdown (plots are drawn, and linked as report/NN-title.png)."""
+    return markdown(build(study, scale, rows, total, artifacts))
+
+
+# ---------------------------------------------------------------------------- storage
+def study_artifacts(store, trial_ids: set[str]) -> T.Artifacts:
+    """Artifact reader over a store, limited to the study's trials, read once per name."""
+    cache: dict[str, pd.DataFrame] = {}
+
+    def read(name: str) -> pd.DataFrame:
+        if name not in cache:
+            df = store.artifact(name)
+            cache[name] = df[df["trial_id"].isin(trial_ids)].reset_index(drop=True) if not df.empty else df
+        return cache[name]
+    return read
+
+
+def study_rows(store, trial_ids: set[str]) -> pd.DataFrame:
+    from orchestrator.prepare import study_rows as rows
+
+    return rows(store, trial_ids)
+
+
+def build_for(store, study: Study, scale: str, trial_ids: set[str]) -> Report:
+    """The report of a study's trials in ``store`` (rows of other trials there are left out)."""
+    return build(study, scale, study_rows(store, trial_ids), total=len(trial_ids),
+                 artifacts=study_artifacts(store, trial_ids), location=store.location)
+
+
+def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
+    """The study a report is made from: the one frozen in study.json, with the tables and plots of
+    ``study_file`` when given, else of configs/studies/<name>.yaml when that file is the same study
+    (same name and workload): a report section edited after the run applies without running again."""
+    from orchestrator import spec as S
+
+    study = Study.model_validate(manifest["study"])
+    path = Path(study_file) if study_file else STUDY_DIR / f"{study.name}.yaml"
+    if not study_file and not path.is_file():
+        return study
+    try:
+        current = S.load(path)
+    except UserError:
+        if study_file:
+            raise
+        return study  # a broken file next door does not stop a report of finished results
+    if not study_file and (current.name, current.workload) != (study.name, study.workload):
+        return study
+    return study.model_copy(update={"report": current.report})
+
+
+def for_store(store, study_file: str | Path | None = None) -> Report:
+    """The report of the study in ``store`` (RESULTS/<study>/<scale>), from its study.json."""
+    m = store.manifest()
+    return build_for(store, spec_for(m, study_file), m["scale"], {t["trial_id"] for t in m["trials"]})
+
+
+def images_of(store) -> str:
+    """Where a report's plots are, for text read outside the results location."""
+    return L.join(store.location, L.REPORT_DIR)
+
+
+def write(store, report: Report) -> str:
+    """report.md and report/ (each plot as PNG and its numbers as CSV) into the study's location;
+    the report/ folder of an earlier report is replaced. Returns report.md's text."""
+    store.delete_dir(L.REPORT_DIR)
+    for sec in report.sections:
+        if sec.figure is not None and sec.figure.png:
+            store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.png"), sec.figure.png)
+            store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.csv"), sec.figure.data.to_csv(index=False).encode())
+    text = markdown(report)
+    store.write_bytes(L.REPORT, text.encode())
+    return text

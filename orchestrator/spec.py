@@ -133,6 +133,7 @@ class ReportTable(_Strict):
     compare: CompareSpec | None = None
     count: list[str] = Field(default_factory=list)
     order: dict[str, list[Any]] = Field(default_factory=dict)
+    layout: Literal["wide", "long"] = "wide"   # long: one row per value (grouped statistics)
     columns: list[str] | None = None
     decimals: int = Field(2, ge=0, le=8)
     note: str | None = None
@@ -150,6 +151,8 @@ class ReportTable(_Strict):
             raise ValueError(f"{kinds[1]}: a table is one of best, pivot, compare or count (this one also has {kinds[0]})")
         if self.best is None and not self.count and not self.values:
             raise ValueError("a table needs `values` (grouped statistics, pivot or compare), `best` or `count`")
+        if self.layout == "long" and kinds:
+            raise ValueError(f"layout: only grouped statistics have a long layout (this is a {kinds[0]} table)")
         if self.count and self.values:
             raise ValueError("values: a count table counts rows; it takes no values")
         if self.pivot and self.pivot in self.by:

@@ -34,38 +34,21 @@ def test_full_scale_is_the_seed_budget():
         (512, 256, 20000, 64)
 
 
-def test_report_tables_read_existing_row_columns():
-    # a real (smoke-sized) row, as the workload returns it, plus the config columns
+def test_report_tables_read_existing_row_and_artifact_columns():
+    # a real (smoke-sized) row, as the workload returns it, plus the config columns, and its
+    # artifacts (per-point and per-variant tables) as the store would give them to the report
     from tests.geometry.test_workload import TINY
     from orchestrator.interface import LocalContext
 
-    row = Geometry().run(dict(TINY), LocalContext(seed=7))
-    df = pd.DataFrame([{**TINY, **row}])
+    ctx = LocalContext(seed=7)
+    row = Geometry().run(dict(TINY), ctx)
+    df = pd.DataFrame([{"trial_id": "t0", **TINY, **row}])
+    artifacts = {name: pd.DataFrame(rows).assign(trial_id="t0") for name, rows in ctx.artifacts.items()}
     study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "smoke")
     assert len(study.report) >= 10
     for t in study.report:
-        out, notes = table(df, t)
+        out, notes = table(df, t, artifacts.get)
+        if t.where and notes == ["no rows match"]:
+            continue  # a filter this one setting does not meet
         assert not notes, (t.title, notes)
-        assert len(out) == 1, t.title
-
-
-def test_pooled_summary_reads_a_results_directory(tmp_path):
-    from tests.geometry.test_workload import TINY
-    from orchestrator.interface import LocalContext
-    from workloads.geometry import summary
-
-    for i, seed in enumerate((1, 2)):
-        cfg = {**TINY, "seed": seed}
-        ctx = LocalContext(seed=seed)
-        row = Geometry().run(dict(cfg), ctx)
-        tid = f"t{i}"
-        for name, rows in ctx.artifacts.items():
-            (tmp_path / "artifacts" / name).mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows).assign(trial_id=tid).to_parquet(tmp_path / "artifacts" / name / f"{tid}.parquet")
-        (tmp_path / "trials").mkdir(exist_ok=True)
-        pd.DataFrame([{"trial_id": tid, "status": "completed", **cfg, **row}]).to_parquet(tmp_path / "trials" / f"{tid}.parquet")
-    rows, points, variants = summary.load(tmp_path)
-    assert len(rows) == 2 and len(points) == 8 and len(variants) == 6
-    text = summary.render(rows, points, variants)
-    assert "quantization points pooled: 8" in text
-    assert text.count("early:") == 1 and "| 32 | 2 |" in text
+        assert len(out) >= 1, t.title
