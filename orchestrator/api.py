@@ -116,18 +116,20 @@ def load(results_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
-def report_markdown(results_dir: str | Path) -> str:
-    """The Markdown report of every study under ``results_dir`` (also written to report.md)."""
-    from orchestrator import spec
-    from orchestrator.prepare import write_report
+def report_markdown(results_dir: str | Path, html: str | Path | None = None) -> str:
+    """The Markdown report of every study under ``results_dir``, as `overnight report` writes it
+    (report.md and its plots into each study's location); ``html``: also one self-contained page."""
+    from orchestrator import html as html_page
+    from orchestrator import report
     from orchestrator.store import find_studies
 
-    texts = []
-    for store in find_studies(str(results_dir)):
-        m = store.manifest()
-        texts.append(write_report(store, spec.Study.model_validate(m["study"]), m["scale"],
-                                  {t["trial_id"] for t in m["trials"]}))
-    return "\n".join(texts)
+    stores = find_studies(str(results_dir))
+    reports = [report.for_store(store) for store in stores]
+    for store, rep in zip(stores, reports):
+        report.write(store, rep)
+    if html:
+        Path(html).write_text(html_page.page(reports))
+    return "\n".join(report.markdown(rep, images=report.images_of(store)) for store, rep in zip(stores, reports))
 
 
 def describe(workload: str) -> str:
