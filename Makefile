@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SOURCES := pyproject.toml $(wildcard native/Cargo.toml native/src/*.rs native/src/*/*.rs)
 
-.PHONY: install demo test bench clean-results
+.PHONY: install demo test test-native test-reliability bench clean-results
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,8 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/overnight run hydra_classification --scale fast
 
-test: $(STAMP)
+# The Rust core's own tests (native/tests, native/src), then the Python suite. A test that needs the
+# native extension fails, never skips, when it is missing (tests/conftest.py require_native).
+test: test-native $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-native: $(STAMP)
+	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo test --quiet
+
+# The long fault-injection suite (20 driver SIGKILLs, about 8 minutes), left out of `make test`.
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest -q tests/reliability -m reliability
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_orchestrator.py

@@ -23,6 +23,7 @@ class Progress:
     tty: bool | None = None
     min_interval_s: float = 0.5
     log_interval_s: float = 30.0
+    event_interval_s: float = 2.0  # plain lines: at most one per finished trial this often
     settle_s: float = 3.0  # longest wait for the next trial to start after one finished
     completed: int = 0
     failed: int = 0
@@ -90,7 +91,7 @@ class Progress:
         # and as a heartbeat
         if event:
             self._event = True
-        due = self._event and settled and now - self._last >= 2.0
+        due = self._event and settled and now - self._last >= self.event_interval_s
         if force or due or now - self._last >= self.log_interval_s:
             text = self.line()
             if text != self._last_line or now - self._last >= self.log_interval_s:

@@ -336,8 +336,15 @@ class DriverLock:
         return (f"another overnight driver is running on this results location ({who}, {beat_text}); "
                 f"the lock expires at {expires} (in {_ago(beat + stale_after - now)}) if that driver is gone")
 
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            current = self.store.read_json(".lock.json")
+        except ValueError:  # not JSON (written by something else): no claim to honour
+            return None
+        return current if isinstance(current, dict) else None
+
     def _acquire_remote(self) -> None:
-        current = self.store.read_json(".lock.json")
+        current = self._read()
         if current:
             why = self._verdict(current)
             if why:
@@ -347,7 +354,7 @@ class DriverLock:
         self._token = uuid.uuid4().hex
         self._beat()
         time.sleep(self.SETTLE_S)
-        now = self.store.read_json(".lock.json") or {}
+        now = self._read() or {}
         if now.get("token") != self._token:
             self._token = ""
             raise LockedError(f"another overnight driver started on this results location at the same moment "
@@ -363,7 +370,7 @@ class DriverLock:
         assert self._stop is not None
         while not self._stop.wait(self.BEAT_S):
             try:
-                current = self.store.read_json(".lock.json") or {}
+                current = self._read() or {}
                 if current.get("token") not in (None, self._token):
                     # our beats stopped long enough for another driver to take over: leave it be
                     self.lost = True
@@ -412,7 +419,7 @@ class DriverLock:
                 return os.read(fd, 400).decode(errors="replace").strip() or "unknown"
             finally:
                 os.close(fd)
-        current = self.store.read_json(".lock.json")
+        current = self._read()
         if current and self._verdict(current):
             age = time.time() - float(current.get("beat", 0) or 0)
             return (json.dumps({k: current.get(k) for k in ("host", "pid", "since")})
@@ -427,7 +434,7 @@ class DriverLock:
             self._stop.set()
             self._stop = None
             try:
-                current = self.store.read_json(".lock.json") or {}
+                current = self._read() or {}
                 if current.get("token") == self._token:  # never delete a lock another driver took over
                     self.store.fs.delete_file(self.store.path(".lock.json"))
             except OSError:

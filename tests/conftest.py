@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,11 @@ def require_native():
     try:
         import native
     except ImportError as e:
-        pytest.fail(f"the native extension is missing ({e}): build it with `make install` "
+        missing = str(e)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(f"the native extension is missing ({missing}): build it with `make install` "
                     f"(needs cargo; pip install -e . runs maturin)", pytrace=False)
     if not hasattr(native, "TieredMemory"):
         pytest.fail(f"the native extension at {native.__file__} is stale (no TieredMemory): rebuild it with "
@@ -38,6 +43,7 @@ def require_native():
 def _no_skip(report) -> None:
     if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"skipped, and OVERNIGHT_NO_SKIP=1 allows no skips: {reason}"
 
@@ -88,6 +94,23 @@ def cli(capsys):
         return code, out.out, out.err
 
     return call
+
+
+def wait_until(what: str, check, proc: subprocess.Popen | None = None, timeout: float = 300, family=None) -> bool:
+    """Poll ``check()`` until it is true (True), or ``proc`` exited first (False). Waits on events
+    (files, rows, counters), never for a fixed time; ``timeout`` only bounds a hung test. With
+    ``family`` (a set) the descendants of ``proc`` are collected meanwhile, to clean up after it."""
+    from tests.cluster.loopback import _descendants
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            return False
+        if family is not None and proc is not None:
+            family.update(_descendants(proc.pid))
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(0.05)
+    return True
 
 
 def overnight_subprocess(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-native = pytest.importorskip("native")
-if not hasattr(native, "TieredMemory"):
-    pytest.skip("native extension without TieredMemory: rebuild with maturin", allow_module_level=True)
+from tests.conftest import require_native  # noqa: E402
 
-from workloads.ramlm.memory_reference import ReferenceMemory  # noqa: E402
+native = require_native()  # fails (never skips) without the extension
+
+from tests.oracles.memory_reference import ReferenceMemory  # noqa: E402
 
 T = 12
 TIERS = [(3, 2, 6), (2, 1, 14)]
@@ -113,7 +113,7 @@ def test_train_and_forward_reject(mem):
 
 @pytest.mark.parametrize("cls", [native, None])
 def test_free_functions_reject(cls):
-    from workloads.ramlm import memory_reference as ref
+    from tests.oracles import memory_reference as ref
     mod = cls or ref
     with pytest.raises(ValueError):
         mod.init_connectivity(3, 0, 8, 0)

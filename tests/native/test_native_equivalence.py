@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-native = pytest.importorskip("native")
-if not hasattr(native, "TieredMemory"):
-    pytest.skip("native extension without TieredMemory: rebuild with maturin", allow_module_level=True)
+from tests.conftest import require_native  # noqa: E402
 
-from workloads.ramlm import memory_reference as ref  # noqa: E402
+native = require_native()  # fails (never skips) without the extension
+
+from tests.oracles import memory_reference as ref  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-native = pytest.importorskip("native")
-if not hasattr(native, "TieredMemory"):
-    pytest.skip("native extension without TieredMemory: rebuild with maturin", allow_module_level=True)
+from tests.conftest import require_native  # noqa: E402
+
+native = require_native()  # fails (never skips) without the extension
 
 FALSE, TRUE, EMPTY = native.FALSE, native.TRUE, native.EMPTY
 

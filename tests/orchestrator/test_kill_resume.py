@@ -1,19 +1,23 @@
 """kill -9 of the driver in the middle of a sweep, then the same command again: every trial exactly
-once in the dataset, no finished trial executed twice, in-flight trials resume from checkpoints."""
+once in the dataset, no finished trial executed twice, in-flight trials resume from checkpoints.
+
+The kill waits for events, not for time: a row written, and a trial without a row that has
+checkpointed step 2 to 5 of 8. Then the driver is SIGKILLed, and right after it the Ray it started
+(which would otherwise finish that trial on its own)."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from orchestrator.store import StudyStore
-from tests.conftest import ROOT
+from tests.cluster.loopback import _descendants
+from tests.conftest import ROOT, wait_until
 
 
 def _overnight(args, log: Path) -> subprocess.Popen:
@@ -23,7 +27,12 @@ def _overnight(args, log: Path) -> subprocess.Popen:
                             start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
 
 
-def _kill_group(pgid: int) -> None:
+def _kill(pids: set[int], pgid: int) -> None:
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
@@ -34,8 +43,7 @@ def test_sigkill_driver_then_rerun(tmp_path):
     marker_dir = tmp_path / "markers"
     study = {
         "name": "killed", "workload": "synthetic", "metric": "loss", "mode": "min",
-        # 8 steps x 0.4 s: long enough that a trial is mid-way when the driver dies
-        "fixed": {"steps": 8, "work_units": 1, "sleep_s": 0.4, "marker_dir": str(marker_dir)},
+        "fixed": {"steps": 8, "work_units": 1, "sleep_s": 0.3, "marker_dir": str(marker_dir)},
         "grid": {"lr": [0.1, 0.2, 0.3, 0.4], "seed": [0, 1]},
     }
     path = tmp_path / "killed.yaml"
@@ -44,36 +52,46 @@ def test_sigkill_driver_then_rerun(tmp_path):
     store = StudyStore(str(res / "killed" / "fast"))
     args = ["run", path, "--results", res, "--no-report"]
 
-    first = _overnight(args, tmp_path / "run1.log")
-    try:
-        deadline = time.time() + 120
-        while len(store.finished_ids()) < 2 and time.time() < deadline:
-            time.sleep(0.1)
-        assert len(store.finished_ids()) >= 2, (tmp_path / "run1.log").read_text()
-        time.sleep(0.6)  # the next trials are now mid-way
-        in_flight = {t: store.load_checkpoint(t) for t in store.in_flight()}
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(10)
-        done_at_kill = store.finished_ids()
-        assert len(done_at_kill) < 8
-        assert any(s and s["state"]["step"] > 0 for s in in_flight.values())
+    def mid_trial() -> dict[str, int]:
+        """Trials without a row whose checkpoint is at step 2 to 5 of 8 (once some row exists)."""
+        if not (store.exists("trials") and store.finished_ids()):
+            return {}
+        steps = {t: (store.load_checkpoint(t) or {}).get("state", {}).get("step", 0) for t in store.in_flight()}
+        return {t: s for t, s in steps.items() if 2 <= s <= 5}
 
-        second = subprocess.run([str(Path(sys.executable).with_name("overnight")), *map(str, args)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=240,
-                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-        assert second.returncode == 0, second.stderr
+    first = _overnight(args, tmp_path / "run1.log")
+    family: set[int] = set()
+    try:
+        assert wait_until("a row and a trial mid-way", mid_trial, first, timeout=240, family=family), \
+            (tmp_path / "run1.log").read_text()[-3000:]
+        family.update(_descendants(first.pid))
+        caught = mid_trial()
+        os.kill(first.pid, signal.SIGKILL)
+        _kill(family, first.pid)   # and at once the Ray it started, which would finish the trials
+        first.wait(30)
     finally:
-        _kill_group(first.pid)  # Ray helpers the killed driver left behind
+        family.update(_descendants(first.pid))
+        _kill(family, first.pid)
+    done_at_kill = store.finished_ids()
+    starts_at_kill = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.start"))
+    caught = {t: s for t, s in caught.items() if t not in done_at_kill}
+    assert caught and len(done_at_kill) < 8
+
+    second = subprocess.run([str(Path(sys.executable).with_name("overnight")), *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert second.returncode == 0, second.stderr
 
     rows = store.rows()
     assert len(rows) == 8 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}
-    ends = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.end"))
-    assert set(ends) == set(rows["trial_id"]) and set(ends.values()) == {1}, ends
+    assert (rows["final_step"] == 8).all()
     # a trial that had finished before the kill was never started again
     starts = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.start"))
-    assert all(starts[t] == 1 for t in done_at_kill)
-    # at least one trial interrupted by the kill continued from its checkpoint, not from step 0
-    resumed = rows[rows["resumed_from"] > 0]
-    assert len(resumed) >= 1, rows[["trial_id", "resumed_from", "attempts"]]
-    assert (resumed["attempts"] >= 2).all()
-    assert (rows["final_step"] == 8).all()
+    assert all(starts[t] == starts_at_kill[t] == 1 for t in done_at_kill)
+    # the trials caught mid-way continued from their checkpoints, not from step 0
+    by_id = rows.set_index("trial_id")
+    for tid, step in caught.items():
+        assert by_id.loc[tid, "resumed_from"] >= step, (tid, step, by_id.loc[tid, "resumed_from"])
+        assert by_id.loc[tid, "attempts"] >= 2
+    ends = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.end"))
+    assert set(ends) == set(rows["trial_id"]) and all(ends[t] == 1 for t in done_at_kill)

@@ -132,8 +132,14 @@ def _build_stage(location, key, counter_dir, barrier):
 
     def build():
         (counter_dir / f"build-{os.getpid()}").touch()
-        time.sleep(0.5)  # slow enough that the others arrive while it builds
+        # still building when the other three ask for the same key (an event, not a sleep)
+        arrived = counter_dir.parent / "arrived"
+        deadline = time.monotonic() + 60
+        while sum(1 for _ in arrived.iterdir()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
         return {"weights": list(range(1000))}
+
+    (counter_dir.parent / "arrived" / str(os.getpid())).touch()
 
     value = cache.get(key, build)
     assert value["weights"][-1] == 999
@@ -143,6 +149,7 @@ def test_stage_cache_builds_once_under_concurrency(tmp_path):
     ctx = mp.get_context("fork")
     counter = tmp_path / "builds"
     counter.mkdir()
+    (tmp_path / "arrived").mkdir()
     barrier = ctx.Barrier(4)
     key = {"stage": "float_backbone", "seed": 42, "arch": [64, 2]}
     procs = [ctx.Process(target=_build_stage, args=(str(tmp_path / "cache"), key, counter, barrier)) for _ in range(4)]

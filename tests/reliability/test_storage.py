@@ -9,7 +9,6 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.store import StudyStore
+from tests.conftest import wait_until
 
 
 def _mount(target: Path, options: str) -> bool:
@@ -129,39 +129,53 @@ def test_full_results_location_at_start(tmp_path, small_fs, capsys):
     assert len(StudyStore(str(res / "stored" / "fast")).rows()) == 8
 
 
-def test_results_location_fills_up_mid_sweep(tmp_path, small_fs, capsys):
-    """The disk fills while trials run: the sweep stops at once with one clear line (no retry
-    storm, no traceback), rows written so far stay readable, and the same command finishes later."""
+@pytest.mark.parametrize("trouble", ["full", "read-only"])
+def test_results_location_fails_mid_sweep(tmp_path, small_fs, capsys, trouble):
+    """The disk fills (or is remounted read-only) while trials run: the sweep stops at once with one
+    clear line (no retry storm, no traceback), rows written so far stay readable, and the same
+    command finishes the study once the location is usable again."""
     if small_fs is None:
-        pytest.skip("needs a tmpfs mount (root) to make a full filesystem")
+        pytest.skip("needs a tmpfs mount (root) to make a full or read-only filesystem")
     res = small_fs / "res"
+    markers = tmp_path / "markers"
     path = study(tmp_path, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], steps=4, sleep_s=0.25)
     store = StudyStore(str(res / "stored" / "fast"))
     result: dict[str, int] = {}
     driver = threading.Thread(target=lambda: result.setdefault("code", main(
         ["run", str(path), "--results", str(res), "--no-report", "--max-concurrent", "2"])))
     driver.start()
-    deadline = time.time() + 120
-    while len(store.finished_ids()) < 2 and time.time() < deadline and driver.is_alive():
-        time.sleep(0.05)
-    filler = fill(small_fs)
-    t_full = time.time()
-    driver.join(180)
+    wait_until("two rows", lambda: store.exists("trials") and len(store.finished_ids()) >= 2 or not driver.is_alive())
+    starts_before = sum(1 for _ in markers.glob("*.start"))
+    if trouble == "full":
+        filler = fill(small_fs)
+    else:
+        # a read-only bind mount over the results directory: new opens fail with EROFS (a remount of
+        # the tmpfs itself is refused while trials hold files open for writing)
+        subprocess.run(["mount", "--bind", str(res), str(res)], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(res)], check=True, capture_output=True)
+    driver.join(600)
     assert not driver.is_alive()
     assert result["code"] == 2
-    assert time.time() - t_full < 60          # stopped, not retried trial after trial
+    # stopped, not retried trial after trial: beyond the (at most 2) trials that were running, at
+    # most a retry each began after the failure; 16 trials with retries would be far more
+    started_after = sum(1 for _ in markers.glob("*.start")) - starts_before
+    assert started_after <= 4, started_after
     line = one_error_line(capsys)
-    assert "No space left on device" in line and "run the same command again" in line
+    reason = "No space left on device" if trouble == "full" else "Read-only file system"
+    assert reason in line and "run the same command again" in line, line
     kept = store.finished_ids()
     assert 2 <= len(kept) < 16
     # every row that is there is whole (temporaries are dot files, which readers skip)
     assert len(pd.read_parquet(res / "stored" / "fast" / "trials")) == len(kept)
 
-    filler.unlink()
+    if trouble == "full":
+        filler.unlink()
+    else:
+        subprocess.run(["umount", "-l", str(res)], check=True, capture_output=True)
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     rows = store.rows()
     assert len(rows) == 16 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}
     ends = {}
-    for p in (tmp_path / "markers").glob("*.end"):
+    for p in markers.glob("*.end"):
         ends[p.name.split(".")[0]] = ends.get(p.name.split(".")[0], 0) + 1
     assert all(ends[t] == 1 for t in kept)       # rows kept from before were not run again

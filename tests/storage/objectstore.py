@@ -3,7 +3,7 @@ started on 127.0.0.1 in its own session and stopped by its PID (never by name).
 
 Everything that talks to it (the test process, `overnight` subprocesses, Ray workers, the nodes
 of a loopback cluster) finds it through the standard AWS environment variables of ``env``:
-``AWS_ENDPOINT_URL`` (pyarrow >= 15 honours it) and dummy credentials. That is also how real
+``AWS_ENDPOINT_URL`` (pyarrow's S3 filesystem reads it) and dummy credentials. That is also how real
 credentials reach a real cluster's workers: through each node's environment or instance profile,
 never through the URI.
 """

@@ -29,7 +29,7 @@ import yaml
 
 from orchestrator.store import StudyStore
 from tests.cluster.loopback import _descendants
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
 KILLS = 3
@@ -54,18 +54,6 @@ def kill_family(pids: set[int], pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def wait_until(what: str, check, proc: subprocess.Popen | None = None, timeout: float = 300, family=None):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if proc is not None and proc.poll() is not None:
-            return False
-        if family is not None and proc is not None:
-            family.update(_descendants(proc.pid))
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +102,11 @@ def sweep(object_store, tmp_path_factory):
                 if ck:
                     checkpointed[t] = ck["state"]["step"]
             os.kill(proc.pid, signal.SIGKILL)        # the driver
+            kill_family(family, proc.pid)            # and right after it the Ray it had started
             proc.wait(30)
         finally:
             family.update(_descendants(proc.pid))
-            kill_family(family, proc.pid)            # ... and then the Ray it had started
+            kill_family(family, proc.pid)            # anything of it still there
         wait_until("the killed driver's processes to go",
                    lambda: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()
                                    .rsplit(")", 1)[1].split()[0] for p in family if Path(f"/proc/{p}/stat").exists()),

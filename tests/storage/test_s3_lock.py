@@ -183,3 +183,10 @@ def test_status_names_the_live_holder(store):
     assert json.loads(re.sub(r" \(last heartbeat .*\)$", "", text)) == \
         {"host": "other-node", "pid": 4242, "since": "2026-01-01T00:00:00+00:00"}
     assert text.endswith("(last heartbeat 5s ago)")
+
+
+def test_a_lock_object_that_is_not_json_is_no_claim(store):
+    store.write_bytes(".lock.json", b"\x00 not json")
+    assert store.lock().holder() is None
+    with store.lock():
+        assert lock_file(store)["pid"] == os.getpid()
