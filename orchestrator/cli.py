@@ -115,30 +115,61 @@ def _study_dirs(results_dir: str) -> list:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from orchestrator.progress import fmt_duration
-    from orchestrator.rows import COMPLETED, DIVERGED, FAILED, count_statuses
+    from orchestrator.rows import FAILED
 
-    worst = 0
-    for store in _study_dirs(a.results_dir):
-        m = store.manifest()
-        ids = [t["trial_id"] for t in m["trials"]]
-        statuses = store.statuses()
-        counts = count_statuses(statuses[t] for t in ids if t in statuses)
-        in_flight = set(store.in_flight()) & set(ids)
-        pending = len(ids) - sum(counts.values())
-        holder = store.lock().holder()
-        rows = store.rows()
-        spent = fmt_duration(float(rows["wall_s"].sum())) if not rows.empty else "0s"
-        print(f"{m['study']['name']}/{m['scale']}: {len(ids)} trials | {counts[COMPLETED]} completed | "
-              f"{counts[FAILED]} failed | {counts[DIVERGED]} diverged | {pending} pending"
-              f"{f' ({len(in_flight)} with checkpoints)' if in_flight else ''} | {spent} trial time | "
-              f"{'driver running: ' + holder if holder else 'no driver running'}")
-        print(f"  {store.location}")
-        if counts[FAILED]:
-            for r in rows[rows["status"] == FAILED].head(5).itertuples():
-                print(f"  failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}")
-        worst = max(worst, 1 if counts[FAILED] else 0)
-    return worst
+    summaries = [_study_summary(store) for store in _study_dirs(a.results_dir)]
+    if sys.stdout.isatty():
+        _status_table(summaries)
+    else:
+        for st in summaries:
+            print(f"{st['name']}: {st['trials']} trials | {st['completed']} completed | {st['failed']} failed | "
+                  f"{st['diverged']} diverged | {st['pending']} pending{st['resumable']} | {st['spent']} trial time | "
+                  f"{st['driver']}")
+            print(f"  {st['location']}")
+            for line in st["failures"]:
+                print(f"  {line}")
+    return max((1 if st[FAILED] else 0 for st in summaries), default=0)
+
+
+def _study_summary(store) -> dict[str, Any]:
+    """Counts of one study directory, read without starting Ray."""
+    from orchestrator.progress import fmt_duration
+    from orchestrator.rows import FAILED, count_statuses
+
+    m = store.manifest()
+    ids = [t["trial_id"] for t in m["trials"]]
+    statuses = store.statuses()
+    counts = count_statuses(statuses[t] for t in ids if t in statuses)
+    in_flight = set(store.in_flight()) & set(ids)
+    holder = store.lock().holder()
+    rows = store.rows()
+    failures = [f"failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}"
+                for r in rows[rows["status"] == FAILED].head(5).itertuples()] if counts[FAILED] else []
+    return {"name": f"{m['study']['name']}/{m['scale']}", "trials": len(ids), **counts,
+            "pending": len(ids) - sum(counts.values()),
+            "resumable": f" ({len(in_flight)} with checkpoints)" if in_flight else "",
+            "spent": fmt_duration(float(rows["wall_s"].sum())) if not rows.empty else "0s",
+            "driver": "driver running: " + holder if holder else "no driver running", "holder": holder or "",
+            "location": store.location, "failures": failures}
+
+
+def _status_table(summaries: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="overnight status", title_justify="left")
+    for col, justify in (("study", "left"), ("trials", "right"), ("done", "right"), ("failed", "right"),
+                         ("diverged", "right"), ("pending", "right"), ("time", "right"), ("driver", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "driver")
+    for st in summaries:
+        table.add_row(st["name"], str(st["trials"]), str(st["completed"]),
+                      f"[red]{st['failed']}[/red]" if st["failed"] else "0", str(st["diverged"]),
+                      f"{st['pending']}{st['resumable']}", st["spent"], st["holder"] or "-")
+    console = Console()
+    console.print(table)
+    for st in summaries:
+        for line in st["failures"]:
+            console.print(f"{st['name']}: {line}", markup=False, highlight=False)
 
 
 def cmd_report(a: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""One live progress line (TTY) or plain log lines (pipes, CI): done / running / failed / pending + ETA."""
+"""One live progress line (TTY, drawn by rich) or plain log lines (pipes, CI): done / running /
+failed / pending + ETA."""
 from __future__ import annotations
 
 import sys
@@ -39,6 +40,7 @@ class Progress:
     _finished_at: float | None = None
     _level: int = 0
     _event: bool = False   # a finished trial not yet shown in a plain line
+    _live: object = None   # rich.live.Live on a TTY, started on the first update
 
     def __post_init__(self) -> None:
         if self.tty is None:
@@ -83,8 +85,7 @@ class Progress:
         settled = self._settled(now)
         if self.tty:
             if force or (settled and now - self._last >= self.min_interval_s):
-                self.stream.write("\r\033[K" + self.line())
-                self.stream.flush()
+                self._draw()
                 self._last = now
             return
         # plain lines: after finished trials (at most one every 2 s, once the next trial started)
@@ -101,10 +102,35 @@ class Progress:
             self._last = now
             self._event = False
 
+    def _renderable(self):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        done = self.already + self.finished_now
+        label, _, rest = self.line().partition("] ")
+        row = Table.grid(padding=(0, 1))
+        row.add_row(Text(label + "]", style="bold"), ProgressBar(total=max(self.total, 1), completed=done, width=28),
+                    Text(rest, style="red" if self.failed else "", no_wrap=True, overflow="ellipsis"))
+        return row
+
+    def _draw(self) -> None:
+        if self._live is None:
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=self.stream, force_terminal=True)
+            self._live = Live(self._renderable(), console=console, auto_refresh=False, transient=False)
+            self._live.start()
+        self._live.update(self._renderable(), refresh=True)
+
     def note(self, text: str) -> None:
         """A message line that does not break the live line."""
-        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-        self.stream.flush()
+        if self.tty and self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
         self._last = 0.0
         self.update()
 
@@ -127,6 +153,6 @@ class Progress:
 
     def close(self) -> None:
         self.update(force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

@@ -12,12 +12,13 @@ import pytest
 from orchestrator.progress import Progress
 from orchestrator.store import StudyStore
 
-LINE = re.compile(r"\] (\d+)/(\d+) finished \| (\d+) running")
+LINE = re.compile(r"(\d+)/(\d+) finished \| (\d+) running")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")   # on a TTY rich draws the line with escape codes
 
 
 def lines(stream: io.StringIO) -> list[tuple[int, int, int]]:
     """(finished, total, running) of every progress line written so far."""
-    return [tuple(map(int, m.groups())) for m in LINE.finditer(stream.getvalue())]
+    return [tuple(map(int, m.groups())) for m in LINE.finditer(ANSI.sub("", stream.getvalue()))]
 
 
 def test_a_log_line_waits_for_the_next_trial_to_start():
@@ -86,3 +87,23 @@ def test_two_cpus_one_cpu_per_trial_shows_two_running(tmp_path, write_study, cli
              (tuple(map(int, m.groups())) for m in LINE.finditer(err)) if 1 <= done <= total - 2]
     assert shown, err
     assert all(running == 2 for _, running in shown), err
+
+
+def test_tty_line_is_drawn_by_rich_and_notes_stay_above_it():
+    import io
+
+    from orchestrator.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress("demo/fast", total=10, already=2, stream=buf, tty=True, min_interval_s=0)
+    p.trial_started()
+    p.trial_started()
+    p.trial_finished("completed")
+    p.note("trial abc failed, retrying")
+    p.trial_finished("failed")
+    p.close()
+    out = buf.getvalue()
+    assert "\x1b[" in out and "━" in out                      # rich drew a bar with escape codes
+    text = [line for line in ANSI.sub("", out).splitlines() if line.strip()]
+    assert "trial abc failed, retrying" in text
+    assert "4/10 finished | 0 running | 1 failed" in text[-1] or "4/10 finished | 0 running | 1 failed" in " ".join(text[-2:])
