@@ -154,10 +154,10 @@ def test_every_smoke_metric_and_artifact_column_is_declared():
     # only the divergence-only column is never in a completed row
     assert set(Geometry.Metrics.model_fields) - set(row) == {"diverged_step"}
     assert set(ctx.artifacts) == set(Geometry.artifacts)
-    for name, rows in ctx.artifacts.items():
+    for name, table in ctx.artifacts.items():
         model = Geometry.artifacts[name]
-        assert rows, name
-        for r in rows:
+        assert table, name
+        for r in table:
             _assert_declared(r, model)
             assert set(r) == set(model.model_fields), name
     assert "trial_id" not in Geometry.artifacts["q1_points"].model_fields

@@ -1,4 +1,4 @@
-"""Traces on the quantcorr transformer and a whole (tiny) geometry trial."""
+"""Traces on the substrate's char transformer and a whole (tiny) geometry trial."""
 import math
 
 import numpy as np
@@ -9,9 +9,9 @@ from orchestrator.interface import LocalContext
 from workloads.geometry import Geometry
 from workloads.geometry import q2 as Q2
 from workloads.geometry.traces import ElementCorrectedTap, TraceTap, collect_traces, report_geometry
-from workloads.quantcorr.correction import FloatTap, QuantTap
-from workloads.quantcorr.quant import Calibrator, fake_quant
-from workloads.quantcorr.transformer import CharTransformer, mean_ce
+from workloads.substrate.char_transformer import CharTransformer, mean_ce
+from workloads.substrate.correction import FloatTap, QuantTap
+from workloads.substrate.quant import Calibrator, fake_quant
 
 torch.set_num_threads(1)
 

@@ -7,12 +7,11 @@ import torch
 from orchestrator.interface import LocalContext
 from workloads.quantcorr import Autoencoder, Transformer
 from workloads.quantcorr.autoencoder import MLPAutoencoder
-from workloads.quantcorr.correction import FloatTap, QuantTap, corrector_keys
-from workloads.quantcorr.lambda_protocol import train_correctors_lambda
 from workloads.quantcorr.classification import MLPClassifier
-from workloads.quantcorr.correction import build_correctors
-from workloads.quantcorr.quant import Calibrator
-from workloads.quantcorr.transformer import CharTransformer
+from workloads.substrate.char_transformer import CharTransformer
+from workloads.substrate.correction import FloatTap, build_correctors, corrector_keys
+from workloads.substrate.lambda_schedule import train_correctors_lambda
+from workloads.substrate.quant import Calibrator
 
 torch.set_num_threads(1)
 PANGRAM = "The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
@@ -174,3 +173,29 @@ def test_lambda_training_leaves_correctors_quantized_and_legacy_h0_float():
             out = cs["1"](torch.randn(7, 12))
         levels = len(torch.unique(out))
         assert (levels <= 16) if not legacy else (levels > 16)
+
+
+class _KilledInCorrection(LocalContext):
+    """A worker killed while reporting the second correction epoch (before its checkpoint)."""
+
+    def report(self, step, **metrics):
+        super().report(step, **metrics)
+        if metrics.get("phase") == "correction" and step == 2 and not getattr(self, "killed", False):
+            self.killed = True
+            raise KeyboardInterrupt
+
+
+def test_transformer_trial_killed_in_the_correction_phase_resumes_to_the_same_row(tmp_path):
+    cfg = dict(protocol="hydra", seed=2, bits=2, d_model=32, n_heads=4, n_layers=1, d_ff=64, correct_every=1,
+               data="real", seq_len=32, batch_size=8, float_epochs=2, correction_epochs=3, max_chars=2000,
+               stage_cache=False)
+    whole = Transformer().run(dict(cfg), ctx_with_text(tmp_path))
+    ctx = _KilledInCorrection(data_root=tmp_path, cache_dir=tmp_path / "cache")  # input.txt is there
+    with pytest.raises(KeyboardInterrupt):
+        Transformer().run(dict(cfg), ctx)
+    torch.manual_seed(99)  # a restarted worker's RNG is anything
+    resumed = Transformer().run(dict(cfg), ctx)
+    steps = [(h["phase"], h["step"]) for h in ctx.history]
+    assert steps == [("float", 1), ("float", 2), ("correction", 1), ("correction", 2), ("correction", 2), ("correction", 3)]
+    for k in ("loss_float", "loss_quant", "loss_corrected", "correction_final_loss"):
+        assert resumed[k] == whole[k], k

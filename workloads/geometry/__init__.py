@@ -1,8 +1,9 @@
-"""Geometry-guided correction study of seed 002 (spec geometry-study.md): per setting, Q1 asks
+"""Geometry-guided correction study of seed 002 (docs/studies/geometry.md): per setting, Q1 asks
 whether the 4-bit quantization error of each residual-stream point is linearly recoverable (ridge
 map, float and 4-bit) and whether a correctability score predicts it; Q2 compares element-wise
 correctors fed with quantization-time features, with the point identity, or both. Built on the
-quantcorr substrate (fake quantization, the pre-LN char transformer and its taps)."""
+shared substrate (workloads/substrate: fake quantization, the taps, the pre-LN char transformer and
+its backbone stage)."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,13 +23,13 @@ class Geometry:
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         import torch
 
-        from .study import run_geometry
+        from .study import run
         try:  # numpy's BLAS (ridge, eigvalsh) would otherwise start one thread per core in every trial
             from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover - comes with scikit-learn
-            return run_geometry(config, ctx)
+            return run(config, ctx)
         with threadpool_limits(limits=max(torch.get_num_threads(), 1), user_api="blas"):
-            return run_geometry(config, ctx)
+            return run(config, ctx)
 
 
 __all__ = ["Geometry"]

@@ -1,5 +1,6 @@
-"""Q1 of the geometry study (spec geometry-study.md §4): is the quantization error at each point
-linearly recoverable, and does the hand-made correctability score predict where?
+"""Q1 of the geometry study (docs/studies/geometry.md, 'Q1: linear recoverability'): is the
+quantization error at each point linearly recoverable, and does the hand-made correctability score
+predict where?
 
 Everything here is numpy on trace arrays of shape (rows, d); no torch, so it is easy to test.
 """
@@ -64,7 +65,7 @@ def recovery_ratio(mse: float, base: float) -> float:
 
 def linear_recoverability(zq_train: np.ndarray, zf_train: np.ndarray, zq_test: np.ndarray,
                           zf_test: np.ndarray, lam: float = RIDGE_LAMBDA, bits: int = MAP_BITS) -> dict:
-    """Fit the ridge map on the train rows and score it on the test rows (spec §4).
+    """Fit the ridge map on the train rows and score it on the test rows ('Ridge map').
 
     - base: mse of the uncorrected quantized value, ``mean((z_quant - z_float)^2)``;
     - lin_float_mse: with the float (W, b);
@@ -136,7 +137,8 @@ def mean_row_norm(a: np.ndarray) -> float:
 def correctability_score(linear_fraction: float, flip_rate: float, sat_rate: float,
                          anisotropy: float, amplification: float) -> float:
     """``clip(0.55 lf + 0.15 (1 - flip) + 0.15 (1 - sat) + 0.10 / (1 + log1p(max(anis - 1, 0)))
-    + 0.05 / (1 + max(amp - 1, 0)), 0, 1)`` (spec §4)."""
+    + 0.05 / (1 + max(amp - 1, 0)), 0, 1)`` (docs/studies/geometry.md, 'Correctability
+    score')."""
     s = (0.55 * linear_fraction + 0.15 * (1.0 - flip_rate) + 0.15 * (1.0 - sat_rate)
          + 0.10 / (1.0 + math.log1p(max(anisotropy - 1.0, 0.0)))
          + 0.05 / (1.0 + max(amplification - 1.0, 0.0)))

@@ -1,6 +1,6 @@
 """What a geometry trial takes in (``GeometryParams``), the columns of its row (``GeometryMetrics``)
 and of its two per-trial tables (``Q1PointRow`` for ``q1_points``, ``Q2VariantRow`` for
-``q2_variants``). Defaults are the seed-002 settings of spec geometry-study.md; the architecture
+``q2_variants``). Defaults are the seed-002 settings of docs/studies/geometry.md; the architecture
 defaults to the study's first setting (d_model 64, 2 layers)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .q1 import RIDGE_LAMBDA
 class GeometryParams(Params):
     seed: int | None = param(None, "torch/numpy seed of the setting; unset: the trial's derived seed", ge=0,
                              lt=2 ** 32)
-    # backbone: pre-LN char transformer (spec §1.2)
+    # backbone: pre-LN char transformer (docs/studies/geometry.md, 'Backbone')
     d_model: int = param(64, "residual stream width", ge=1)
     n_layers: int = param(2, "transformer blocks; 2 quantization points each", ge=1)
     n_heads: int = param(4, "attention heads; must divide d_model", ge=1)
@@ -26,7 +26,7 @@ class GeometryParams(Params):
     seq_len: int = param(128, "tokens per sequence (chunks of seq_len + 1 characters)", ge=1)
     max_seq_len: int = param(256, "positional embedding length; at least seq_len", ge=1)
     bits: Literal[2, 4, 8] = param(4, "activation bit width at every quantization point")
-    # data (spec §1.3)
+    # data ('Backbone')
     data: Literal["auto", "real", "standin"] = param(
         "auto", "auto: tinyshakespeare if found or downloadable, else the stand-in; real: tinyshakespeare or fail")
     download: bool = knob(True, "try to download tinyshakespeare when it is not under the data root")
@@ -39,15 +39,15 @@ class GeometryParams(Params):
     weight_decay: float = param(0.01, "AdamW weight decay of the backbone", ge=0)
     batch_size: int = param(64, "backbone training batch (sequences)", ge=1)
     grad_clip: float = param(1.0, "gradient-norm clip of the backbone", gt=0)
-    # quantization and traces (spec §1.1, §3)
+    # quantization and traces ('Quantization', 'Traces')
     calib_sequences: int = param(64, "first N train sequences for the per-tensor absmax scales", ge=1)
     trace_train_sequences: int = param(512, "first N train sequences traced (ridge fit, Q2 elements)", ge=1)
     trace_test_sequences: int = param(256, "first N test sequences traced (ridge evaluation)", ge=1)
     trace_max_rows: int = param(20000, "token rows kept per point and trace set (random subsample)", ge=1)
     report_sequences: int = param(64, "first N test sequences for the correctability components", ge=1)
-    # Q1 (spec §4)
+    # Q1 ('Q1: linear recoverability')
     ridge_lambda: float = param(RIDGE_LAMBDA, "ridge penalty on W (the bias is not penalised)", ge=0)
-    # Q2 (spec §5)
+    # Q2 ('Q2: element-wise corrector')
     q2_elements: int = param(600000, "element dataset size; q2_elements // P elements per point", ge=1)
     q2_hidden: int = param(64, "hidden width of the element corrector MLP", ge=1)
     q2_embed_dim: int = param(8, "width of the point-index embedding", ge=1)
@@ -57,7 +57,7 @@ class GeometryParams(Params):
     q2_test_frac: float = param(0.2, "share of the elements held out for test", gt=0, lt=1)
     q2_val_frac: float = param(0.2, "share of the non-test elements used for validation", gt=0, lt=1)
     legacy_prenorm_residual_bug: bool = param(
-        False, "loss_quant, loss_gain and q2_verdict against the seed's buggy quantized baseline (spec §0)")
+        False, "loss_quant, loss_gain and q2_verdict against the seed's buggy quantized baseline")
     stage_cache: bool = knob(True, "share trained backbones between trials through the stage cache")
 
     @model_validator(mode="after")

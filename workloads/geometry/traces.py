@@ -1,6 +1,6 @@
-"""Float and quantized-without-correction trajectories of the char transformer (spec §3), read
-through the tap interface of ``workloads.quantcorr``: the model calls ``tap(key, group, h)`` right
-after every residual add and continues with what the tap returns.
+"""Float and quantized-without-correction trajectories of the char transformer
+(docs/studies/geometry.md, 'Traces'), read through the substrate's tap interface: the model calls
+``tap(key, group, h)`` right after every residual add and continues with what the tap returns.
 
 Both trajectories start from the same embedding output (eval mode, so no dropout); the quantized
 one uses the correct residual ``pre = h + f(LN h)``, ``post = Q(pre)``, ``h = post``.
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workloads.quantcorr.correction import FloatTap
-from workloads.quantcorr.quant import int_range
+from workloads.substrate.correction import FloatTap
+from workloads.substrate.quant import int_range
 
 from .q1 import point_geometry
 
@@ -47,7 +47,7 @@ class ElementCorrectedTap:
     """Quantized pass with the Q2 element-wise corrector at every point:
     ``post = Q(pre)``; features from (post, post - pre, mask, s, |post|); ``h = post + C(features, k)``.
     The features are taken on the corrected trajectory (the corrector was trained on uncorrected
-    traces: an exposure shift the spec keeps)."""
+    traces: an exposure shift the study keeps)."""
 
     quantized = True
     legacy_residual = False
@@ -86,8 +86,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def collect_traces(model: nn.Module, X: torch.Tensor, keys: Sequence[str], bits: int, scales: dict[str, float],
                    max_rows: int, rng: np.random.Generator, batch: int = 64) -> list[dict[str, np.ndarray]]:
-    """Per point, the trace arrays of §3 over the token rows of X (B*T rows x d), subsampled to at
-    most ``max_rows`` rows per point (an independent draw per point, in point order, from ``rng``).
+    """Per point, the trace arrays (docs/studies/geometry.md, 'Traces') over the token rows of X
+    (B*T rows x d), subsampled to at most ``max_rows`` rows per point (an independent draw per
+    point, in point order, from ``rng``).
     Rows are gathered batch by batch, so only the kept rows are ever held in memory."""
     n_rows = X.shape[0] * X.shape[1]
     picks = []

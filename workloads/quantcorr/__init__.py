@@ -1,7 +1,11 @@
 """Quantization correction (seeds 000 and 001): activation fake quantization with learned
 correctors on the accumulated quantization error, on three tasks (spirals classification, MNIST
-autoencoder, char-level transformer LM), one registered workload per task.
-Spec: quantization-correction.md."""
+autoencoder, char-level transformer LM), one registered workload per task
+(docs/studies/quantization-correction.md).
+
+Each task is one file (classification.py, autoencoder.py, transformer.py) whose ``run`` reads top
+to bottom as a chain of phases; the pieces they share (quantization, correctors, taps, training
+loops, the transformer backbone, the result row) are in workloads/substrate/."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,10 +27,10 @@ class Classification:
     Metrics = ClassificationMetrics
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-        from .classification import run_classification
+        from .classification import run
         # The orchestrator passes the full validated config; validating again (idempotent) fills the
         # defaults for direct callers (tests, notebooks) and rejects their typos.
-        return run_classification(validate(self.Params, config), ctx)
+        return run(validate(self.Params, config), ctx)
 
 
 class Autoencoder:
@@ -38,8 +42,8 @@ class Autoencoder:
     Metrics = AutoencoderMetrics
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-        from .autoencoder import run_autoencoder
-        return run_autoencoder(validate(self.Params, config), ctx)
+        from .autoencoder import run
+        return run(validate(self.Params, config), ctx)
 
 
 class Transformer:
@@ -51,8 +55,8 @@ class Transformer:
     Metrics = TransformerMetrics
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-        from .transformer import run_transformer
-        return run_transformer(validate(self.Params, config), ctx)
+        from .transformer import run
+        return run(validate(self.Params, config), ctx)
 
 
 __all__ = ["Autoencoder", "Classification", "Transformer"]

@@ -1,30 +1,79 @@
-"""Task 2 (seed 000): MLP autoencoder on MNIST (stand-in: sklearn digits) (spec §2.1-§2.4).
+"""Task 2 (seed 000): an MLP autoencoder on MNIST (stand-in: sklearn digits), its activations
+quantized and corrected (docs/studies/quantization-correction.md, 'Autoencoder').
 
 Quantization points: after the ReLU of every encoder hidden layer ("enc{i}", group "enc"), after
 the latent linear layer ("latent", never corrected) and after the ReLU of every decoder hidden layer
 ("dec{i}", group "dec"). The output layer is float. Correctors are placed by (j+1) % N within the
 encoder and within the decoder; the accumulated error resets between groups and when the dimension
-changes. Metric: reconstruction MSE on the first 256 test images (lower is better).
+changes. Metric: reconstruction MSE on the first test images (lower is better).
+
+A trial: images -> float backbone (stage cache) -> calibration images and scales -> float and
+quantized MSE -> correctors trained by the protocol -> corrected MSE -> row.
 """
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from orchestrator.interface import Diverged, check_finite
 from workloads.data.mnist import load_images
+from workloads.substrate.correction import Point, QuantTap, build_correctors, calibrated_scales
+from workloads.substrate.lambda_schedule import train_correctors_lambda
+from workloads.substrate.loops import Batches, train_epochs, train_steps
+from workloads.substrate.rows import PhaseClock, result_row
+from workloads.substrate.stages import (Checkpointer, frozen, load_state, staged, state_to_bytes, trial_checkpoint,
+                                        trial_seed)
 
-from .common import (Checkpointer, backbone, distill_correctors, frozen, load_state, protocol_config,
-                     state_to_bytes, trial_seed)
-from .correction import FloatTap, Point, QuantTap, build_correctors
-from .lambda_protocol import train_correctors_lambda
-from .metrics import summary
-from .params import AUTOENCODER_PROTOCOL_DEFAULTS
-from .quant import Calibrator
+from .params import AUTOENCODER_PROTOCOL_DEFAULTS, AutoencoderParams, with_protocol_defaults
+
+
+def run(cfg: dict, ctx) -> dict:
+    """One trial; ``cfg`` is the validated config (AutoencoderParams)."""
+    clock = PhaseClock()
+    p = with_protocol_defaults(AUTOENCODER_PROTOCOL_DEFAULTS[cfg["protocol"]], cfg)
+    seed = trial_seed(p, ctx)
+    images = load(p, ctx)
+    model, ckpt = float_backbone(p, seed, images, ctx)
+    clock.mark("float")
+    shuffles = torch.Generator().manual_seed(seed + 2)  # the correction phase's own train orders
+    calib = calibration_images(p, images.train, shuffles)
+    scales = calibrated_scales(model, calib, p["bits"])
+    mse_f = reconstruction_mse(model, images.test)
+    mse_q = reconstruction_mse(model, images.test, QuantTap(p["bits"], scales))
+    correctors = build_correctors(model.points, p["correct_every"], p["correction_hidden"], p["correction_init"],
+                                  seed, ctx.device)
+    final_loss, mse_c = float("nan"), mse_q  # without correctors: corrected = quantized
+    if len(correctors):
+        final_loss = PROTOCOLS[p["protocol"]](model, correctors, images, calib, scales, p, shuffles, ckpt, ctx)
+        mse_c = reconstruction_mse(model, images.test, QuantTap(p["bits"], scales, correctors))
+    return result_row(mse_f, mse_q, mse_c, p=p, higher_is_better=False, n_correctors=len(correctors),
+                      n_points=len(model.points), final_loss=final_loss, data_source=images.data_source,
+                      clock=clock, mse_float=mse_f, mse_quant=mse_q, mse_corrected=mse_c, image_dim=images.dim,
+                      n_train_images=len(images.train), n_test_images=len(images.test))
+
+
+# -------------------------------------------------------------------------------- data and model
+@dataclass(frozen=True)
+class Images:
+    """Flattened images in [0, 1] on the trial's device."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    dim: int
+    data_source: str
+
+
+def load(p: dict, ctx) -> Images:
+    """MNIST or its stand-in; the first ``max_train_images`` train images (0: all) and the first
+    ``test_images`` test images."""
+    data = load_images(p["data"], ctx.data_root, ctx.cache_dir, bool(p["download"]))
+    train = data.train.to(ctx.device)
+    if p["max_train_images"]:
+        train = train[: p["max_train_images"]]
+    return Images(train, data.test[: p["test_images"]].to(ctx.device), data.dim, data.data_source)
 
 
 class MLPAutoencoder(nn.Module):
@@ -50,118 +99,79 @@ class MLPAutoencoder(nn.Module):
         return self.out(x)
 
 
-# Declared next to the parameters (params.py), which validation imports without torch.
-PROTOCOL_DEFAULTS = AUTOENCODER_PROTOCOL_DEFAULTS
+@torch.no_grad()
+def reconstruction_mse(model: MLPAutoencoder, X: torch.Tensor, tap=None) -> float:
+    return float(F.mse_loss(model(X, tap), X))
 
 
-def run_autoencoder(cfg: dict, ctx) -> dict:
-    t0, c0 = time.perf_counter(), time.process_time()
-    protocol = cfg.get("protocol", "hydra")
-    if protocol not in PROTOCOL_DEFAULTS:
-        raise ValueError(f"protocol for autoencoder must be hydra|lambda, got {protocol!r}")
-    P = protocol_config(PROTOCOL_DEFAULTS[protocol], cfg)
-    dev = ctx.device
-    seed = trial_seed(cfg, ctx)
-    hidden, latent = [int(h) for h in cfg["hidden"]], int(cfg["latent"])
-    bits, every, ch = int(cfg["bits"]), int(cfg["correct_every"]), int(cfg.get("correction_hidden", 0))
-    batch = int(P.get("batch_size", 256))
+# -------------------------------------------------------------------------------- phases
+def float_backbone(p: dict, seed: int, images: Images, ctx) -> tuple[MLPAutoencoder, Checkpointer]:
+    """The float autoencoder, trained with Adam on MSE over shuffled batches (the last partial one
+    kept), or loaded from the stage cache; frozen. Also the trial's checkpoint."""
+    new_model = lambda: MLPAutoencoder(images.dim, p["hidden"], p["latent"])  # noqa: E731
+    key = {"stage": "quantcorr.autoencoder", "v": 1, "hidden": p["hidden"], "latent": p["latent"], "seed": seed,
+           "batch_size": p["batch_size"], "float_epochs": p["float_epochs"], "float_lr": p["float_lr"],
+           "data_source": images.data_source, "n_train": len(images.train), "device": str(ctx.device)}
+    ckpt = trial_checkpoint(ctx, AutoencoderParams, p, key)
+    X = images.train
 
-    data = load_images(P.get("data", "auto"), ctx.data_root, ctx.cache_dir, bool(P.get("download", True)))
-    Xtr = data.train.to(dev)
-    if int(P.get("max_train_images", 0)):
-        Xtr = Xtr[: int(P["max_train_images"])]
-    Xte = data.test[: int(P.get("test_images", 256))].to(dev)  # the first test batch only
-    float_epochs, float_lr = int(P["float_epochs"]), float(P["float_lr"])
-    key = {"stage": "quantcorr.autoencoder", "v": 1, "hidden": hidden, "latent": latent, "seed": seed,
-           "batch_size": batch, "float_epochs": float_epochs, "float_lr": float_lr,
-           "data_source": data.data_source, "n_train": len(Xtr), "device": str(dev)}
-    ckpt = Checkpointer(ctx, {**key, "trial": {k: cfg[k] for k in sorted(cfg) if k != "stage_cache"}})
-    new_model = lambda: MLPAutoencoder(data.dim, hidden, latent)  # noqa: E731
-
-    def build() -> bytes:
+    def train() -> bytes:
         torch.manual_seed(seed)
-        model = new_model().to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=float_lr)
-        start = 0
-        prog = ckpt.get("float_progress")
-        if prog is not None:
-            load_state(model, prog["model"], dev)
-            opt.load_state_dict(prog["opt"])
-            torch.set_rng_state(prog["rng"])
-            start = prog["epoch"]
-        for epoch in range(start, float_epochs):
-            perm = torch.randperm(len(Xtr))  # a shuffled loader; the last partial batch is kept
-            total = 0.0
-            for i in range(0, len(Xtr), batch):
-                x = Xtr[perm[i:i + batch].to(dev)]
-                loss = F.mse_loss(model(x), x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(x)
-            check_finite(epoch + 1, float_loss=total / len(Xtr))
-            ctx.report(epoch + 1, phase="float", loss=total / len(Xtr))
-            ckpt.put("float_progress", {"model": state_to_bytes(model), "opt": opt.state_dict(),
-                                        "rng": torch.get_rng_state(), "epoch": epoch + 1})
+        model = new_model().to(ctx.device)
+        batches = Batches(len(X), p["batch_size"], keep_last=True, device=ctx.device)
+        train_epochs(model, torch.optim.Adam(model.parameters(), lr=p["float_lr"]), batches, p["float_epochs"],
+                     lambda idx: _reconstruction_loss(model, X[idx]), ckpt=ckpt, ctx=ctx, phase="float",
+                     per_sample=True)
         return state_to_bytes(model)
 
-    model = frozen(load_state(new_model(), backbone(cfg, ctx, ckpt, key, build), dev)).eval()
-    t_float, c_float = time.perf_counter(), time.process_time()
+    blob = staged(p["stage_cache"], ctx, ckpt, key, train)
+    return frozen(load_state(new_model(), blob, ctx.device)).eval(), ckpt
 
-    # Shuffled train order of the correction phase, from its own seeded generator.
-    gen = torch.Generator().manual_seed(seed + 2)
-    shuffled = torch.randperm(len(Xtr), generator=gen).to(dev)
-    calib = Xtr[shuffled[: int(P["correction_images"])]] if protocol == "lambda" else Xtr[shuffled[:batch]]
-    cal = Calibrator()
-    with torch.no_grad():
-        model(calib, FloatTap(cal))
-    scales = cal.scales(bits)
 
-    with torch.no_grad():
-        mse_f = float(F.mse_loss(model(Xte), Xte))
-        mse_q = float(F.mse_loss(model(Xte, QuantTap(bits, scales)), Xte))
+def _reconstruction_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(model(x), x)
 
-    correctors = build_correctors(model.points, every, ch, P.get("correction_init", "default"), seed, dev)
-    n_corr, final_loss = len(correctors), float("nan")
-    if n_corr:
-        lr = float(P["correction_lr"])
-        if protocol == "hydra":
-            epochs = int(P["correction_epochs"])
-            done = ckpt.get("correction_done")
-            if done is not None:
-                correctors.load_state_dict(done["correctors"])
-                final_loss = done["loss"]
-            else:
-                def batches():
-                    step = 0
-                    for _ in range(epochs):
-                        perm = torch.randperm(len(Xtr), generator=gen).to(dev)
-                        for i in range(0, len(Xtr), batch):
-                            step += 1
-                            yield step, Xtr[perm[i:i + batch]]
-                final_loss = distill_correctors(correctors, batches(),
-                                                student=lambda x: model(x, QuantTap(bits, scales, correctors)),
-                                                teacher=lambda x: model(x), lr=lr, ctx=ctx)
-                ckpt.put("correction_done", {"correctors": {k: v.detach().cpu() for k, v in
-                                                            correctors.state_dict().items()}, "loss": final_loss})
-        else:
-            final_loss = train_correctors_lambda(
-                model, correctors, calib, bits, scales, steps=int(P["correction_steps"]), lr=lr,
-                lam=float(P["lam"]), legacy_h0_unquantized=bool(P.get("legacy_h0_unquantized", False)), ctx=ctx)
+
+def calibration_images(p: dict, train: torch.Tensor, shuffles: torch.Generator) -> torch.Tensor:
+    """Shuffled train images: one batch (hydra), or the ``correction_images`` that the lambda
+    protocol also trains its correctors on."""
+    shuffled = torch.randperm(len(train), generator=shuffles).to(train.device)
+    return train[shuffled[: p["correction_images"] if p["protocol"] == "lambda" else p["batch_size"]]]
+
+
+# -------------------------------------------------------------------------------- protocols
+def hydra(model: MLPAutoencoder, correctors: nn.ModuleDict, images: Images, calib: torch.Tensor,
+          scales: dict[str, float], p: dict, shuffles: torch.Generator, ckpt: Checkpointer, ctx) -> float:
+    """Correctors distilled on the float output: Adam, MSE, ``correction_epochs`` epochs of shuffled
+    batches (the last partial one kept). The trained correctors are checkpointed."""
+    done = ckpt.get("correction_done")
+    if done is not None:
+        load_state(correctors, done["correctors"], ctx.device)
+        return done["loss"]
+    X = images.train
+    batches = Batches(len(X), p["batch_size"], keep_last=True, generator=shuffles, device=X.device)
+    stream = (X[idx] for _ in range(p["correction_epochs"]) for idx in batches.next_epoch())
+    steps = p["correction_epochs"] * math.ceil(len(X) / p["batch_size"])
+
+    def distill_loss(step: int) -> torch.Tensor:
+        x = next(stream)
         with torch.no_grad():
-            mse_c = float(F.mse_loss(model(Xte, QuantTap(bits, scales, correctors)), Xte))
-    else:
-        mse_c = mse_q  # skip rule
+            teacher = model(x)
+        return F.mse_loss(model(x, QuantTap(p["bits"], scales, correctors)), teacher)
 
-    row = summary(mse_f, mse_q, mse_c, higher_is_better=False, guard=P.get("guard", "hydra"),
-                  rel=float(P.get("reliable_gap_rel", 0.005)))
-    if not n_corr:
-        row["recovery_pct"] = 0.0
-    row.update(mse_float=mse_f, mse_quant=mse_q, mse_corrected=mse_c, num_correction_layers=n_corr,
-               num_quant_points=len(model.points), correction_final_loss=final_loss,
-               data_source=data.data_source, image_dim=data.dim, n_train_images=len(Xtr),
-               n_test_images=len(Xte), float_phase_s=t_float - t0, float_phase_cpu_s=c_float - c0,
-               total_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0)
-    if not all(math.isfinite(v) for v in (mse_f, mse_q, mse_c)):
-        raise Diverged("non-finite evaluation MSE", metrics=row)
-    return row
+    loss = train_steps(torch.optim.Adam(correctors.parameters(), lr=p["correction_lr"]), steps, distill_loss,
+                       ctx=ctx, phase="correction")
+    ckpt.put("correction_done", {"correctors": state_to_bytes(correctors), "loss": loss})
+    return loss
+
+
+def lambda_(model: MLPAutoencoder, correctors: nn.ModuleDict, images: Images, calib: torch.Tensor,
+            scales: dict[str, float], p: dict, shuffles: torch.Generator, ckpt: Checkpointer, ctx) -> float:
+    """Hybrid output/per-point loss, then corrector QAT, on the calibration images
+    (workloads.substrate.lambda_schedule)."""
+    return train_correctors_lambda(model, correctors, calib, p["bits"], scales, steps=p["correction_steps"],
+                                   lr=p["correction_lr"], lam=p["lam"],
+                                   legacy_h0_unquantized=p["legacy_h0_unquantized"], ctx=ctx)
+
+
+PROTOCOLS = {"hydra": hydra, "lambda": lambda_}

@@ -1,23 +1,50 @@
-"""Task 1 (seed 000): MLP classifier on high-dimensional two-spirals (spec §2.1-§2.3)."""
+"""Task 1 (seed 000): an MLP classifier on high-dimensional two spirals, its hidden activations
+quantized and corrected (docs/studies/quantization-correction.md, 'Classification').
+
+A trial: spirals -> float backbone (stage cache) -> first-layer outputs -> scales -> float,
+quantized and oracle accuracy -> correctors trained by the protocol -> corrected accuracy -> row.
+"""
 from __future__ import annotations
 
-import math
-import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
+from torch.nn import functional as F
 
-from orchestrator.interface import check_finite
+from workloads.substrate.correction import (FloatTap, Point, QuantTap, build_correctors, calibrated_scales,
+                                            corrector_keys)
+from workloads.substrate.lambda_schedule import train_correctors_lambda
+from workloads.substrate.loops import train_steps
+from workloads.substrate.rows import PhaseClock, result_row
+from workloads.substrate.stages import frozen, load_state, staged, state_to_bytes, trial_checkpoint, trial_seed
 
-from .common import Checkpointer, backbone, distill_correctors, frozen, load_state, state_to_bytes, trial_seed
-from .correction import FloatTap, Point, QuantTap, build_correctors, corrector_keys
-from .lambda_protocol import train_correctors_lambda
-from .metrics import summary
-from .quant import Calibrator
+from .params import ClassificationParams
 
 
+def run(p: dict, ctx) -> dict:
+    """One trial; ``p`` is the validated config (ClassificationParams)."""
+    clock = PhaseClock()
+    seed = trial_seed(p, ctx)
+    model, data = float_backbone(p, seed, ctx)
+    clock.mark("float")
+    scales = calibrated_scales(model, data.train_x, p["bits"])
+    acc_f, acc_q, acc_o = uncorrected_accuracies(model, data, scales, p)
+    correctors = build_correctors(model.points, p["correct_every"], p["correction_hidden"], p["correction_init"],
+                                  seed, ctx.device)
+    final_loss, acc_c = float("nan"), acc_q  # without correctors: corrected = quantized
+    if len(correctors):
+        final_loss = PROTOCOLS[p["protocol"]](model, correctors, data.train_x, scales, p, ctx)
+        with torch.no_grad():
+            acc_c = accuracy(model(data.test_x, QuantTap(p["bits"], scales, correctors)), data.test_y)
+    return result_row(acc_f, acc_q, acc_c, p=p, higher_is_better=True, n_correctors=len(correctors),
+                      n_points=len(model.points), final_loss=final_loss, data_source="spirals", clock=clock,
+                      acc_float=acc_f, acc_quant=acc_q, acc_corrected=acc_c, acc_oracle=acc_o)
+
+
+# -------------------------------------------------------------------------------- data and model
 def make_spirals(n: int = 2000, noise: float = 0.3, turns: float = 3.0, dim: int = 100, seed: int = 42):
     """Two interleaved spirals embedded in ``dim`` dimensions, split 80/20.
 
@@ -39,7 +66,7 @@ def make_spirals(n: int = 2000, noise: float = 0.3, turns: float = 3.0, dim: int
     emb = np.random.RandomState(seed)
     W = emb.randn(2, dim) / np.sqrt(2.0)
     b = 0.1 * emb.randn(dim)
-    f32 = lambda a: torch.from_numpy((a @ W + b).astype(np.float32))
+    f32 = lambda a: torch.from_numpy((a @ W + b).astype(np.float32))  # noqa: E731
     return f32(Xtr), torch.from_numpy(ytr), f32(Xte), torch.from_numpy(yte)
 
 
@@ -63,7 +90,7 @@ class MLPClassifier(nn.Module):
         return self.head(x)
 
 
-class _Pre(nn.Module):
+class FromFirstLayer(nn.Module):
     """The frozen classifier taking first-layer outputs (see ``MLPClassifier.forward``)."""
 
     def __init__(self, net: MLPClassifier):
@@ -74,96 +101,78 @@ class _Pre(nn.Module):
         return self.net(h0, tap, pre=True)
 
 
+@dataclass(frozen=True)
+class FirstLayerData:
+    """The spirals as the frozen backbone's first linear layer maps them."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean())
 
 
-def run_classification(cfg: dict, ctx) -> dict:
-    t0, c0 = time.perf_counter(), time.process_time()
-    dev = ctx.device
-    seed = trial_seed(cfg, ctx)
-    width, depth, bits = int(cfg["width"]), int(cfg["depth"]), int(cfg["bits"])
-    every, hidden = int(cfg["correct_every"]), int(cfg.get("correction_hidden", 0))
-    protocol = cfg.get("protocol", "hydra")
-    data_kw = dict(n=int(cfg.get("n_samples", 2000)), noise=float(cfg.get("noise", 0.3)),
-                   turns=float(cfg.get("turns", 3.0)), dim=int(cfg.get("input_dim", 100)), seed=seed)
-    Xtr, ytr, Xte, yte = (t.to(dev) for t in make_spirals(**data_kw))
-    float_steps, float_lr = int(cfg.get("float_steps", 1000)), float(cfg.get("float_lr", 1e-3))
+# -------------------------------------------------------------------------------- phases
+def float_backbone(p: dict, seed: int, ctx) -> tuple[FromFirstLayer, FirstLayerData]:
+    """The float classifier, trained full batch with Adam on CE (or loaded from the stage cache),
+    frozen; and the spirals through its first layer."""
+    data_kw = dict(n=p["n_samples"], noise=p["noise"], turns=p["turns"], dim=p["input_dim"], seed=seed)
+    Xtr, ytr, Xte, yte = (t.to(ctx.device) for t in make_spirals(**data_kw))
+    new_model = lambda: MLPClassifier(p["input_dim"], p["width"], p["depth"])  # noqa: E731
 
-    def build() -> bytes:
+    def train() -> bytes:
         torch.manual_seed(seed)
-        model = MLPClassifier(data_kw["dim"], width, depth).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=float_lr)
-        for step in range(1, float_steps + 1):  # full batch
-            loss = nn.functional.cross_entropy(model(Xtr), ytr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            check_finite(step, float_loss=value)
-            if step % 100 == 0 or step == float_steps:
-                ctx.report(step, phase="float", loss=value)
+        model = new_model().to(ctx.device)
+        train_steps(torch.optim.Adam(model.parameters(), lr=p["float_lr"]), p["float_steps"],
+                    lambda step: F.cross_entropy(model(Xtr), ytr), ctx=ctx, phase="float",
+                    report_every=100, report_last=True)
         return state_to_bytes(model)
 
-    key = {"stage": "quantcorr.spirals_backbone", "v": 1, "width": width, "depth": depth,
-           "float_steps": float_steps, "float_lr": float_lr, **data_kw}
-    blob = backbone(cfg, ctx, Checkpointer(ctx, key), key, build)
-    backbone_net = frozen(load_state(MLPClassifier(data_kw["dim"], width, depth), blob, dev)).eval()
+    key = {"stage": "quantcorr.spirals_backbone", "v": 1, "width": p["width"], "depth": p["depth"],
+           "float_steps": p["float_steps"], "float_lr": p["float_lr"], **data_kw}
+    blob = staged(p["stage_cache"], ctx, trial_checkpoint(ctx, ClassificationParams, p, key), key, train)
+    net = frozen(load_state(new_model(), blob, ctx.device)).eval()
     with torch.no_grad():
-        Xtr, Xte = backbone_net.hidden[0](Xtr), backbone_net.hidden[0](Xte)
-    model = _Pre(backbone_net)
-    t_float, c_float = time.perf_counter(), time.process_time()
+        return FromFirstLayer(net), FirstLayerData(net.hidden[0](Xtr), ytr, net.hidden[0](Xte), yte)
 
-    # Scales once, on the float model, over the full training set.
-    cal = Calibrator()
+
+@torch.no_grad()
+def uncorrected_accuracies(model: FromFirstLayer, data: FirstLayerData, scales: dict[str, float],
+                           p: dict) -> tuple[float, float, float]:
+    """Test accuracy float, quantized, and oracle: a parallel float path replaces the quantized
+    activation at the corrector points (the quantized accuracy when there are none)."""
+    bits = p["bits"]
+    acc_f = accuracy(model(data.test_x), data.test_y)
+    acc_q = accuracy(model(data.test_x, QuantTap(bits, scales)), data.test_y)
+    oracle_keys = corrector_keys(model.points, p["correct_every"])
+    if not oracle_keys:
+        return acc_f, acc_q, acc_q
+    ftap = FloatTap(record=True)
+    model(data.test_x, ftap)
+    oracle = QuantTap(bits, scales, oracle=ftap.acts, oracle_keys=oracle_keys)
+    return acc_f, acc_q, accuracy(model(data.test_x, oracle), data.test_y)
+
+
+# -------------------------------------------------------------------------------- protocols
+def hydra(model: FromFirstLayer, correctors: nn.ModuleDict, X: torch.Tensor, scales: dict[str, float],
+          p: dict, ctx) -> float:
+    """Correctors distilled on the float logits: full batch, Adam, MSE to the (fixed) teacher."""
     with torch.no_grad():
-        model(Xtr, FloatTap(cal))
-    scales = cal.scales(bits)
+        teacher = model(X)
+    student = lambda: model(X, QuantTap(p["bits"], scales, correctors))  # noqa: E731
+    return train_steps(torch.optim.Adam(correctors.parameters(), lr=p["correction_lr"]), p["correction_steps"],
+                       lambda step: F.mse_loss(student(), teacher), ctx=ctx, phase="correction")
 
-    with torch.no_grad():
-        logits_f = model(Xte)
-        acc_f = accuracy(logits_f, yte)
-        acc_q = accuracy(model(Xte, QuantTap(bits, scales)), yte)
-        # Oracle: a parallel float path replaces the quantized activation at the corrector points.
-        ftap = FloatTap(record=True)
-        model(Xte, ftap)
-        okeys = corrector_keys(model.points, every)
-        acc_o = accuracy(model(Xte, QuantTap(bits, scales, oracle=ftap.acts, oracle_keys=okeys)), yte) \
-            if okeys else acc_q
 
-    correctors = build_correctors(model.points, every, hidden, cfg.get("correction_init", "default"), seed, dev)
-    n_corr = len(correctors)
-    final_loss = float("nan")
-    if n_corr:
-        steps, lr = int(cfg.get("correction_steps", 600)), float(cfg.get("correction_lr", 1e-4))
-        if protocol == "hydra":
-            with torch.no_grad():
-                logits_tr = model(Xtr)  # full batch, eval mode: the teacher is the same every step
-            final_loss = distill_correctors(
-                correctors, ((s, None) for s in range(1, steps + 1)),
-                student=lambda _: model(Xtr, QuantTap(bits, scales, correctors)),
-                teacher=lambda _: logits_tr, lr=lr, ctx=ctx)
-        elif protocol == "lambda":
-            final_loss = train_correctors_lambda(
-                model, correctors, Xtr, bits, scales, steps=steps, lr=lr, lam=float(cfg["lam"]),
-                legacy_h0_unquantized=bool(cfg.get("legacy_h0_unquantized", False)), ctx=ctx)
-        else:
-            raise ValueError(f"protocol for classification must be hydra|lambda, got {protocol!r}")
-        with torch.no_grad():
-            acc_c = accuracy(model(Xte, QuantTap(bits, scales, correctors)), yte)
-    else:
-        acc_c = acc_q  # skip rule: no corrector, corrected = quantized, recovery 0
+def lambda_(model: FromFirstLayer, correctors: nn.ModuleDict, X: torch.Tensor, scales: dict[str, float],
+            p: dict, ctx) -> float:
+    """Hybrid output/per-point loss, then corrector QAT (workloads.substrate.lambda_schedule)."""
+    return train_correctors_lambda(model, correctors, X, p["bits"], scales, steps=p["correction_steps"],
+                                   lr=p["correction_lr"], lam=p["lam"],
+                                   legacy_h0_unquantized=p["legacy_h0_unquantized"], ctx=ctx)
 
-    row = summary(acc_f, acc_q, acc_c, higher_is_better=True, guard=cfg.get("guard", "hydra"),
-                  rel=float(cfg.get("reliable_gap_rel", 0.005)))
-    if not n_corr:
-        row["recovery_pct"] = 0.0
-    row.update(acc_float=acc_f, acc_quant=acc_q, acc_corrected=acc_c, acc_oracle=acc_o,
-               num_correction_layers=n_corr, num_quant_points=len(model.points),
-               correction_final_loss=final_loss, data_source="spirals",
-               float_phase_s=t_float - t0, float_phase_cpu_s=c_float - c0,
-               total_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0)
-    if not math.isfinite(final_loss) and n_corr:
-        from orchestrator.interface import Diverged
-        raise Diverged("non-finite correction loss", metrics=row)
-    return row
+
+PROTOCOLS = {"hydra": hydra, "lambda": lambda_}

@@ -2,7 +2,8 @@
 
 Kept free of torch so the orchestrator can validate every trial config before any trial starts.
 The task modules read their per-protocol defaults from here, so a parameter whose default depends
-on ``protocol`` is declared as ``None`` ("the protocol's value") and resolved in one place.
+on ``protocol`` is declared as ``None`` ("the protocol's value") and resolved in one place
+(``with_protocol_defaults``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ TRANSFORMER_PROTOCOL_DEFAULTS = {
     "lambda": dict(float_epochs=10, float_lr=3e-4, float_optimizer="adam", correction_steps=300,
                    correction_lr=1e-4, max_seq_len=128, correction_sequences=256),
 }
+
+
+def with_protocol_defaults(defaults: dict, cfg: dict) -> dict:
+    """The config with every parameter left None ("the protocol's value") taken from ``defaults``."""
+    return {**cfg, **{k: v for k, v in defaults.items() if cfg.get(k) is None}}
 
 
 def by_protocol(defaults: dict[str, dict], key: str, otherwise: str = "not used") -> str:
@@ -138,8 +144,9 @@ class TransformerParams(LoadedDataParams):
 
 # -------------------------------------------------------------------------------- metrics
 class QuantCorrMetrics(Metrics):
-    """Columns every task's row has (spec §1.5): f, q, c are the task's float, quantized and
-    corrected values of its own metric (accuracy, reconstruction MSE or mean CE)."""
+    """Columns every task's row has (docs/studies/quantization-correction.md, 'Metrics'): f, q, c
+    are the task's float, quantized and corrected values of its own metric (accuracy,
+    reconstruction MSE or mean CE)."""
 
     f: float | None = metric("float model's metric")
     q: float | None = metric("quantized model's metric (no correction)")

@@ -1,4 +1,5 @@
-"""Quantization points, learned correctors and the accumulated-error rule (spec §1.2-§1.4).
+"""Quantization points, learned correctors and the accumulated-error rule
+(docs/studies/quantization-correction.md, 'Correctors').
 
 A model calls ``tap(key, group, x)`` at every quantization point, in forward order. The tap decides
 what happens there: nothing (float), record the absmax (calibration), or fake-quantize and, where a
@@ -64,7 +65,7 @@ class Corrector(nn.Module):
             nn.init.zeros_(last.bias)
         elif init != "default":
             raise ValueError(f"correction_init must be default|zero, got {init!r}")
-        # Corrector QAT state (lambda protocol, spec §1.4): scales or None.
+        # Corrector QAT state (lambda protocol): scales or None.
         self.bits: int | None = None
         self.scale_hidden: float | None = None
         self.scale_out: float | None = None
@@ -126,7 +127,8 @@ class QuantTap:
     - ``oracle``: float activations by key; at the oracle points they replace the quantized value
       (upper bound, Hydra classification only).
     - ``legacy_residual``: the transformer reads this to reproduce the prenorm residual bug of the
-      original quantized-only baseline (spec §0.1). Only set it for the quantized-only pass.
+      original quantized-only baseline (docs/studies/quantization-correction.md, 'Legacy
+      switches'). Only set it for the quantized-only pass.
     - ``record``: keep the activation right after each correction (for the lambda hybrid loss).
     """
 
@@ -171,7 +173,7 @@ class QuantTap:
 
 
 def calibrate_correctors(correctors: nn.ModuleDict, bits: int, run_pass) -> None:
-    """Per-tensor scales for each corrector's hidden and output activations (spec §1.4), taken on
+    """Per-tensor scales for each corrector's hidden and output activations, taken on
     the accumulated errors reaching it during ``run_pass()`` (a no-grad corrected forward). The
     absmax is taken before the corrector's own quantizer; the other correctors keep their current
     quantize state, so re-calibration follows the trajectory being trained."""
@@ -189,6 +191,14 @@ def calibrate_correctors(correctors: nn.ModuleDict, bits: int, run_pass) -> None
 
 def set_corrector_quant(correctors: nn.ModuleDict, on: bool, legacy_h0_unquantized: bool = False) -> None:
     """Switch corrector fake quantization on/off. ``legacy_h0_unquantized`` reproduces seed 000's
-    lambda sweep, where linear (h=0) correctors were never quantized (spec §0.3)."""
+    lambda sweep, where linear (h=0) correctors were never quantized (a legacy switch)."""
     for c in correctors.values():
         c.quantize = on and not (legacy_h0_unquantized and c.hidden == 0)
+
+
+@torch.no_grad()
+def calibrated_scales(model: nn.Module, X: torch.Tensor, bits: int) -> dict[str, float]:
+    """The per-point scales of one float pass of ``model`` over ``X`` (in the model's current mode)."""
+    cal = Calibrator()
+    model(X, FloatTap(cal))
+    return cal.scales(bits)

@@ -1,4 +1,4 @@
-"""Activation fake quantization (spec §1.1).
+"""Activation fake quantization (docs/studies/quantization-correction.md, 'Quantization').
 
 Only activations are quantized, symmetric and per tensor, with signed integer ranges
 [-2^(b-1), 2^(b-1)-1]. The scale of a point is ``max|x_cal| / qmax`` over the whole calibration

@@ -1,13 +1,13 @@
-"""The shared substrate: quantizer, STE, correctors, placement, accumulator, recovery."""
+"""The substrate's quantizer, STE, correctors, placement, accumulator and recovery metrics."""
 import math
 
 import pytest
 import torch
 
-from workloads.quantcorr.correction import (Corrector, FloatTap, Point, QuantTap, build_correctors,
+from workloads.substrate.correction import (Corrector, FloatTap, Point, QuantTap, build_correctors,
                                             calibrate_correctors, corrector_keys, set_corrector_quant)
-from workloads.quantcorr.metrics import is_reliable, recovery_pct, summary
-from workloads.quantcorr.quant import Calibrator, absmax_scale, fake_quant, int_range
+from workloads.substrate.quant import Calibrator, absmax_scale, fake_quant, int_range
+from workloads.substrate.rows import is_reliable, recovery_pct, summary
 
 torch.set_num_threads(1)
 
