@@ -18,16 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # (study, dataset as the error names it, a path it was looked in, relative to the data root, a
 # phrase of how to get it). Families whose workloads have no preflight hook yet are expected to
 # fail (strict: once the hook is there, the mark must go).
-NOT_WIRED = pytest.mark.xfail(strict=True, reason="the workload's preflight hook is not wired yet")
 FAMILIES = [
     pytest.param("ramlm_quick", "WikiText-2", "wikitext-2-raw/wiki.{train,valid,test}.raw", "wikitext-2-raw-v1",
                  id="ramlm-wikitext2"),
     pytest.param("credit_cifar", "CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz", id="creditbridge-cifar10"),
     pytest.param("hydra_transformer", "tinyshakespeare", "tinyshakespeare/input.txt", "char-rnn",
-                 id="quantcorr-tinyshakespeare", marks=NOT_WIRED),
+                 id="quantcorr-tinyshakespeare"),
     pytest.param("geometry", "tinyshakespeare", "tinyshakespeare/input.txt", "char-rnn",
-                 id="geometry-tinyshakespeare", marks=NOT_WIRED),
-    pytest.param("hydra_autoencoder", "MNIST", "MNIST/raw", "torchvision", id="quantcorr-mnist", marks=NOT_WIRED),
+                 id="geometry-tinyshakespeare"),
+    pytest.param("hydra_autoencoder", "MNIST", "MNIST/raw", "torchvision", id="quantcorr-mnist"),
 ]
 
 

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from orchestrator.interface import Diverged
+from workloads.data.locate import at_scale
 
 from .credit import Batch, CreditSource, DFACredit, build_source, rms_normalize
 from .metrics import evaluate_credit, gamma, layer_mean
@@ -60,7 +61,9 @@ def load_task(cfg: Settings, ctx, seed: int) -> Arrays:
                "standin_train": cfg.standin_train, "standin_test": cfg.standin_test}
         return ctx.stage(key, lambda: cifar_task(ctx.data_root, "standin", cfg.n_train, cfg.n_test,
                                                  cfg.standin_train, cfg.standin_test))
-    return cifar_task(ctx.data_root, cfg.data, cfg.n_train, cfg.n_test, cfg.standin_train, cfg.standin_test)
+    # at full scale `auto` means CIFAR-10 itself: never a silent substitute
+    return cifar_task(ctx.data_root, at_scale(cfg.data, ctx.scale), cfg.n_train, cfg.n_test,
+                      cfg.standin_train, cfg.standin_test)
 
 
 def build_net(cfg: Settings, in_dim: int) -> BlockNet:

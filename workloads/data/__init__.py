@@ -16,6 +16,6 @@ download for an hour per cache dir). ``OVERNIGHT_DATA`` (or ``--data-root``) is 
 """
 from orchestrator.interface import DataMissing
 
-from .locate import DATASETS, at_scale, fingerprint, require, status
+from .locate import DATASETS, at_scale, fingerprint, preflight_for, require, status
 
-__all__ = ["DATASETS", "DataMissing", "at_scale", "fingerprint", "require", "status"]
+__all__ = ["DATASETS", "DataMissing", "at_scale", "fingerprint", "preflight_for", "require", "status"]

@@ -289,3 +289,11 @@ def fingerprint(dataset: str, data_root: Path | str) -> str:
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
     return ";".join(f"{p.resolve()}:{p.stat().st_size}" for p in paths if p is not None and p.is_file())
+
+
+def preflight_for(dataset: str):
+    """The ``preflight`` hook of a workload whose trials read ``dataset`` as chosen by their
+    ``data`` (and ``download``) parameters: ``preflight = preflight_for("mnist")`` in the class."""
+    def preflight(config: dict, data_root, scale: str) -> None:
+        require(dataset, data_root, scale, config.get("data", "auto"), download=bool(config.get("download", True)))
+    return staticmethod(preflight)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from workloads.data.locate import preflight_for
+
 from .schema import GeometryMetrics, GeometryParams, Q1PointRow, Q2VariantRow
 
 
@@ -19,6 +21,7 @@ class Geometry:
     Params = GeometryParams
     Metrics = GeometryMetrics
     artifacts = {"q1_points": Q1PointRow, "q2_variants": Q2VariantRow}
+    preflight = preflight_for("tinyshakespeare")  # full scale needs the real corpus
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         import torch

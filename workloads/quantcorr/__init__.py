@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.params import validate
+from workloads.data.locate import preflight_for
 
 from .params import (AutoencoderMetrics, AutoencoderParams, ClassificationMetrics, ClassificationParams,
                      TransformerMetrics, TransformerParams)
@@ -40,6 +41,7 @@ class Autoencoder:
     version = "2"
     Params = AutoencoderParams
     Metrics = AutoencoderMetrics
+    preflight = preflight_for("mnist")  # full scale needs MNIST itself (checked before Ray starts)
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .autoencoder import run
@@ -53,6 +55,7 @@ class Transformer:
     version = "2"
     Params = TransformerParams
     Metrics = TransformerMetrics
+    preflight = preflight_for("tinyshakespeare")
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .transformer import run

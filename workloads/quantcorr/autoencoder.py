@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from workloads.data.locate import at_scale
 from workloads.data.mnist import load_images
 from workloads.substrate.correction import Point, QuantTap, build_correctors, calibrated_scales
 from workloads.substrate.lambda_schedule import train_correctors_lambda
@@ -69,7 +70,7 @@ class Images:
 def load(p: dict, ctx) -> Images:
     """MNIST or its stand-in; the first ``max_train_images`` train images (0: all) and the first
     ``test_images`` test images."""
-    data = load_images(p["data"], ctx.data_root, ctx.cache_dir, bool(p["download"]))
+    data = load_images(at_scale(p["data"], ctx.scale), ctx.data_root, ctx.cache_dir, bool(p["download"]))
     train = data.train.to(ctx.device)
     if p["max_train_images"]:
         train = train[: p["max_train_images"]]

@@ -17,6 +17,7 @@ import numpy as np
 
 from orchestrator import params
 from orchestrator.interface import check_finite
+from workloads.data.locate import at_scale, fingerprint
 from workloads.data.wikitext import load_token_splits
 from workloads.ramlm.encoding import bits_per_token
 from workloads.ramlm.metrics import ppl_floor, unigram_ce, unigram_log_prior
@@ -51,9 +52,13 @@ def load_splits(cfg: RamLMParams, ctx):
     data_key = {"workload": "ramlm-tokens", "data": cfg.data, "tokenizer": cfg.tokenizer,
                 "word_vocab": cfg.word_vocab, "synthetic_vocab": cfg.synthetic_vocab,
                 "synthetic_exponent": cfg.synthetic_exponent, "data_seed": cfg.data_seed,
-                "synthetic_sizes": list(sizes) if cfg.data == "synthetic" else None}
+                "synthetic_sizes": list(sizes) if cfg.data == "synthetic" else None,
+                # which files were there: a stand-in cached before real data arrived is not reused
+                "files": fingerprint("wikitext-2", ctx.data_root), "bpe": fingerprint("gpt2-bpe", ctx.data_root)}
+    # at full scale `auto` means the real data and tokenizer: never a silent stand-in
+    data, tokenizer = at_scale(cfg.data, ctx.scale), at_scale(cfg.tokenizer, ctx.scale, real="gpt2")
     splits = ctx.stage(data_key, lambda: load_token_splits(
-        cfg.data, cfg.tokenizer, ctx.data_root, ctx.cache_dir, word_vocab=cfg.word_vocab, synthetic_sizes=sizes,
+        data, tokenizer, ctx.data_root, ctx.cache_dir, word_vocab=cfg.word_vocab, synthetic_sizes=sizes,
         synthetic_vocab=cfg.synthetic_vocab, synthetic_exponent=cfg.synthetic_exponent, seed=cfg.data_seed))
     return splits.truncated(cfg.train_tokens, cfg.val_tokens, cfg.test_tokens)
 

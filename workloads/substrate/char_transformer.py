@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from workloads.data.locate import at_scale
 from workloads.data.shakespeare import char_splits, load_text
 
 from .correction import Point, QuantTap
@@ -131,7 +132,8 @@ def load_char_data(p: Mapping[str, Any], ctx, train_limit: int = 0, test_limit: 
     """tinyshakespeare or its stand-in (``data``, ``download``), the first ``max_chars`` characters
     (0: all), cut into ``seq_len`` sequences; the first ``train_limit`` / ``test_limit`` sequences
     of each split (0: all)."""
-    text, source = load_text(p["data"], ctx.data_root, ctx.cache_dir, bool(p["download"]))
+    # at full scale `auto` means the real corpus: a failed download raises, never a silent stand-in
+    text, source = load_text(at_scale(p["data"], ctx.scale), ctx.data_root, ctx.cache_dir, bool(p["download"]))
     if p["max_chars"]:
         text = text[: p["max_chars"]]
     splits = char_splits(text, p["seq_len"], data_source=source)
