@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS, help="results root: a path or a pyarrow.fs URI (default: results/)")
     r.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
+    r.add_argument("--bundle", default=None, metavar="auto|N",
+                   help="study trials per Ray Tune trial: auto (default, or the study's bundle:) or N; "
+                        "each trial keeps its own row, checkpoint and retries")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter (or a study field such as resources.gpu=0.25); repeatable")
     r.add_argument("--retry-failed", action="store_true", help="run failed trials again")
@@ -67,13 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.api import execute_study, study_path
-    from orchestrator.execute import describe
+    from orchestrator.api import _check_bundle, execute_study, study_path
+    from orchestrator.execute import describe, wait_shutdown
     from orchestrator.prepare import pending, prepare, write_report
     from orchestrator.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
+    bundle = _check_bundle(a.bundle, "--bundle") if a.bundle is not None else None
     prep = prepare(study_path(a.study), a.scale, a.sets, data_root=a.data_root)
     if a.dry_run:
         store = study_store(a.results, prep.study.name, a.scale)
@@ -81,7 +85,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 0
     out, store = execute_study(prep, a.results, data_root=a.data_root, retry_failed=a.retry_failed,
                                address=a.address, max_concurrent=a.max_concurrent, num_cpus=a.num_cpus,
-                               num_gpus=a.num_gpus, say=lambda s: print(s, file=sys.stderr))
+                               num_gpus=a.num_gpus, bundle=bundle, say=lambda s: print(s, file=sys.stderr))
     print(f"{prep.study.name}/{a.scale}: {describe(out)}", file=sys.stderr)
     if out.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)
@@ -89,6 +93,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"  failed {tid}: {str(err).splitlines()[0][:200] if err else ''}", file=sys.stderr)
     if not a.no_report and not out.interrupted:
         print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
+    wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/execute.py)
     return out.exit_code
 
 
@@ -97,8 +102,11 @@ def _print_dry_run(prep, store, todo: int) -> None:
     print(f"{len(trials)} trials")
     print(f"{prep.study.name}/{prep.scale}: workload {prep.study.workload} v{prep.version}; "
           f"{len(trials) - todo} finished, {todo} to run; results in {store.location}")
-    for t in trials[:5]:
-        print(f"  {t.trial_id}  {_short(t.config)}")
+    from orchestrator.params import declared, id_config
+
+    model = declared(prep.workload)[0]
+    for t in trials[:5]:  # what makes each trial itself: the values away from their defaults
+        print(f"  {t.trial_id}  {_short(id_config(model, t.config))}")
     if len(trials) > 5:
         print(f"  ... {len(trials) - 5} more")
 
