@@ -49,7 +49,7 @@ def study_path(arg: str | Path) -> Path:
 
 def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = False, address: str | None = None,
                   max_concurrent: int | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
-                  say: Callable[[str], None] = lambda s: None):
+                  bundle: int | str | None = None, say: Callable[[str], None] = lambda s: None):
     """Run the pending trials of a prepared study under the driver lock: (outcome, store)."""
     from orchestrator import execute
     from orchestrator.prepare import plan_run
@@ -65,8 +65,19 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
         say(f"{study.name}/{prep.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
             f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
             + f"; results in {store.location}")
-        out = execute.run(plan, address=address, max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus)
+        out = execute.run(plan, address=address, max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus,
+                          bundle=bundle)
     return out, store
+
+
+def _check_bundle(value: Any, source: str) -> int | str:
+    """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=)."""
+    from orchestrator.spec import check_bundle
+
+    try:
+        return check_bundle(value)
+    except ValueError as e:
+        raise UserError(str(e), source=source) from None
 
 
 def _check_job_results(results: str) -> None:
@@ -85,10 +96,12 @@ def _check_job_results(results: str) -> None:
 def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RESULTS, *,
         sets: list[str] | None = None, retry_failed: bool = False, max_concurrent: int | None = None,
         data_root: str = DEFAULT_DATA, address: str | None = None, num_cpus: int | None = None,
-        num_gpus: float | None = None, verbose: bool = True, **overrides: Any) -> pd.DataFrame:
+        num_gpus: float | None = None, bundle: int | str | None = None, verbose: bool = True,
+        **overrides: Any) -> pd.DataFrame:
     """Run (or resume) a study and return its rows. ``study``: a YAML path, the name of a study in
     configs/studies/, or the study as a dict. ``overrides`` are ``--set`` pairs: a list replaces a
-    grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``)."""
+    grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``). ``bundle``:
+    trials per Tune trial, "auto" or a number (default: the study's ``bundle``, auto)."""
     from orchestrator.prepare import prepare, study_rows
 
     sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
@@ -97,9 +110,15 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
     else:
         prep = prepare(study_path(study), scale, sets, data_root=data_root)
     say = (lambda s: print(s, file=sys.stderr)) if verbose else (lambda s: None)
+    if bundle is not None:
+        _check_bundle(bundle, "bundle")
     out, store = execute_study(prep, results, data_root=data_root, retry_failed=retry_failed, address=address,
-                               max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, say=say)
+                               max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, bundle=bundle,
+                               say=say)
     rows = study_rows(store, {t.trial_id for t in prep.trials})
+    from orchestrator.execute import wait_shutdown
+
+    wait_shutdown()
     if out.interrupted:
         raise KeyboardInterrupt("interrupted: run the same call again to resume")
     if out.exit_code:

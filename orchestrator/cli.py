@@ -146,11 +146,11 @@ def _study_summary(store) -> dict[str, Any]:
 
     m = store.manifest()
     ids = [t["trial_id"] for t in m["trials"]]
-    statuses = store.statuses()
+    rows = store.rows(columns=["trial_id", "status", "wall_s", "error"])   # read once, what is shown
+    statuses = dict(zip(rows["trial_id"], rows["status"])) if not rows.empty else {}
     counts = count_statuses(statuses[t] for t in ids if t in statuses)
     in_flight = set(store.in_flight()) & set(ids)
     holder = store.lock().holder()
-    rows = store.rows()
     failures = [f"failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}"
                 for r in rows[rows["status"] == FAILED].head(5).itertuples()] if counts[FAILED] else []
     return {"name": f"{m['study']['name']}/{m['scale']}", "trials": len(ids), **counts,

@@ -7,6 +7,7 @@ way). See ../shared/specs/ray-notes.md §1.5 and §4 for why.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from orchestrator import layout as L
 from orchestrator.errors import UserError
 from orchestrator.grid import Trial
 from orchestrator.progress import Progress, fmt_duration
@@ -32,6 +34,9 @@ _RAY_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_MAX_PENDING_TRIALS_PG": "16",
+    # Tune's experiment state is never read back (the results directory is the record), so it
+    # need not be re-pickled every few seconds: with thousands of trials that is driver time
+    "TUNE_GLOBAL_CHECKPOINT_S": "600",
     "RAY_DEDUP_LOGS": "0",
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
 }
@@ -51,15 +56,33 @@ class Plan:
     rerun: frozenset[str] = frozenset()   # failed trials sent again by --retry-failed
     schema: list | None = None            # the study's row schema (params.schema_to_json)
     workload_spec: dict | None = None     # workload: command only
+    # process deaths of trials left in flight by an earlier run (attempts - errors), so that a
+    # bundle counts only this run's against the member (orchestrator/bundle.py)
+    deaths: dict[str, int] = field(default_factory=dict)
+    known: dict[str, str] = field(default_factory=dict)   # statuses of the rows when the run was planned
+
+    def common(self) -> dict[str, Any]:
+        """What every trial of this run shares (sent once, with tune.with_parameters)."""
+        return dict(study=self.study.name, scale=self.scale, workload=self.study.workload,
+                    results=self.store.location, stage_cache=self.stage_cache, data_root=self.data_root,
+                    metric=self.study.metric, max_failures=self.study.max_failures,
+                    cpu=self.study.resources.cpu, gpu=self.study.resources.gpu, schema=self.schema,
+                    workload_spec=self.workload_spec)
+
+    def member(self, trial: Trial) -> dict[str, Any]:
+        """What is one trial's own (a bundle carries a list of these)."""
+        m: dict[str, Any] = {"trial_id": trial.trial_id, "config": trial.config}
+        if trial.trial_id in self.rerun:
+            m["rerun"] = True
+        if self.deaths.get(trial.trial_id):
+            m["deaths"] = self.deaths[trial.trial_id]
+        return m
 
     def payload(self, trial: Trial) -> dict[str, Any]:
-        return TrialPayload(rerun=trial.trial_id in self.rerun,
-            trial_id=trial.trial_id, config=trial.config, study=self.study.name, scale=self.scale,
-            workload=self.study.workload, results=self.store.location, stage_cache=self.stage_cache,
-            data_root=self.data_root, metric=self.study.metric, max_failures=self.study.max_failures,
-            cpu=self.study.resources.cpu, gpu=self.study.resources.gpu, schema=self.schema,
-            workload_spec=self.workload_spec,
-        ).to_dict()
+        """A lone trial's whole payload (orchestrator.trial.TrialPayload)."""
+        m = self.member(trial)
+        m.pop("deaths", None)
+        return TrialPayload(**self.common(), **m).to_dict()
 
 
 @dataclass
@@ -79,16 +102,11 @@ class Outcome:
         return 1 if self.failed or self.pending else 0
 
 
-def _trainable(config: dict[str, Any]) -> None:
-    from ray import tune
-
-    from orchestrator.trial import run_trial
-
-    run_trial(config["trial"], tune_report=tune.report)
-
-
-def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None) -> bool:
-    """Connect to (or start) Ray. Returns True when this call started/connected it (so we shut it down)."""
+def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None, preload: list[str] | None = None) -> bool:
+    """Connect to (or start) Ray. Returns True when this call started/connected it (so we shut it down).
+    ``preload``: modules the embedded Ray's worker processes import as they start, before they
+    are given a trial (so that the first trials do not wait for Ray Tune's and the workload's imports)."""
+    wait_shutdown()
     for k, v in _RAY_ENV.items():
         os.environ.setdefault(k, v)
     import ray
@@ -101,20 +119,91 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None)
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
-                                  log_to_driver=bool(os.environ.get("OVERNIGHT_TRIAL_LOGS")),
-                                  runtime_env={"env_vars": {**{k: os.environ[k] for k in _RAY_ENV}, **_import_path()}})
-    if address:
-        if num_cpus or num_gpus:
-            raise UserError("--num-cpus/--num-gpus apply to the embedded local Ray only, not with --address", source="--address")
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"cannot connect to the Ray cluster: {str(e).splitlines()[0]}", source="--address", field=address) from None
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, embedded instance
-        # "local" always starts a new instance, never one left behind by a killed driver.
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+                                  log_to_driver=bool(os.environ.get("OVERNIGHT_TRIAL_LOGS")))
+    # Ray Tune takes a second or two to import: do it while Ray starts its processes
+    tune_import = threading.Thread(target=_import_tune, name="overnight-import-tune", daemon=True)
+    tune_import.start()
+    try:
+        if address:
+            if num_cpus or num_gpus:
+                raise UserError("--num-cpus/--num-gpus apply to the embedded local Ray only, not with --address", source="--address")
+            # the cluster's workers get the variables (and the import path) through the job's runtime env
+            env = {**{k: os.environ[k] for k in _RAY_ENV}, **_import_path()}
+            try:
+                ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"cannot connect to the Ray cluster: {str(e).splitlines()[0]}", source="--address", field=address) from None
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, embedded instance
+            # The embedded Ray's processes inherit this process's environment, so its workers need
+            # no runtime env (which would delay the first trials by a second or more).
+            # "local" always starts a new instance, never one left behind by a killed driver.
+            env = _import_path()
+            if preload:  # read by the raylet, which passes it to every worker it starts
+                env["RAY_preload_python_modules"] = ",".join(preload)
+            with _environ(env):
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    finally:
+        tune_import.join()
     return True
+
+
+def trial_modules(study: Study) -> list[str]:
+    """What a trial process imports: Ray Tune, the trainable's module, the workload's."""
+    from orchestrator import registry
+
+    modules = ["ray.tune", "orchestrator.bundle", "orchestrator.trial"]
+    if study.workload == "command":
+        return modules + ["orchestrator.command"]
+    try:
+        target = registry.registered().get(study.workload, study.workload)
+    except Exception:  # noqa: BLE001 - only a head start
+        return modules
+    module = target.partition(":")[0] if ":" in target else ""
+    return modules + ([module] if module and all(c.isalnum() or c in "._" for c in module) else [])
+
+
+def _import_tune() -> None:
+    try:
+        import ray.tune  # noqa: F401
+    except Exception:  # noqa: BLE001 - the main thread's import will say what is wrong
+        pass
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """os.environ with ``values`` set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_shutdown_thread: threading.Thread | None = None
+
+
+def _shutdown_in_background() -> None:
+    """ray.shutdown() waits a second or more for Ray's processes to exit: let it, while the
+    driver reads the rows and writes the report. wait_shutdown() (also at exit) joins it."""
+    global _shutdown_thread
+    import ray
+
+    _shutdown_thread = threading.Thread(target=ray.shutdown, name="overnight-ray-shutdown")
+    _shutdown_thread.start()
+
+
+def wait_shutdown() -> None:
+    """Wait for a background ray.shutdown() to finish (before Ray is started again, or at exit)."""
+    global _shutdown_thread
+    if _shutdown_thread is not None:
+        _shutdown_thread.join()
+        _shutdown_thread = None
 
 
 def _import_path() -> dict[str, str]:
@@ -186,7 +275,10 @@ def _check_shared(store: StudyStore) -> None:
 
 
 def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = None,
-        num_cpus: int | None = None, num_gpus: float | None = None, stream: TextIO | None = None) -> Outcome:
+        num_cpus: int | None = None, num_gpus: float | None = None, stream: TextIO | None = None,
+        bundle: int | str | None = None) -> Outcome:
+    """Run the plan's pending trials. ``bundle``: trials per Tune trial, "auto" or a number
+    (default: the study's ``bundle``; see orchestrator/bundle.py)."""
     stream = stream or sys.stderr
     t0 = time.monotonic()
     label = f"{plan.study.name}/{plan.scale}"
@@ -195,31 +287,75 @@ def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = 
     progress = Progress(label, total=total, already=already, stream=stream)
     started_here = False
     interrupted = False
+    reported: dict[str, str] = {}   # statuses the trials of this run reported with their rows
     if plan.pending:
-        started_here = _init_ray(address, num_cpus, num_gpus)
+        started_here = _init_ray(address, num_cpus, num_gpus, preload=trial_modules(plan.study))
+        finished = False
         try:
             _check_fits(plan.study)
             _check_shared(plan.store)
-            interrupted = _fit(plan, max_concurrent, progress)
+            interrupted = _fit(plan, max_concurrent, progress, plan.study.bundle if bundle is None else bundle,
+                               reported)
+            finished = not interrupted
         finally:
             progress.close()
             if started_here:
-                import ray
+                if finished:  # every trial is over: Ray's processes may take their time to exit
+                    _shutdown_in_background()
+                else:         # trials may still be running: stop them before the lock is released
+                    import ray
 
-                ray.shutdown()
-    out = summarize(plan)
+                    ray.shutdown()
+    out = summarize(plan, reported)
     out.interrupted = interrupted
     out.wall_s = time.monotonic() - t0
     return out
 
 
-def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
+def slots(study: Study, max_concurrent: int | None) -> int:
+    """How many trials the cluster runs at once (as it is now, for the bundle size)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": study.resources.cpu, "GPU": study.resources.gpu, **study.resources.custom}
+    fits = [int(total.get(res, 0) / amount + 1e-9) for res, amount in need.items() if amount]
+    n = max(1, min(fits) if fits else 1)
+    limit = max_concurrent or study.max_concurrent
+    return min(n, limit) if limit else n
+
+
+def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int | str = "auto",
+         reported: dict[str, str] | None = None) -> bool:
+    import ray
     from ray import tune
 
-    payloads = {t.trial_id: plan.payload(t) for t in plan.pending}
+    from orchestrator import bundle as B
+
     store = plan.store
+    limit = max_concurrent or plan.study.max_concurrent
+    members = [plan.member(t) for t in plan.pending]
+    n_slots = slots(plan.study, max_concurrent)
+    size = B.auto_size(len(members), n_slots) if bundle == "auto" else int(bundle)
+    # auto: smaller bundles towards the end, so the slots finish together; a number: as asked
+    bundles = B.split(members, size, n_slots, taper=bundle == "auto")   # lists of members
+    names = [B.name(ms) for ms in bundles]
+    common = plan.common()
+    by_id = {m["trial_id"]: m for m in members}
+    counted = {} if reported is None else reported   # trial -> status, as the progress line counted it
     unwritable: list[str] = []   # set once the results location refuses writes: stop the sweep
     interrupted: list[int] = []  # SIGINT (Ctrl-C) seen while Tune ran
+    if size > 1:
+        progress.note(f"{len(members)} trials in {len(bundles)} bundles of up to {size} "
+                      f"({n_slots} at once; --bundle 1 to send them one by one)")
+
+    def payload(tid: str) -> dict[str, Any]:
+        m = {k: v for k, v in by_id[tid].items() if k != "deaths"}
+        return TrialPayload(**common, **m).to_dict()
+
+    def count(tid: str, status: str) -> None:
+        if tid not in counted:
+            counted[tid] = status
+            progress.member_finished(status)
 
     class StopWhenUnwritable(tune.Stopper):
         def __reduce__(self):  # pickled into tuner.pkl like the callbacks; never restored
@@ -241,8 +377,20 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
                 unwritable.append(e.bare)
         return bool(unwritable)
 
+    def running_member(trial) -> str:
+        """The member a bundle was running: its first one without a row."""
+        for m in members_of(trial):
+            if m.get("rerun") or not store.exists(L.trial_row(m["trial_id"])):
+                return m["trial_id"]
+        return members_of(trial)[-1]["trial_id"]
+
+    def members_of(trial) -> list[dict[str, Any]]:
+        return bundles[trial.config["bundle"]]
+
     class Bridge(tune.Callback):
         """Feeds the progress line and records trials whose process died for good."""
+
+        _recount_at = 0.0
 
         def __reduce__(self):  # Tune pickles its callbacks into tuner.pkl; we never restore from it
             return (tune.Callback, ())
@@ -268,52 +416,80 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress) -> bool:
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.trial_started()
 
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            for kind, tid, text in result.get("overnight_events") or ():
+                if kind == "done":
+                    count(tid, text)
+                elif kind == "retry":
+                    progress.note(f"trial {tid} failed, retrying: {text}")
+
         def on_trial_recover(self, iteration, trials, trial, **info):
             progress.running = max(0, progress.running - 1)
             if storage_problem():
                 return
-            err = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
-            progress.note(f"trial {trial.config['trial']['trial_id']} failed, retrying"
-                          + (f": {_last_error_line(err)}" if err else ""))
+            tid = running_member(trial)
+            err = _last_error_line(str(getattr(trial, "error_msg", "") or "").strip().splitlines())
+            if err and len(members_of(trial)) > 1:
+                try:  # the member's failed row says why, if it comes to that (orchestrator/bundle.py)
+                    store.write_bytes(L.counter(tid, "died"), err.encode())
+                except OSError:
+                    pass
+            progress.note(f"trial {tid} failed, retrying" + (f": {err}" if err else ""))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            status = (trial.last_result or {}).get("overnight_status", "completed")
-            progress.trial_finished(status)
+            for m in members_of(trial):  # all reported; this is a safety net
+                if m["trial_id"] not in counted:
+                    count(m["trial_id"], B.row_status(store, m["trial_id"]))
+            progress.slot_freed()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            tid = trial.config["trial"]["trial_id"]
-            if interrupted or storage_problem():  # not the trial's fault: the next run resumes it
+            if interrupted or storage_problem():  # not the trials' fault: the next run resumes them
                 return
-            if tid not in store.finished_ids():
-                err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
-                failed_row(payloads[tid], str(err).strip().splitlines()[-1] if err else "trial process died")
-            progress.trial_finished("failed")
+            done = store.finished_ids()
+            err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
+            err = str(err).strip().splitlines()[-1] if err else "trial process died"
+            for m in members_of(trial):
+                tid = m["trial_id"]
+                if tid not in done or (m.get("rerun") and tid not in counted):
+                    failed_row(payload(tid), err)
+                    count(tid, "failed")
+                elif tid not in counted:
+                    count(tid, B.row_status(store, tid))
+            progress.slot_freed()
 
         def on_step_end(self, iteration, trials, **info):
-            progress.running = sum(1 for t in trials if t.status == "RUNNING")
+            now = time.monotonic()
+            if now >= self._recount_at:   # O(trials): not on every step of a long sweep
+                progress.running = sum(1 for t in trials if t.status == "RUNNING")
+                self._recount_at = now + 0.5
             progress.update()
 
     res = plan.study.resources
     resources = {"cpu": res.cpu, "gpu": res.gpu, **res.custom}
-    limit = max_concurrent or plan.study.max_concurrent
     storage = join(store.location, "_tune") if "://" in store.location else os.path.join(store.location, "_tune")
     tuner = tune.Tuner(
-        tune.with_resources(_trainable, resources),
-        param_space={"trial": tune.grid_search(list(payloads.values()))},
+        tune.with_resources(tune.with_parameters(B.trainable, common=common, table=[ray.put(bundles)]), resources),
+        # A Tune trial's config is the index of its bundle; the members travel in the object store
+        # (B.trainable). A grid of the members themselves would be deep-copied once per Tune trial
+        # by Tune's variant generator and written into its experiment state: seconds, then
+        # minutes, with thousands of trials. A range is copied as one object.
+        param_space={"bundle": tune.grid_search(range(len(bundles)))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=limit, reuse_actors=True,
-            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-            trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+            trial_dirname_creator=lambda t: names[t.config["bundle"]],
+            trial_name_creator=lambda t: names[t.config["bundle"]],
         ),
         run_config=tune.RunConfig(
             name=f"run-{utcnow().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
             storage_path=storage, verbose=0, callbacks=[Bridge()], stop=StopWhenUnwritable(),
-            # our own retry accounting lives in the trial; this covers processes that died outright
-            failure_config=tune.FailureConfig(max_failures=plan.study.max_failures + 2),
+            # a member's own retries live in the trial (orchestrator/bundle.py); these cover
+            # processes that died outright
+            failure_config=tune.FailureConfig(
+                max_failures=B.tune_retries(plan.study.max_failures, max(len(b) for b in bundles))),
         ),
     )
     record = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
-              "pending": len(payloads), "total": len(plan.trials)}
+              "pending": len(members), "total": len(plan.trials), "bundles": len(bundles), "bundle_size": size}
     store.write_json(f"runs/{record['started_at'].replace(':', '')}.json", record)
     main_thread = threading.current_thread() is threading.main_thread()
     sigint_before = signal.getsignal(signal.SIGINT) if main_thread else None
@@ -346,18 +522,30 @@ def _last_error_line(lines: list[str]) -> str:
     return lines[-1].strip()[:200] if lines else ""
 
 
-def summarize(plan: Plan) -> Outcome:
-    rows = plan.store.rows()
+def summarize(plan: Plan, reported: dict[str, str] | None = None) -> Outcome:
+    """The counts of the study's rows. ``reported``: statuses the trials of this run reported as
+    they wrote their rows; with those and the statuses read when the run was planned, only the
+    rows of other trials (and the failed rows, for their errors) are read again: the end of a run
+    of 10,000 trials should not read 10,000 files."""
+    store = plan.store
+    wanted = [t.trial_id for t in plan.trials]
+    on_disk = store.finished_ids()   # one listing: what is known counts only where its row is
+    known = {t: st for t, st in plan.known.items() if t not in plan.rerun}
+    known.update(reported or {})
+    known = {t: st for t, st in known.items() if t in on_disk}
+    unknown = [t for t in wanted if t not in known and t in on_disk]
+    if unknown:
+        if len(unknown) > len(wanted) // 4:
+            rows = store.rows(columns=["trial_id", "status"])
+            known.update(zip(rows["trial_id"], rows["status"]) if not rows.empty else ())
+        else:
+            known.update((t, store.row_value(t, "status")) for t in unknown)
+    statuses = [known[t] for t in wanted if t in known]
     out = Outcome()
-    wanted = {t.trial_id for t in plan.trials}
-    if not rows.empty:
-        rows = rows[rows["trial_id"].isin(wanted)]
-        counts = rows["status"].value_counts()
-        out.completed = int(counts.get("completed", 0))
-        out.failed = int(counts.get("failed", 0))
-        out.diverged = int(counts.get("diverged", 0))
-        bad = rows[rows["status"] == "failed"]
-        out.failures = list(zip(bad["trial_id"], bad["error"].fillna("")))
+    out.completed = statuses.count("completed")
+    out.failed = statuses.count("failed")
+    out.diverged = statuses.count("diverged")
+    out.failures = [(t, store.row_value(t, "error") or "") for t in wanted if known.get(t) == "failed"]
     out.pending = len(wanted) - out.completed - out.failed - out.diverged
     return out
 

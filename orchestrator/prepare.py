@@ -129,9 +129,12 @@ def _legacy_check(workload: Any, trials: list[Trial], path: Path) -> None:
             raise UserError(str(e).strip("'\"") or type(e).__name__, source=str(path)) from None
 
 
-def pending(store, trials: list[Trial], retry_failed: bool = False) -> tuple[list[Trial], set[str]]:
-    """(trials without a row, or with a failed row when ``retry_failed``; the ids of the latter)."""
-    statuses = store.statuses() if store.exists(L.TRIALS) else {}
+def pending(store, trials: list[Trial], retry_failed: bool = False,
+            statuses: dict[str, str] | None = None) -> tuple[list[Trial], set[str]]:
+    """(trials without a row, or with a failed row when ``retry_failed``; the ids of the latter).
+    ``statuses``: the store's, when already read."""
+    if statuses is None:
+        statuses = store.statuses() if store.exists(L.TRIALS) else {}
     retry = {tid for tid, st in statuses.items() if st == R.FAILED} if retry_failed else set()
     return [t for t in trials if t.trial_id not in statuses or t.trial_id in retry], retry
 
@@ -140,12 +143,28 @@ def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: 
     """Freeze the manifest and build the execution plan. Call with the driver lock held."""
     from orchestrator.execute import Plan
 
-    todo, retry = pending(store, prep.trials, retry_failed)
+    statuses = store.statuses() if store.exists(L.TRIALS) else {}
+    todo, retry = pending(store, prep.trials, retry_failed, statuses)
     schema = R.schema_to_json(prep.schema)
     freeze(store, prep, schema)
     return Plan(study=prep.study, scale=prep.scale, version=prep.version, trials=prep.trials, pending=todo,
                 store=store, stage_cache=L.stage_cache_location(results), data_root=data_root,
-                rerun=frozenset(retry), schema=schema, workload_spec=prep.workload_spec)
+                rerun=frozenset(retry), schema=schema, workload_spec=prep.workload_spec,
+                deaths=deaths_so_far(store, {t.trial_id for t in todo}), known=statuses)
+
+
+def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
+    """Trials left in flight by an earlier run: how many of their tries ended without a row and
+    without an error (the process died, or its driver was killed). A bundle counts only the deaths
+    of this run against its members (orchestrator/bundle.py)."""
+    if not store.exists(L.CHECKPOINTS):
+        return {}
+    out = {}
+    for tid in set(store.list_dirs(L.CHECKPOINTS)) & trial_ids:
+        n = store.counter(tid, "attempts") - store.counter(tid, "errors")
+        if n > 0:
+            out[tid] = n
+    return out
 
 
 def freeze(store, prep: Prepared, schema: list) -> None:

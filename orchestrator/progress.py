@@ -31,6 +31,7 @@ class Progress:
     diverged: int = 0
     running: int = 0
     _t0: float = field(default_factory=time.monotonic)
+    _first_start: float | None = None
     _last: float = 0.0
     _last_line: str = ""
     # A trial just finished and the scheduler has not started the next one yet (it does so a few
@@ -59,7 +60,9 @@ class Progress:
         left = self.total - self.already - done
         if done == 0 or left <= 0:
             return None if left > 0 else 0.0
-        return (time.monotonic() - self._t0) / done * left
+        # the rate since the first trial started: Ray's start-up is not paid again per trial
+        since = self._first_start if self._first_start is not None else self._t0
+        return (time.monotonic() - since) / done * left
 
     def line(self) -> str:
         done = self.already + self.completed + self.diverged
@@ -135,21 +138,40 @@ class Progress:
         self.update()
 
     def trial_started(self) -> None:
+        if self._first_start is None:
+            self._first_start = time.monotonic()
         self.running += 1
         self.update()
 
     def trial_finished(self, status: str) -> None:
+        """A Tune trial of one study trial ended: its slot is free and the trial counted."""
+        self._free()
+        self._count(status)
+        self.update(event="finished")
+
+    def member_finished(self, status: str) -> None:
+        """A study trial finished inside a bundle (orchestrator/bundle.py): the bundle runs on."""
+        self._count(status)
+        self.update(event="finished")
+
+    def slot_freed(self) -> None:
+        """A Tune trial (a bundle) ended; its trials were counted as they finished."""
+        self._free()
+        self.update()
+
+    def _free(self) -> None:
         if self._finished_at is None:
             self._level = self.running
         self._finished_at = time.monotonic()
         self.running = max(0, self.running - 1)
+
+    def _count(self, status: str) -> None:
         if status == "failed":
             self.failed += 1
         elif status == "diverged":
             self.diverged += 1
         else:
             self.completed += 1
-        self.update(event="finished")
 
     def close(self) -> None:
         self.update(force=True)

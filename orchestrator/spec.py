@@ -87,6 +87,15 @@ class BestSpec(_Strict):
     top: int = Field(1, ge=1)
 
 
+def check_bundle(v: Any) -> str | int:
+    """``bundle``: "auto" or a whole number >= 1."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    if isinstance(v, str) and v.isdigit() and int(v) >= 1:
+        return int(v)
+    raise ValueError(f"bundle must be auto or a whole number >= 1 (got {v!r})")
+
+
 def check_stat(s: str) -> str:
     """mean, std, ..., share>X / count>X (also >=, <, <=), spearman:COL / pearson:COL."""
     if s in STATS or _SHARE.match(s) or _COUNT.match(s) or _CORR.match(s):
@@ -226,6 +235,8 @@ class Study(_Strict):
     mode: Literal["min", "max"] = "max"
     max_failures: int = Field(1, ge=0, le=100)
     max_concurrent: int | None = Field(None, ge=1)
+    # trials per Tune trial (orchestrator/bundle.py): "auto", or a number (1: one by one)
+    bundle: Literal["auto"] | int = "auto"
     fixed: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Any] = Field(default_factory=dict)
     zip: dict[str, Any] = Field(default_factory=dict)
@@ -241,6 +252,11 @@ class Study(_Strict):
 
     _axes = field_validator("grid")(classmethod(lambda cls, v: _check_axes(v)))
     _zips = field_validator("zip")(classmethod(lambda cls, v: _check_zip(v)))
+
+    @field_validator("bundle", mode="before")
+    @classmethod
+    def _bundle(cls, v: Any) -> Any:
+        return check_bundle(v)
 
     @model_validator(mode="after")
     def _command_fields(self) -> "Study":

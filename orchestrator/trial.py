@@ -140,16 +140,30 @@ def derive_seed(trial_id: str) -> int:
     return int(trial_id[:8], 16) % 2**31
 
 
-def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Run one trial to its row. Raises (so Ray retries) while retries are left; after that the
-    failure is recorded as a ``failed`` row and the function returns normally."""
+def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | None = None, *,
+              store: StudyStore | None = None, on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one trial to its row. A workload error is retried ``max_failures`` times: by raising
+    (so Ray runs the trial again), or, given ``on_retry``, in this process (bundles, see
+    orchestrator/bundle.py; ``on_retry`` gets the error line). Each try resumes from the trial's
+    last checkpoint. After that the failure is recorded as a ``failed`` row and the function
+    returns normally. Returns the row ({} when the trial already had one)."""
     p = TrialPayload(**payload)
-    store = StudyStore(p.results)
+    store = store or StudyStore(p.results)
     if not p.rerun and store.exists(L.trial_row(p.trial_id)):
         # A worker of a killed driver can finish a trial after the next driver listed it as pending.
         if tune_report is not None:
             tune_report({"overnight_status": R.COMPLETED})
         return {}
+    row = None
+    while row is None:  # None: the workload raised and has retries left (on_retry only)
+        row = _attempt(p, store, on_retry)
+    if tune_report is not None:
+        tune_report({"overnight_status": row["status"]})
+    return row
+
+
+def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """One try of a trial: its row once written, or None to try again here."""
     attempts = store.bump(p.trial_id, "attempts")
     workload_cls = registry.load(p.workload, p.workload_spec)
     workload = workload_cls()
@@ -170,6 +184,7 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {}
     error = ""
+    retry = False
     try:
         metrics = dict(workload.run(config, ctx) or {})
         status = R.COMPLETED
@@ -179,9 +194,13 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
         status, error, metrics = R.DIVERGED, str(e), dict(e.metrics)
     except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
         errors = store.bump(p.trial_id, "errors")
-        if errors <= p.max_failures:
+        if errors <= p.max_failures and on_retry is None:
             raise
+        retry = errors <= p.max_failures
         status, error = R.FAILED, _error_text(e)
+    if retry:  # outside the except block, so the failed try's frames (and tensors) are freed
+        on_retry(error.split(" [")[0][:300])
+        return None
     clash = sorted(set(metrics) & set(config))
     if clash:
         status, error = R.FAILED, f"workload returned metrics that repeat config keys: {clash}"
@@ -191,14 +210,26 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
         "started_at": started, "finished_at": utcnow(), "wall_s": round(time.perf_counter() - t0, 4),
         "host": socket.gethostname(), "device": ctx.device, "attempts": attempts, "error": error,
     }
-    schema = R.schema_from_json(p.schema) if p.schema else None
+    schema = _schema(p.schema)
     table = _row_with_metrics(row, metrics, schema, declared_metrics)
+    # In this order, before the next trial of a bundle starts (which may kill the process): the
+    # history, the row (fsynced: it survives a power cut), then the checkpoint goes.
     store.write_history(p.trial_id, ctx.history)
     store.write_table(L.trial_row(p.trial_id), table, durable=True)
     store.clear_checkpoint(p.trial_id)
-    if tune_report is not None:
-        tune_report({"overnight_status": table.column("status")[0].as_py()})
     return table.to_pylist()[0]
+
+
+_SCHEMA: list = [None, None]   # (schema JSON, its pyarrow schema): the last one built
+
+
+def _schema(schema_json: list | None):
+    """The row schema, built once for all the members of a bundle (they share one JSON list)."""
+    if not schema_json:
+        return None
+    if _SCHEMA[0] is not schema_json:
+        _SCHEMA[:] = [schema_json, R.schema_from_json(schema_json)]
+    return _SCHEMA[1]
 
 
 def _row_with_metrics(row: dict[str, Any], metrics: dict[str, Any], schema, declared: set[str] | None):

@@ -14,7 +14,7 @@ from orchestrator.params import validate
 from workloads.data.locate import preflight_for
 
 from .params import (AutoencoderMetrics, AutoencoderParams, ClassificationMetrics, ClassificationParams,
-                     TransformerMetrics, TransformerParams)
+                     TransformerMetrics, TransformerParams, transformer_group_key)
 
 # The task modules import torch: each run imports its own, so loading and validating stay light.
 
@@ -60,6 +60,16 @@ class Transformer:
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .transformer import run
         return run(validate(self.Params, config), ctx)
+
+    # Vectorised trials (transformer_group.py): trials whose configs differ only in the seed (hydra,
+    # grid) or in the seed and lambda (lambda) run as one batched computation.
+    @staticmethod
+    def group_key(config: dict[str, Any]) -> str | None:
+        return transformer_group_key(validate(TransformerParams, config))
+
+    def run_group(self, configs: list[dict[str, Any]], ctxs: list) -> list[dict[str, Any] | BaseException]:
+        from .transformer_group import run_group
+        return run_group([validate(self.Params, c) for c in configs], ctxs)
 
 
 __all__ = ["Autoencoder", "Classification", "Transformer"]

@@ -7,6 +7,7 @@ on ``protocol`` is declared as ``None`` ("the protocol's value") and resolved in
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -32,6 +33,19 @@ TRANSFORMER_PROTOCOL_DEFAULTS = {
 def with_protocol_defaults(defaults: dict, cfg: dict) -> dict:
     """The config with every parameter left None ("the protocol's value") taken from ``defaults``."""
     return {**cfg, **{k: v for k, v in defaults.items() if cfg.get(k) is None}}
+
+
+# Vectorised trials (transformer_group.py): what may differ between the members of a group.
+TRANSFORMER_FOLDED = {"hydra": ("seed",), "grid": ("seed",), "lambda": ("seed", "lam")}
+
+
+def transformer_group_key(cfg: dict) -> str:
+    """Equal for transformer trials that can run as one batched computation (same shapes, same
+    everything but the protocol's folded values): the resolved config without those values."""
+    p = with_protocol_defaults(TRANSFORMER_PROTOCOL_DEFAULTS[cfg["protocol"]], cfg)
+    folded = TRANSFORMER_FOLDED[p["protocol"]]
+    return "quantcorr.transformer/" + json.dumps({k: v for k, v in sorted(p.items()) if k not in folded},
+                                                 sort_keys=True, default=str)
 
 
 def by_protocol(defaults: dict[str, dict], key: str, otherwise: str = "not used") -> str:
@@ -159,9 +173,9 @@ class QuantCorrMetrics(Metrics):
     num_quant_points: int | None = metric("quantization points of the model")
     correction_final_loss: float | None = metric("last corrector training loss (NaN without correctors)")
     data_source: str | None = metric("the data the trial used (spirals, MNIST or its stand-in, tinyshakespeare or its stand-in)")
-    float_phase_s: float | None = metric("wall seconds until the float backbone was ready (trained or loaded)")
+    float_phase_s: float | None = metric("wall seconds until the float backbone was ready (trained or loaded; a vectorised group's divided by its size)")
     float_phase_cpu_s: float | None = metric("CPU seconds of the same phase")
-    total_s: float | None = metric("wall seconds of the whole trial")
+    total_s: float | None = metric("wall seconds of the whole trial (a vectorised group's divided by its size)")
     total_cpu_s: float | None = metric("CPU seconds of the whole trial")
     diverged_step: int | None = metric("step at which a training loss became non-finite (diverged trials)")
 

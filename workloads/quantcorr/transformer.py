@@ -52,9 +52,17 @@ def run(cfg: dict, ctx) -> dict:
     if len(correctors):
         final_loss = PROTOCOLS[p["protocol"]](model, correctors, data, order, scales, p, seed, ckpt, ctx)
         loss_c = mean_ce(model, data.test_x, data.test_y, lambda: QuantTap(bits, scales, correctors))
+    return transformer_row(p, data, n_points=len(model.points), n_correctors=len(correctors), loss_f=loss_f,
+                           loss_q=loss_q, loss_c=loss_c, final_loss=final_loss, loss_q_ok=loss_q_ok,
+                           loss_q_legacy=loss_q_legacy, clock=clock)
+
+
+def transformer_row(p: dict, data: CharData, *, n_points: int, n_correctors: int, loss_f: float, loss_q: float,
+                    loss_c: float, final_loss: float, loss_q_ok: float, loss_q_legacy: float, clock) -> dict:
+    """The trial's row (also the row of each member of a vectorised group, transformer_group.py)."""
     return result_row(
-        loss_f, loss_q, loss_c, p=p, higher_is_better=False, n_correctors=len(correctors),
-        n_points=len(model.points), final_loss=final_loss, data_source=data.data_source, clock=clock,
+        loss_f, loss_q, loss_c, p=p, higher_is_better=False, n_correctors=n_correctors,
+        n_points=n_points, final_loss=final_loss, data_source=data.data_source, clock=clock,
         loss_float=loss_f, loss_quant=loss_q, loss_corrected=loss_c,
         ppl_float=perplexity(loss_f), ppl_quant=perplexity(loss_q), ppl_corrected=perplexity(loss_c),
         quant_degradation_pct=100 * (loss_q - loss_f) / loss_f,

@@ -72,6 +72,21 @@ class PhaseClock:
     def cpu(self, since: str, until: str | None = None) -> float:
         return (self._marks[until] if until else self._now())[1] - self._marks[since][1]
 
+    def share(self, fraction: float) -> "ClockShare":
+        """This clock's times times ``fraction``: a member's share of a vectorised group's times."""
+        return ClockShare(self, fraction)
+
+
+class ClockShare:
+    def __init__(self, clock: PhaseClock, fraction: float):
+        self.clock, self.fraction = clock, fraction
+
+    def wall(self, since: str, until: str | None = None) -> float:
+        return self.clock.wall(since, until) * self.fraction
+
+    def cpu(self, since: str, until: str | None = None) -> float:
+        return self.clock.cpu(since, until) * self.fraction
+
 
 def result_row(f: float, q: float, c: float, *, p: Mapping[str, Any], higher_is_better: bool,
                n_correctors: int, n_points: int, final_loss: float, data_source: str,

@@ -1,0 +1,226 @@
+"""Peer benchmark: the same sweep run three ways, interleaved, on one machine.
+
+    A  a plain process pool of P workers calling the workload (the floor: no tool at all);
+    B  plain Ray Tune 2.60 as a user would write it: `Tuner` + `grid_search`, `reuse_actors=True`,
+       an embedded Ray (`ray.init(num_cpus=P)`), Tune's defaults otherwise;
+    C  overnight: `overnight run STUDY --no-report --num-cpus P`, the real CLI (a row, history and
+       checkpoints per trial, bundling on auto).
+
+Every run is a fresh process timed end to end from outside (interpreter start, imports, Ray start
+and stop included). Runs go A B C A B C ... for each trial length, so a drift in machine speed hits
+the three alike; the figures are the median over rounds of the per-round ratios.
+
+    .venv/bin/python tests/benchmarks/bench_peers.py                    # 0.1 s x 600, 1 s x 200, 10 s x 20; 3 rounds
+    .venv/bin/python tests/benchmarks/bench_peers.py --quick            # a smoke check (about 3 minutes)
+    .venv/bin/python tests/benchmarks/bench_peers.py --sizes 1:200 --rounds 5 --out peers.json
+
+The workload is `synthetic` (workloads/synthetic): fixed CPU work (64x64 matrix products, one BLAS
+thread), its size calibrated here to the asked trial length.
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+
+
+def one_trial(cfg: dict) -> float:
+    from orchestrator.interface import LocalContext
+    from workloads.synthetic import Synthetic
+
+    return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
+
+
+def configs(n: int, units: int, steps: int) -> list[dict]:
+    return [{"steps": steps, "work_units": units, "lr": 0.1, "seed": i} for i in range(n)]
+
+
+# ---- the three runners, each in its own process ------------------------------------------------
+def run_pool(n: int, units: int, steps: int, parallel: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(parallel) as pool:
+        losses = list(pool.map(one_trial, configs(n, units, steps), chunksize=1))
+    assert len(losses) == n
+
+
+def _tune_trainable(config: dict) -> None:
+    from ray import tune
+
+    from orchestrator.interface import LocalContext
+    from workloads.synthetic import Synthetic
+
+    metrics = Synthetic().run(config, LocalContext(seed=config["seed"]))
+    tune.report(metrics)
+
+
+def run_tune(n: int, units: int, steps: int, parallel: int, storage: str) -> None:
+    import ray
+    from ray import tune
+
+    ray.init(num_cpus=parallel)
+    tuner = tune.Tuner(
+        _tune_trainable,
+        param_space={"steps": steps, "work_units": units, "lr": 0.1, "seed": tune.grid_search(list(range(n)))},
+        tune_config=tune.TuneConfig(metric="loss", mode="min", reuse_actors=True),
+        run_config=tune.RunConfig(name="peer", storage_path=storage),
+    )
+    results = tuner.fit()
+    assert len(results) == n and not results.errors, results.errors
+
+
+def overnight_cmd(study: Path, results: Path, parallel: int) -> list[str]:
+    return [str(Path(PY).with_name("overnight")), "run", str(study), "--results", str(results), "--no-report",
+            "--num-cpus", str(parallel)]
+
+
+# ---- driver ------------------------------------------------------------------------------------
+def calibrate(seconds: float, steps: int) -> tuple[int, float]:
+    """Work units per step for a trial of about ``seconds``; and the measured trial time."""
+    probe = 200
+    t = time.perf_counter()
+    one_trial({"steps": 1, "work_units": probe, "lr": 0.1, "seed": 0})
+    per_unit = (time.perf_counter() - t) / probe
+    units = max(1, round(seconds / steps / per_unit))
+    t = time.perf_counter()
+    reps = 3 if seconds <= 2 else 1
+    for i in range(reps):
+        one_trial({"steps": steps, "work_units": units, "lr": 0.1, "seed": i})
+    return units, (time.perf_counter() - t) / reps
+
+
+def timed(cmd: list[str], cwd: Path, log: Path) -> float:
+    t = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+    return wall
+
+
+def bench_length(seconds: float, n: int, rounds: int, parallel: int, tmp: Path) -> dict:
+    steps = 10 if seconds >= 10 else 1
+    units, single = calibrate(seconds, steps)
+    study = {"name": "peers", "workload": "synthetic", "metric": "loss", "mode": "min",
+             "fixed": {"steps": steps, "work_units": units, "lr": 0.1}, "grid": {"seed": list(range(n))},
+             "resources": {"cpu": 1}}
+    import yaml
+
+    study_path = tmp / f"peers-{seconds:g}.yaml"
+    study_path.write_text(yaml.safe_dump(study))
+    me = str(Path(__file__).resolve())
+    args = ["--n", str(n), "--units", str(units), "--steps", str(steps), "--parallel", str(parallel)]
+    out = {"seconds": seconds, "trials": n, "steps": steps, "work_units": units, "single_trial_s": round(single, 3),
+           "ideal_s": round(single * n / parallel, 1), "rounds": []}
+    print(f"\n== trials of ~{seconds:g} s (measured {single:.3f} s): {n} trials, {parallel} at once, "
+          f"ideal {single * n / parallel:.1f} s", flush=True)
+    for r in range(rounds):
+        times = {}
+        loads = []
+        for name in ("pool", "tune", "overnight"):
+            run_dir = tmp / f"{seconds:g}-{r}-{name}"
+            run_dir.mkdir()
+            if name == "overnight":
+                cmd = overnight_cmd(study_path, run_dir / "results", parallel)
+            else:
+                cmd = [PY, me, f"_{name}", *args] + (["--storage", str(run_dir / "ray")] if name == "tune" else [])
+            loads.append(os.getloadavg()[0])
+            times[name] = timed(cmd, ROOT, run_dir / "log.txt")
+            if name == "overnight":
+                _check_rows(run_dir / "results" / "peers" / "fast", n)
+        loads.append(os.getloadavg()[0])
+        row = {**{k: round(v, 2) for k, v in times.items()},
+               "overnight/pool": round(times["overnight"] / times["pool"], 3),
+               "overnight/tune": round(times["overnight"] / times["tune"], 3),
+               "tune/pool": round(times["tune"] / times["pool"], 3),
+               "load_1min": [round(x, 2) for x in loads]}
+        out["rounds"].append(row)
+        print(f"  round {r + 1}: pool {times['pool']:.1f} s | tune {times['tune']:.1f} s | overnight "
+              f"{times['overnight']:.1f} s | overnight/pool {row['overnight/pool']:.3f} | overnight/tune "
+              f"{row['overnight/tune']:.3f} | tune/pool {row['tune/pool']:.3f} | load {min(loads):.1f}-{max(loads):.1f}",
+              flush=True)
+    for key in ("overnight/pool", "overnight/tune", "tune/pool", "pool", "tune", "overnight"):
+        out[f"median {key}"] = round(statistics.median(r[key] for r in out["rounds"]), 3)
+    print(f"  median: overnight/pool {out['median overnight/pool']:.3f} | overnight/tune "
+          f"{out['median overnight/tune']:.3f} | tune/pool {out['median tune/pool']:.3f}", flush=True)
+    return out
+
+
+def _check_rows(location: Path, n: int) -> None:
+    import pandas as pd
+
+    rows = pd.read_parquet(location / "trials")
+    assert len(rows) == n and (rows["status"] == "completed").all(), rows["status"].value_counts()
+
+
+def table(results: list[dict], parallel: int) -> str:
+    lines = ["| trial | trials | ideal (N·t/P) | pool | Ray Tune | overnight | overnight / pool | overnight / Tune | Tune / pool |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['single_trial_s']:.2f} s | {r['trials']} | {r['ideal_s']:.1f} s | {r['median pool']:.1f} s | "
+                     f"{r['median tune']:.1f} s | {r['median overnight']:.1f} s | **{r['median overnight/pool']:.3f}** | "
+                     f"**{r['median overnight/tune']:.3f}** | {r['median tune/pool']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="0.1:600,1:200,10:20", help="LENGTH_S:TRIALS,... (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="a smoke check: 0.1 s x 60, 1 s x 16, 10 s x 4, one round")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the run folders (logs, results)")
+    a = ap.parse_args()
+    if a.quick:
+        a.sizes, a.rounds = "0.1:60,1:16,10:4", 1
+    sizes = [(float(s.split(":")[0]), int(s.split(":")[1])) for s in a.sizes.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    started = time.strftime("%Y-%m-%d %H:%M")
+    print(f"{started}: {os.cpu_count()} CPUs, load {os.getloadavg()}, runs in {tmp}", flush=True)
+    results = [bench_length(s, n, a.rounds, a.parallel, tmp) for s, n in sizes]
+    print("\n" + table(results, a.parallel))
+    print(f"\nstarted {started}, finished {time.strftime('%H:%M')}, load at the end {os.getloadavg()}")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"started": started, "parallel": a.parallel, "cpu_count": os.cpu_count(),
+                                           "results": results}, indent=1))
+    if not a.keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def child() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--units", type=int)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--parallel", type=int)
+    ap.add_argument("--storage", default=None)
+    a = ap.parse_args()
+    if a.mode == "_pool":
+        run_pool(a.n, a.units, a.steps, a.parallel)
+    else:
+        run_tune(a.n, a.units, a.steps, a.parallel, a.storage)
+
+
+if __name__ == "__main__":
+    child() if len(sys.argv) > 1 and sys.argv[1] in ("_pool", "_tune") else main()
