@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SOURCES := pyproject.toml $(wildcard native/Cargo.toml native/src/*.rs native/src/*/*.rs)
 
-.PHONY: install demo test test-native test-reliability bench clean-results
+.PHONY: install demo test test-native test-reliability bench bench-peers bench-scale clean-results
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ test-reliability: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_orchestrator.py
+
+# overnight against a process pool and plain Ray Tune, interleaved (about 45 minutes on 2 cores;
+# --quick for a smoke check), and studies of 100 / 1,000 / 10,000 tiny trials (docs/benchmarks.md)
+bench-peers: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_peers.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_scale.py
 
 clean-results:
 	rm -rf results/*/ results/_cache

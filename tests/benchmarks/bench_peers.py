@@ -46,17 +46,32 @@ def one_trial(cfg: dict) -> float:
     return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
 
 
+def _import_workload() -> None:
+    import orchestrator.interface  # noqa: F401
+    import workloads.synthetic  # noqa: F401
+
+
+def timed_trial(cfg: dict) -> tuple[float, float]:
+    """One trial; its start and end (wall clock), for the first start -> last finish span."""
+    t0 = time.time()
+    one_trial(cfg)
+    return t0, time.time()
+
+
 def configs(n: int, units: int, steps: int) -> list[dict]:
     return [{"steps": steps, "work_units": units, "lr": 0.1, "seed": i} for i in range(n)]
 
 
 # ---- the three runners, each in its own process ------------------------------------------------
-def run_pool(n: int, units: int, steps: int, parallel: int) -> None:
+def run_pool(n: int, units: int, steps: int, parallel: int, spans: str) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(parallel) as pool:
-        losses = list(pool.map(one_trial, configs(n, units, steps), chunksize=1))
-    assert len(losses) == n
+    # the workers import the workload before their first trial (as a Ray worker does before its
+    # first trial starts), so that the spans compare the same thing
+    with ProcessPoolExecutor(parallel, initializer=_import_workload) as pool:
+        times = list(pool.map(timed_trial, configs(n, units, steps), chunksize=1))
+    assert len(times) == n
+    Path(spans).write_text(json.dumps(times))
 
 
 def _tune_trainable(config: dict) -> None:
@@ -65,11 +80,12 @@ def _tune_trainable(config: dict) -> None:
     from orchestrator.interface import LocalContext
     from workloads.synthetic import Synthetic
 
+    t0 = time.time()
     metrics = Synthetic().run(config, LocalContext(seed=config["seed"]))
-    tune.report(metrics)
+    tune.report({**metrics, "t0": t0, "t1": time.time()})
 
 
-def run_tune(n: int, units: int, steps: int, parallel: int, storage: str) -> None:
+def run_tune(n: int, units: int, steps: int, parallel: int, storage: str, spans: str) -> None:
     import ray
     from ray import tune
 
@@ -82,6 +98,7 @@ def run_tune(n: int, units: int, steps: int, parallel: int, storage: str) -> Non
     )
     results = tuner.fit()
     assert len(results) == n and not results.errors, results.errors
+    Path(spans).write_text(json.dumps([(r.metrics["t0"], r.metrics["t1"]) for r in results]))
 
 
 def overnight_cmd(study: Path, results: Path, parallel: int) -> list[str]:
@@ -93,6 +110,7 @@ def overnight_cmd(study: Path, results: Path, parallel: int) -> list[str]:
 def calibrate(seconds: float, steps: int) -> tuple[int, float]:
     """Work units per step for a trial of about ``seconds``; and the measured trial time."""
     probe = 200
+    one_trial({"steps": 1, "work_units": 1, "lr": 0.1, "seed": 0})   # imports
     t = time.perf_counter()
     one_trial({"steps": 1, "work_units": probe, "lr": 0.1, "seed": 0})
     per_unit = (time.perf_counter() - t) / probe
@@ -104,7 +122,9 @@ def calibrate(seconds: float, steps: int) -> tuple[int, float]:
     return units, (time.perf_counter() - t) / reps
 
 
-def timed(cmd: list[str], cwd: Path, log: Path) -> float:
+def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float]:
+    """(wall seconds, when it started: wall clock)."""
+    start = time.time()
     t = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
@@ -112,7 +132,12 @@ def timed(cmd: list[str], cwd: Path, log: Path) -> float:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
-    return wall
+    return wall, start
+
+
+def span_of(pairs: list) -> tuple[float, float]:
+    """(first start, last finish) of the trials."""
+    return min(p[0] for p in pairs), max(p[1] for p in pairs)
 
 
 def bench_length(seconds: float, n: int, rounds: int, parallel: int, tmp: Path) -> dict:
@@ -132,51 +157,70 @@ def bench_length(seconds: float, n: int, rounds: int, parallel: int, tmp: Path) 
     print(f"\n== trials of ~{seconds:g} s (measured {single:.3f} s): {n} trials, {parallel} at once, "
           f"ideal {single * n / parallel:.1f} s", flush=True)
     for r in range(rounds):
-        times = {}
+        times, spans, fixed = {}, {}, {}
         loads = []
         for name in ("pool", "tune", "overnight"):
             run_dir = tmp / f"{seconds:g}-{r}-{name}"
             run_dir.mkdir()
+            span_file = run_dir / "spans.json"
             if name == "overnight":
                 cmd = overnight_cmd(study_path, run_dir / "results", parallel)
             else:
-                cmd = [PY, me, f"_{name}", *args] + (["--storage", str(run_dir / "ray")] if name == "tune" else [])
+                cmd = [PY, me, f"_{name}", *args, "--spans", str(span_file)]
+                cmd += ["--storage", str(run_dir / "ray")] if name == "tune" else []
             loads.append(os.getloadavg()[0])
-            times[name] = timed(cmd, ROOT, run_dir / "log.txt")
+            times[name], started = timed(cmd, ROOT, run_dir / "log.txt")
             if name == "overnight":
-                _check_rows(run_dir / "results" / "peers" / "fast", n)
+                first, last = _check_rows(run_dir / "results" / "peers" / "fast", n)
+            else:
+                first, last = span_of(json.loads(span_file.read_text()))
+            spans[name] = last - first
+            fixed[name] = times[name] - spans[name]   # start-up before the first trial, shut-down after the last
         loads.append(os.getloadavg()[0])
         row = {**{k: round(v, 2) for k, v in times.items()},
+               **{f"{k} span": round(v, 2) for k, v in spans.items()},
+               **{f"{k} fixed": round(v, 2) for k, v in fixed.items()},
                "overnight/pool": round(times["overnight"] / times["pool"], 3),
                "overnight/tune": round(times["overnight"] / times["tune"], 3),
                "tune/pool": round(times["tune"] / times["pool"], 3),
+               "span overnight/pool": round(spans["overnight"] / spans["pool"], 3),
+               "span overnight/tune": round(spans["overnight"] / spans["tune"], 3),
                "load_1min": [round(x, 2) for x in loads]}
         out["rounds"].append(row)
         print(f"  round {r + 1}: pool {times['pool']:.1f} s | tune {times['tune']:.1f} s | overnight "
               f"{times['overnight']:.1f} s | overnight/pool {row['overnight/pool']:.3f} | overnight/tune "
-              f"{row['overnight/tune']:.3f} | tune/pool {row['tune/pool']:.3f} | load {min(loads):.1f}-{max(loads):.1f}",
-              flush=True)
-    for key in ("overnight/pool", "overnight/tune", "tune/pool", "pool", "tune", "overnight"):
+              f"{row['overnight/tune']:.3f} | tune/pool {row['tune/pool']:.3f} | first start -> last finish: "
+              f"overnight/pool {row['span overnight/pool']:.3f}, overnight/tune {row['span overnight/tune']:.3f} | "
+              f"fixed s: pool {fixed['pool']:.1f}, tune {fixed['tune']:.1f}, overnight {fixed['overnight']:.1f} | "
+              f"load {min(loads):.1f}-{max(loads):.1f}", flush=True)
+    for key in ("overnight/pool", "overnight/tune", "tune/pool", "pool", "tune", "overnight",
+                "span overnight/pool", "span overnight/tune", "pool fixed", "tune fixed", "overnight fixed"):
         out[f"median {key}"] = round(statistics.median(r[key] for r in out["rounds"]), 3)
     print(f"  median: overnight/pool {out['median overnight/pool']:.3f} | overnight/tune "
           f"{out['median overnight/tune']:.3f} | tune/pool {out['median tune/pool']:.3f}", flush=True)
     return out
 
 
-def _check_rows(location: Path, n: int) -> None:
+def _check_rows(location: Path, n: int) -> tuple[float, float]:
+    """Every trial completed; (first start, last finish) from the rows."""
     import pandas as pd
 
     rows = pd.read_parquet(location / "trials")
     assert len(rows) == n and (rows["status"] == "completed").all(), rows["status"].value_counts()
+    return rows["started_at"].min().timestamp(), rows["finished_at"].max().timestamp()
 
 
 def table(results: list[dict], parallel: int) -> str:
-    lines = ["| trial | trials | ideal (N·t/P) | pool | Ray Tune | overnight | overnight / pool | overnight / Tune | Tune / pool |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| trial | trials | ideal (N·t/P) | pool | Ray Tune | overnight | overnight / pool | overnight / Tune | "
+             "Tune / pool | first start → last finish: overnight / pool | … overnight / Tune | "
+             "fixed s: pool / Tune / overnight |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['single_trial_s']:.2f} s | {r['trials']} | {r['ideal_s']:.1f} s | {r['median pool']:.1f} s | "
                      f"{r['median tune']:.1f} s | {r['median overnight']:.1f} s | **{r['median overnight/pool']:.3f}** | "
-                     f"**{r['median overnight/tune']:.3f}** | {r['median tune/pool']:.3f} |")
+                     f"**{r['median overnight/tune']:.3f}** | {r['median tune/pool']:.3f} | "
+                     f"{r['median span overnight/pool']:.3f} | {r['median span overnight/tune']:.3f} | "
+                     f"{r['median pool fixed']:.1f} / {r['median tune fixed']:.1f} / {r['median overnight fixed']:.1f} |")
     return "\n".join(lines)
 
 
@@ -215,11 +259,12 @@ def child() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--parallel", type=int)
     ap.add_argument("--storage", default=None)
+    ap.add_argument("--spans", default=None)
     a = ap.parse_args()
     if a.mode == "_pool":
-        run_pool(a.n, a.units, a.steps, a.parallel)
+        run_pool(a.n, a.units, a.steps, a.parallel, a.spans)
     else:
-        run_tune(a.n, a.units, a.steps, a.parallel, a.storage)
+        run_tune(a.n, a.units, a.steps, a.parallel, a.storage, a.spans)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def run_way(name: str, procs: int, vectorised: bool, args, cfgs: list[dict], log
     for p in workers:
         p.start()
     for _ in workers:
-        ready.get(timeout=300)
+        ready.get(timeout=180)
     log(f"{name}: {procs} worker(s) warm in {time.perf_counter() - t_start:.1f} s")
     cache = tempfile.mkdtemp(prefix="gpu-vec-cache-", dir=args.tmp)
     groups = groups_of(cfgs)
@@ -261,7 +261,7 @@ def main() -> None:
     ways = [WAYS[int(i) - 1] for i in args.ways.split(",")]
     grid_epochs = 10 if args.scale == "full" else 1
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
-    log(f"device {args.device}, scale {args.scale}, data {data} ({args.data_root}), {len(cfgs)} trials at {args.bits} bits "
+    log(f"device {'(not checked)' if args.dry_run else args.device}, scale {args.scale}, data {data} ({args.data_root}), {len(cfgs)} trials at {args.bits} bits "
         f"in {len(groups_of(cfgs))} groups of 3 seeds; backbones at {args.backbone_epochs} of {grid_epochs} epochs; "
         f"trial window {args.window:.0f} s per way; ways: {', '.join(w[0] for w in ways)}")
     if args.dry_run:
@@ -274,24 +274,24 @@ def main() -> None:
         import torch
         log(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
 
-    figures = []
+    header = (f"| way | trials/hour | peak GPU memory per worker / all workers | 9 backbones ({grid_epochs} ep, "
+              f"projected) | projected 243-trial grid | vs the seed's {SEED_HOURS:.0f} h |\n|---|---|---|---|---|---|")
+    figures, rows = [], []
     for name, procs, vec in ways:
-        figures.append(run_way(name, procs, vec, args, cfgs, log))
-
-    print(f"\n| way | trials/hour | peak GPU memory per worker / all workers | 9 backbones ({grid_epochs} ep, projected) | "
-          f"projected 243-trial grid | vs the seed's {SEED_HOURS:.0f} h |")
-    print("|---|---|---|---|---|---|")
-    for f in figures:
+        f = run_way(name, procs, vec, args, cfgs, log)
         t, b = f["trials"], f["backbones"]
         rate = 3600 * t["n"] / t["s"] if t["n"] else float("nan")
         bb_full = b["s"] * grid_epochs / args.backbone_epochs
         grid_h = (bb_full + 243 * 3600 / rate) / 3600 if t["n"] else float("nan")
         f.update(trials_per_hour=rate, backbones_full_s=bb_full, grid_hours=grid_h)
-        print(f"| {f['way']} | {rate:.0f} | {t['peak_max'] / 2**30:.2f} / {t['peak_sum'] / 2**30:.2f} GiB | "
-              f"{bb_full:.0f} s | {grid_h:.2f} h | x{SEED_HOURS / grid_h:.0f} faster |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                               "figures": figures}, indent=1, default=str))
+        figures.append(f)
+        rows.append(f"| {f['way']} | {rate:.0f} | {t['peak_max'] / 2**30:.2f} / {t['peak_sum'] / 2**30:.2f} GiB | "
+                    f"{bb_full:.0f} s | {grid_h:.2f} h | x{SEED_HOURS / grid_h:.0f} faster |")
+        print(header.split("\n")[0] + "\n" + rows[-1], flush=True)  # a way's figures as soon as it is done
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                   "figures": figures}, indent=1, default=str))
+    print("\n" + header + "\n" + "\n".join(rows))
     if args.scale != "full":
         print("\n(CPU / smoke-scale check of the harness: these numbers are not GPU figures.)")
 
