@@ -25,7 +25,7 @@ from orchestrator.grid import Trial
 from orchestrator.progress import Progress, fmt_duration
 from orchestrator.spec import Study
 from orchestrator.store import StudyStore, join, utcnow
-from orchestrator.trial import TrialPayload, failed_row
+from orchestrator.trial import TrialPayload
 
 # Set before Ray is imported anywhere in this process; embedded workers inherit them.
 _RAY_ENV = {
@@ -60,6 +60,7 @@ class Plan:
     # bundle counts only this run's against the member (orchestrator/bundle.py)
     deaths: dict[str, int] = field(default_factory=dict)
     known: dict[str, str] = field(default_factory=dict)   # statuses of the rows when the run was planned
+    group: int | str | None = None        # --group / group= (None: the study's group; orchestrator/groups.py)
 
     def common(self) -> dict[str, Any]:
         """What every trial of this run shares (sent once, with tune.with_parameters)."""
@@ -249,7 +250,7 @@ def _check_shared(store: StudyStore) -> None:
         return
     probe = ray.remote(num_cpus=0, max_retries=0)(_write_probe)
     token = uuid.uuid4().hex[:12]
-    names = [f".node-probe-{token}-{i}" for i in range(len(nodes))]
+    names = [L.node_probe(token, i) for i in range(len(nodes))]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote(store.location, name) for n, name in zip(nodes, names)]
     try:
@@ -326,149 +327,45 @@ def slots(study: Study, max_concurrent: int | None) -> int:
 
 def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int | str = "auto",
          reported: dict[str, str] | None = None) -> bool:
-    import ray
-    from ray import tune
-
+    """Run the pending trials as bundles on one Tuner; True when a Ctrl-C ended the run."""
     from orchestrator import bundle as B
+    from orchestrator.sweep import Sweep   # imports Ray Tune: only now that Ray is set up
 
-    store = plan.store
-    limit = max_concurrent or plan.study.max_concurrent
     members = [plan.member(t) for t in plan.pending]
     n_slots = slots(plan.study, max_concurrent)
     size = B.auto_size(len(members), n_slots) if bundle == "auto" else int(bundle)
     # auto: smaller bundles towards the end, so the slots finish together; a number: as asked
-    bundles = B.split(members, size, n_slots, taper=bundle == "auto")   # lists of members
+    from orchestrator import groups as G   # lists of members; vectorised groups first (orchestrator/groups.py)
+    bundles = G.split(members, size, n_slots, taper=bundle == "auto", plan=plan)
+    n_groups = sum(1 for b in bundles if G.is_group(b))
+    if size > 1 or n_groups:
+        grouped = f", {n_groups} of them vectorised groups (--group off: none)" if n_groups else ""
+        progress.note(f"{len(members)} trials in {len(bundles)} bundles of up to {max(size, *map(len, bundles))} "
+                      f"({n_slots} at once{grouped}; --bundle 1 to send them one by one)")
+    sweep = Sweep(plan.store, plan.common(), members, bundles, progress, {} if reported is None else reported)
+    tuner = _tuner(plan, sweep, max_concurrent or plan.study.max_concurrent)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
+              "pending": len(members), "total": len(plan.trials), "bundles": len(bundles), "bundle_size": size}
+    plan.store.write_json(L.run_record(record["started_at"]), record)
+    return _fit_tuner(tuner, sweep)
+
+
+def _tuner(plan: Plan, sweep, limit: int | None):
+    """A Tuner over the sweep's bundles, its callback and stopper feeding ``sweep``."""
+    import ray
+    from ray import tune
+
+    from orchestrator import bundle as B
+    from orchestrator.sweep import Bridge, StopWhenUnwritable
+
+    bundles, store = sweep.bundles, plan.store
     names = [B.name(ms) for ms in bundles]
-    common = plan.common()
-    by_id = {m["trial_id"]: m for m in members}
-    counted = {} if reported is None else reported   # trial -> status, as the progress line counted it
-    unwritable: list[str] = []   # set once the results location refuses writes: stop the sweep
-    interrupted: list[int] = []  # SIGINT (Ctrl-C) seen while Tune ran
-    if size > 1:
-        progress.note(f"{len(members)} trials in {len(bundles)} bundles of up to {size} "
-                      f"({n_slots} at once; --bundle 1 to send them one by one)")
-
-    def payload(tid: str) -> dict[str, Any]:
-        m = {k: v for k, v in by_id[tid].items() if k != "deaths"}
-        return TrialPayload(**common, **m).to_dict()
-
-    def count(tid: str, status: str) -> None:
-        if tid not in counted:
-            counted[tid] = status
-            progress.member_finished(status)
-
-    class StopWhenUnwritable(tune.Stopper):
-        def __reduce__(self):  # pickled into tuner.pkl like the callbacks; never restored
-            return (tune.stopper.NoopStopper, ())
-
-        def __call__(self, trial_id, result):
-            return False
-
-        def stop_all(self):
-            return bool(unwritable)
-
-    def storage_problem() -> bool:
-        """After a trial failure: is it the results location that refuses writes (full, read-only)?
-        Then every retry would fail the same way, so the sweep stops (see StopWhenUnwritable)."""
-        if not unwritable:
-            try:
-                store.check_writable()
-            except UserError as e:
-                unwritable.append(e.bare)
-        return bool(unwritable)
-
-    def running_member(trial) -> str:
-        """The member a bundle was running: its first one without a row."""
-        for m in members_of(trial):
-            if m.get("rerun") or not store.exists(L.trial_row(m["trial_id"])):
-                return m["trial_id"]
-        return members_of(trial)[-1]["trial_id"]
-
-    def members_of(trial) -> list[dict[str, Any]]:
-        return bundles[trial.config["bundle"]]
-
-    class Bridge(tune.Callback):
-        """Feeds the progress line and records trials whose process died for good."""
-
-        _recount_at = 0.0
-
-        def __reduce__(self):  # Tune pickles its callbacks into tuner.pkl; we never restore from it
-            return (tune.Callback, ())
-
-        def setup(self, **info):
-            # Tune installs its own SIGINT handler (stop the trials, save its state, return from
-            # fit() as if nothing happened) just before it sets up the callbacks. Wrap it, so that
-            # a Ctrl-C is known and the run ends with exit 130 and the resume hint.
-            if threading.current_thread() is not threading.main_thread():
-                return
-            tune_handler = signal.getsignal(signal.SIGINT)
-
-            def on_sigint(sig, frame):
-                interrupted.append(sig)
-                progress.note("interrupted: stopping the trials (Ctrl-C again to stop at once)")
-                if callable(tune_handler):
-                    tune_handler(sig, frame)
-                else:
-                    raise KeyboardInterrupt
-
-            signal.signal(signal.SIGINT, on_sigint)
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            progress.trial_started()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            for kind, tid, text in result.get("overnight_events") or ():
-                if kind == "done":
-                    count(tid, text)
-                elif kind == "retry":
-                    progress.note(f"trial {tid} failed, retrying: {text}")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            progress.running = max(0, progress.running - 1)
-            if storage_problem():
-                return
-            tid = running_member(trial)
-            err = _last_error_line(str(getattr(trial, "error_msg", "") or "").strip().splitlines())
-            if err and len(members_of(trial)) > 1:
-                try:  # the member's failed row says why, if it comes to that (orchestrator/bundle.py)
-                    store.write_bytes(L.counter(tid, "died"), err.encode())
-                except OSError:
-                    pass
-            progress.note(f"trial {tid} failed, retrying" + (f": {err}" if err else ""))
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            for m in members_of(trial):  # all reported; this is a safety net
-                if m["trial_id"] not in counted:
-                    count(m["trial_id"], B.row_status(store, m["trial_id"]))
-            progress.slot_freed()
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            if interrupted or storage_problem():  # not the trials' fault: the next run resumes them
-                return
-            done = store.finished_ids()
-            err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
-            err = str(err).strip().splitlines()[-1] if err else "trial process died"
-            for m in members_of(trial):
-                tid = m["trial_id"]
-                if tid not in done or (m.get("rerun") and tid not in counted):
-                    failed_row(payload(tid), err)
-                    count(tid, "failed")
-                elif tid not in counted:
-                    count(tid, B.row_status(store, tid))
-            progress.slot_freed()
-
-        def on_step_end(self, iteration, trials, **info):
-            now = time.monotonic()
-            if now >= self._recount_at:   # O(trials): not on every step of a long sweep
-                progress.running = sum(1 for t in trials if t.status == "RUNNING")
-                self._recount_at = now + 0.5
-            progress.update()
-
     res = plan.study.resources
     resources = {"cpu": res.cpu, "gpu": res.gpu, **res.custom}
     storage = join(store.location, "_tune") if "://" in store.location else os.path.join(store.location, "_tune")
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(B.trainable, common=common, table=[ray.put(bundles)]), resources),
+    return tune.Tuner(
+        tune.with_resources(tune.with_parameters(B.trainable, common=sweep.common, table=[ray.put(bundles)]),
+                            resources),
         # A Tune trial's config is the index of its bundle; the members travel in the object store
         # (B.trainable). A grid of the members themselves would be deep-copied once per Tune trial
         # by Tune's variant generator and written into its experiment state: seconds, then
@@ -481,16 +378,19 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int
         ),
         run_config=tune.RunConfig(
             name=f"run-{utcnow().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
-            storage_path=storage, verbose=0, callbacks=[Bridge()], stop=StopWhenUnwritable(),
+            storage_path=storage, verbose=0, callbacks=[Bridge(sweep)], stop=StopWhenUnwritable(sweep),
             # a member's own retries live in the trial (orchestrator/bundle.py); these cover
             # processes that died outright
             failure_config=tune.FailureConfig(
                 max_failures=B.tune_retries(plan.study.max_failures, max(len(b) for b in bundles))),
         ),
     )
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
-              "pending": len(members), "total": len(plan.trials), "bundles": len(bundles), "bundle_size": size}
-    store.write_json(f"runs/{record['started_at'].replace(':', '')}.json", record)
+
+
+def _fit_tuner(tuner, sweep) -> bool:
+    """``tuner.fit()``, with this process's SIGINT handler restored afterwards (Tune replaces it,
+    and the Bridge wraps Tune's); True when a Ctrl-C ended it."""
+    store = sweep.store
     main_thread = threading.current_thread() is threading.main_thread()
     sigint_before = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
@@ -498,7 +398,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int
     except KeyboardInterrupt:
         return True
     except Exception:
-        if interrupted:
+        if sweep.interrupted:
             return True
         # Tune's own state lives in the results location too: a full or read-only location
         # surfaces here as a TuneError wrapping an OSError
@@ -507,19 +407,10 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int
     finally:
         if main_thread and sigint_before is not None:
             signal.signal(signal.SIGINT, sigint_before)
-    if unwritable:
-        raise UserError(f"{unwritable[0]}; finished trials are kept: make room (or fix permissions) and "
+    if sweep.unwritable:
+        raise UserError(f"{sweep.unwritable[0]}; finished trials are kept: make room (or fix permissions) and "
                         f"run the same command again", source="--results", field=store.location)
-    return bool(interrupted)
-
-
-def _last_error_line(lines: list[str]) -> str:
-    """The exception line of a Ray error text (skipping traceback frames)."""
-    for line in reversed(lines):
-        line = line.strip()
-        if line and not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line):
-            return line[:200]
-    return lines[-1].strip()[:200] if lines else ""
+    return bool(sweep.interrupted)
 
 
 def summarize(plan: Plan, reported: dict[str, str] | None = None) -> Outcome:

@@ -12,7 +12,14 @@ agree to float rounding, not bit for bit. Checked:
     gap is tiny, as at 8 bits: comparing recovery at a fixed relative tolerance would be testing
     noise, not the code);
   - integers, booleans and strings: equal; the per-epoch history: same steps, losses at relative 1e-5.
-At these sizes the observed differences are 0 to ~1e-7 relative on the raw metrics."""
+On the development VM (x86-64, torch 2.15 CPU) the rows were in fact bit-identical, here and at the
+fast scale (tests/benchmarks/bench_vectorised.py prints the largest difference of c): the batched
+GEMMs give the unbatched ones' bits there. The tolerance is for BLAS builds and CPUs whose batched
+kernels block differently. The lambda protocol is checked at relative 1e-4 (raw metrics) and 1e-3
+(history) instead: its corrector QAT rounds every corrector output, recalibrating as it goes, so a
+last-bit difference moves some elements by a whole quantization step. In a version whose attention
+scaling differed from the unbatched one in the last bit, the last training loss differed by
+1.7e-5 and one history step by 1.7e-4 after 80 steps (c by 1.3e-6)."""
 from __future__ import annotations
 
 import math
@@ -29,6 +36,7 @@ from workloads.substrate import vectorised as V
 
 torch.set_num_threads(1)
 RAW_REL = 1e-5
+REL = {"hydra": (1e-5, 1e-5), "grid": (1e-5, 1e-5), "lambda": (1e-4, 1e-3)}  # (raw metrics, history)
 RAW = ("f", "q", "c", "loss_float", "loss_quant", "loss_corrected", "ppl_float", "ppl_quant", "ppl_corrected",
        "loss_quant_correct_residual", "loss_quant_legacy_residual", "correction_final_loss")
 RATIOS = ("recovery_pct", "quant_degradation_pct", "corrected_degradation_pct")
@@ -56,9 +64,9 @@ def ctxs(n: int) -> list[LocalContext]:
     return [LocalContext() for _ in range(n)]
 
 
-def assert_rows_close(want: dict, got: dict) -> None:
+def assert_rows_close(want: dict, got: dict, rel: float = RAW_REL) -> None:
     assert set(want) == set(got)
-    tol_c = RAW_REL * max(abs(want["c"]), abs(want["q"]), abs(want["f"]))
+    tol_c = rel * max(abs(want["c"]), abs(want["q"]), abs(want["f"]))
     for k, w in want.items():
         g = got[k]
         if k in TIMES:
@@ -66,7 +74,7 @@ def assert_rows_close(want: dict, got: dict) -> None:
         if isinstance(w, float) and math.isnan(w):
             assert math.isnan(g), k
         elif k in RAW:
-            assert math.isclose(w, g, rel_tol=RAW_REL), (k, w, g)
+            assert math.isclose(w, g, rel_tol=rel), (k, w, g)
         elif k in ("gap", "gap_abs"):
             assert abs(w - g) <= 2 * tol_c, (k, w, g)
         elif k in RATIOS:
@@ -77,10 +85,10 @@ def assert_rows_close(want: dict, got: dict) -> None:
             assert w == g, (k, w, g)
 
 
-def assert_history_close(want: list[dict], got: list[dict]) -> None:
+def assert_history_close(want: list[dict], got: list[dict], rel: float = RAW_REL) -> None:
     assert [(h["step"], h.get("phase")) for h in want] == [(h["step"], h.get("phase")) for h in got]
     for a, b in zip(want, got):
-        assert math.isclose(a["loss"], b["loss"], rel_tol=RAW_REL), (a, b)
+        assert math.isclose(a["loss"], b["loss"], rel_tol=rel), (a, b)
 
 
 def unbatched(cfgs: list[dict]) -> tuple[list[dict], list[LocalContext]]:
@@ -141,14 +149,15 @@ def test_run_group_equals_run(protocol, stage_cache):
     got_ctx = ctxs(len(cfgs))
     got = Transformer().run_group(cfgs, got_ctx)
     seen = set()
+    rel_raw, rel_history = REL[protocol]
     for c, w, g, wc, gc in zip(cfgs, want, got, want_ctx, got_ctx):
         assert not isinstance(g, BaseException), g
-        assert_rows_close(w, g)
+        assert_rows_close(w, g, rel_raw)
         history = wc.history
         if stage_cache and c["seed"] in seen:  # the backbone's first member built it (as with one shared cache)
             history = [h for h in history if h["phase"] != "float"]
         seen.add(c["seed"])
-        assert_history_close(history, gc.history)
+        assert_history_close(history, gc.history, rel_history)
     assert want[0]["num_correction_layers"] == 4 and want[0]["recovery_pct"] != 0
 
 

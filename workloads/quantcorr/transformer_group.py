@@ -28,14 +28,14 @@ from typing import Any, Sequence
 import torch
 
 from workloads.substrate.char_transformer import CharData, load_char_data
-from workloads.substrate.correction import build_correctors, corrector_keys
+from workloads.substrate.correction import FloatTap, QuantTap, build_correctors, calibrated_scales, corrector_keys
+from workloads.substrate.lambda_schedule import CorrectorQat
 from workloads.substrate.loops import Batches
 from workloads.substrate.rows import PhaseClock
 from workloads.substrate.stages import Checkpointer, trial_checkpoint, trial_seed
-from workloads.substrate.vectorised import (BatchedCharTransformer, BatchedCorrectors, BatchedFloatTap, BatchedQuantTap,
-                                            Dropout, MemberRNG, Stack, Unit, calibrated_scales_members, lm_losses,
-                                            mean_ce_members, mse_losses, scales_tensor, step_members,
-                                            train_epochs_members)
+from workloads.substrate.vectorised import (BatchedCharTransformer, BatchedCorrectors, Dropout, MemberCalibrator,
+                                            MemberRNG, Stack, Unit, lm_losses, mean_ce_members, mse_losses,
+                                            record_losses, step_members, train_epochs_members)
 
 from .params import (TRANSFORMER_FOLDED, TRANSFORMER_PROTOCOL_DEFAULTS, TransformerParams, transformer_group_key,
                      with_protocol_defaults)
@@ -184,12 +184,8 @@ def _train_backbone_batch(backbones, units, progress, data: CharData, device) ->
         states.append(b.recipe.new_model(data.vocab_size).state_dict())
         rng_states.append(torch.get_rng_state())
     stack = Stack.of(states, device, requires_grad=True)
-    if r0.optimizer == "adamw":
-        opt = torch.optim.AdamW(stack.params(), lr=r0.lr, weight_decay=r0.weight_decay)
-    else:
-        opt = torch.optim.Adam(stack.params(), lr=r0.lr)
-    batches = [Batches(len(data.train_x), r0.batch_size, keep_last=r0.last_batch == "keep",
-                       in_place=r0.reshuffle == "in_place", device=device) for _ in backbones]
+    opt = r0.new_optimizer(stack.params())
+    batches = [r0.new_batches(len(data.train_x), device) for _ in backbones]
     rng = MemberRNG(rng_states)
     model = BatchedCharTransformer(stack, r0.n_layers, r0.n_heads)
     drop = Dropout(r0.dropout, rng, exact=_exact(device))
@@ -212,55 +208,61 @@ def _exact(device) -> bool:
 # -------------------------------------------------------------------------------- after the float phase
 def _after_float(backbones: list[_Backbone], data: CharData, ps, seeds, ctxs, ckpts, device, results, clock) -> None:
     p0 = ps[0]
-    bits = p0["bits"]
-    members = [i for b in backbones for i in b.users]
-    members.sort()
+    members = sorted(i for b in backbones for i in b.users)
     bix = {i: j for j, b in enumerate(backbones) for i in b.users}
+    of = [bix[i] for i in members]   # each member's backbone
     bstack = Stack.of_bytes([b.built["model"] for b in backbones], device)
-    bmodel = BatchedCharTransformer(bstack, p0["n_layers"], p0["n_heads"])
     orders = [b.built["order"] for b in backbones]
-    # baselines, once per distinct backbone
-    calib = torch.stack([data.train_x[o[: p0["calib_sequences"]].to(device)] for o in orders])
-    scales_b = calibrated_scales_members(bmodel, calib, bits)
-    sc_b = scales_tensor(scales_b, device)
-    loss_f = mean_ce_members(bmodel, data.test_x, data.test_y, lambda: None)
-    loss_q_ok = mean_ce_members(bmodel, data.test_x, data.test_y, lambda: BatchedQuantTap(bits, sc_b))
-    loss_q_legacy = mean_ce_members(bmodel, data.test_x, data.test_y,
-                                    lambda: BatchedQuantTap(bits, sc_b, legacy_residual=True))
-    del bmodel
-    # members
-    of = [bix[i] for i in members]
+    scales_b, losses_b = _baselines(BatchedCharTransformer(bstack, p0["n_layers"], p0["n_heads"]), data, p0, orders,
+                                    device)
     model = BatchedCharTransformer(bstack.select(of), p0["n_layers"], p0["n_heads"])
     del bstack
-    scales = scales_tensor([scales_b[j] for j in of], device)
+    scales = {key: v[of] for key, v in scales_b.items()}
     ckeys = corrector_keys(model.points, p0["correct_every"])
-    final = [float("nan")] * len(members)
-    loss_c = [None] * len(members)
+    final, loss_c = [float("nan")] * len(members), [None] * len(members)
     if ckeys:
-        corr = BatchedCorrectors(
-            Stack.of([build_correctors(model.points, p0["correct_every"], p0["correction_hidden"], p0["correction_init"],
-                                       seeds[i], "cpu").state_dict() for i in members], device, requires_grad=True),
-            ckeys, p0["correction_hidden"], bits)
         units = [Unit(report_to=[ctxs[i]], ckpts=[ckpts[i]]) for i in members]
         sub = _Members(members, of, orders, [seeds[i] for i in members], [ps[i] for i in members], units)
+        corr = _member_correctors(model, p0, sub, ckeys, device)
         final = PROTOCOLS[p0["protocol"]](model, corr, data, scales, sub, device)
         for k, u in enumerate(units):
             if u.error is not None:
                 results[members[k]] = u.error
-        loss_c = mean_ce_members(model, data.test_x, data.test_y, lambda: BatchedQuantTap(bits, scales, corr))
+        loss_c = mean_ce_members(model, data.test_x, data.test_y, lambda: QuantTap(p0["bits"], scales, corr))
     clock_share = clock.share(1.0 / len(ctxs))
     for k, i in enumerate(members):
         if results[i] is not None:
             continue
-        j = of[k]
-        lq = loss_q_legacy[j] if ps[i]["legacy_prenorm_residual_bug"] else loss_q_ok[j]
+        loss_f, loss_q_ok, loss_q_legacy = (losses[of[k]] for losses in losses_b)
+        lq = loss_q_legacy if ps[i]["legacy_prenorm_residual_bug"] else loss_q_ok
         try:
             results[i] = transformer_row(
-                ps[i], data, n_points=len(model.points), n_correctors=len(ckeys), loss_f=loss_f[j], loss_q=lq,
-                loss_c=lq if loss_c[k] is None else loss_c[k], final_loss=final[k], loss_q_ok=loss_q_ok[j],
-                loss_q_legacy=loss_q_legacy[j], clock=clock_share)
+                ps[i], data, n_points=len(model.points), n_correctors=len(ckeys), loss_f=loss_f, loss_q=lq,
+                loss_c=lq if loss_c[k] is None else loss_c[k], final_loss=final[k], loss_q_ok=loss_q_ok,
+                loss_q_legacy=loss_q_legacy, clock=clock_share)
         except Exception as e:  # noqa: BLE001 - Diverged (non-finite evaluation), as run raises it
             results[i] = e
+
+
+def _baselines(bmodel: BatchedCharTransformer, data: CharData, p0: dict, orders, device) -> tuple[dict, tuple]:
+    """Once per distinct backbone: the calibrated scales (per point, (B, 1, 1, 1)) and the
+    test CE of ``char_transformer.quantized_baselines`` (float, quantized, quantized with the
+    legacy residual), each a list over the backbones."""
+    bits = p0["bits"]
+    calib = torch.stack([data.train_x[o[: p0["calib_sequences"]].to(device)] for o in orders])
+    scales = calibrated_scales(bmodel, calib, bits, MemberCalibrator())
+    losses = (mean_ce_members(bmodel, data.test_x, data.test_y, lambda: None),
+              mean_ce_members(bmodel, data.test_x, data.test_y, lambda: QuantTap(bits, scales)),
+              mean_ce_members(bmodel, data.test_x, data.test_y, lambda: QuantTap(bits, scales, legacy_residual=True)))
+    return scales, losses
+
+
+def _member_correctors(model: BatchedCharTransformer, p0: dict, m: "_Members", keys: list[str],
+                       device) -> BatchedCorrectors:
+    """Every member's correctors, initialised as its ``run`` initialises them (from its own seed)."""
+    states = [build_correctors(model.points, p0["correct_every"], p0["correction_hidden"], p0["correction_init"],
+                               seed, "cpu").state_dict() for seed in m.seeds]
+    return BatchedCorrectors(Stack.of(states, device, requires_grad=True), keys, p0["correction_hidden"])
 
 
 class _Members:
@@ -283,7 +285,7 @@ def hydra(model, corr, data, scales, m: _Members, device) -> list[float]:
     bits = m.ps[0]["bits"]
 
     def loss(model, corr, scales, x, y, drop):
-        student = model(x, BatchedQuantTap(bits, scales, corr), drop)  # the student's masks first
+        student = model(x, QuantTap(bits, scales, corr), drop)  # the student's masks first
         with torch.no_grad():
             teacher = model(x, None, drop)
         return mse_losses(student, teacher)
@@ -295,7 +297,7 @@ def grid(model, corr, data, scales, m: _Members, device) -> list[float]:
     """``transformer.grid``: correctors trained with CE on the next-character labels."""
     bits = m.ps[0]["bits"]
     return _corrector_epochs(model, corr, data, scales, m, device, lambda model, corr, scales, x, y, drop:
-                             lm_losses(model(x, BatchedQuantTap(bits, scales, corr), drop), y))
+                             lm_losses(model(x, QuantTap(bits, scales, corr), drop), y))
 
 
 def _corrector_epochs(model, corr, data: CharData, scales, m: _Members, device, loss_fn) -> list[float]:
@@ -314,9 +316,7 @@ def _corrector_epochs(model, corr, data: CharData, scales, m: _Members, device, 
     final = [float("nan")] * K
     for ks in by_start.values():
         whole = len(ks) == K
-        sub_corr = corr if whole else BatchedCorrectors(
-            Stack({name: v.detach()[ks].clone().requires_grad_(True) for name, v in corr.P.t.items()}),
-            corr.keys, corr.hidden, corr.bits)
+        sub_corr = corr if whole else corr.of_members(ks)
         sub_model = model if whole else BatchedCharTransformer(model.P.select(ks), model.n_layers, model.n_heads)
         sub_scales = scales if whole else {key: v[ks] for key, v in scales.items()}
         sub_subsets = None if subsets is None else subsets[ks]
@@ -348,62 +348,44 @@ def _corrector_epochs(model, corr, data: CharData, scales, m: _Members, device, 
 def lambda_(model, corr, data, scales, m: _Members, device) -> list[float]:
     """``transformer.lambda_`` / ``lambda_schedule.train_correctors_lambda`` for every member, each
     with its own lambda: full batch on its first ``correction_sequences``, eval-mode teacher."""
-    from orchestrator.interface import check_finite  # noqa: PLC0415
-
-    from workloads.substrate.lambda_schedule import RECALIBRATE_EVERY  # noqa: PLC0415
-
     p0, K = m.ps[0], len(m)
     bits, steps = p0["bits"], p0["correction_steps"]
     X = torch.stack([data.train_x[m.order(k)[: p0["correction_sequences"]].to(device)] for k in range(K)])
-    lams = [float(p["lam"]) for p in m.ps]
+    hybrid = _hybrid_losses(model, corr, X, bits, scales, [float(p["lam"]) for p in m.ps])
+    qat = CorrectorQat(corr, bits, steps, p0["legacy_h0_unquantized"], lambda: model(X, QuantTap(bits, scales, corr)),
+                       MemberCalibrator)
+    opt = torch.optim.Adam(corr.P.params(), lr=p0["correction_lr"])
+    last = [float("nan")] * K
+    for step in range(1, steps + 1):
+        qat.before_step(step)
+        values = step_members(opt, hybrid(), corr.P.params())
+        record_losses(m.units, step, values, last, phase="correction", report=step % LAMBDA_REPORT_EVERY == 0)
+    qat.finish()
+    return last
+
+
+def _hybrid_losses(model, corr: BatchedCorrectors, X: torch.Tensor, bits: int, scales, lams: list[float]):
+    """``lambda_schedule._hybrid_loss`` for every member, with its own lambda: (K,) losses of the
+    current correctors against the float targets (taken once, here)."""
+    K, keys = len(lams), list(corr)
     with torch.no_grad():
-        ftap = BatchedFloatTap(record=True)
+        ftap = FloatTap(record=True)
         out_f = model(X, ftap)
         var_out = torch.stack([out_f[k].var().clamp_min(1e-12) for k in range(K)])
-        var_k = {key: torch.stack([ftap.acts[key][k].var().clamp_min(1e-12) for k in range(K)]) for key in corr.keys}
-    lam_t = torch.tensor(lams, dtype=torch.float32, device=device)
-    any_lam = any(lams) and len(corr.keys) > 0
+        var_k = {key: torch.stack([ftap.acts[key][k].var().clamp_min(1e-12) for k in range(K)]) for key in keys}
+    lam_t = torch.tensor(lams, dtype=torch.float32, device=X.device)
+    any_lam = any(lams) and len(keys) > 0
 
     def hybrid() -> torch.Tensor:
-        tap = BatchedQuantTap(bits, scales, corr, record=True)
+        tap = QuantTap(bits, scales, corr, record=True)
         total = mse_losses(model(X, tap), out_f) / var_out
         if any_lam:
-            per_point = torch.stack([mse_losses(tap.corrected[key], ftap.acts[key]) / var_k[key] for key in corr.keys])
+            per_point = torch.stack([mse_losses(tap.corrected[key], ftap.acts[key]) / var_k[key] for key in keys])
             point_mean = torch.stack([pk.mean() for pk in per_point.t().contiguous().unbind(0)])  # as run: a 1-D mean
             total = torch.where(lam_t != 0, total + lam_t * point_mean, total)
         return total
 
-    def calibrate() -> None:
-        corr.calibrate(lambda: model(X, BatchedQuantTap(bits, scales, corr)))
-
-    warm = steps // 4
-    quant_on = not (p0["legacy_h0_unquantized"] and corr.hidden == 0)
-    corr.quantize = False
-    opt = torch.optim.Adam(corr.P.params(), lr=p0["correction_lr"])
-    last = [float("nan")] * K
-    for step in range(1, steps + 1):
-        if step == warm + 1:
-            calibrate()
-            corr.quantize = quant_on
-        elif step > warm + 1 and (step - warm - 1) % RECALIBRATE_EVERY == 0:
-            calibrate()
-        values = step_members(opt, hybrid(), corr.P.params())
-        for k, u in enumerate(m.units):
-            if u.error is not None:
-                continue
-            last[k] = values[k]
-            try:
-                check_finite(step, correction_loss=last[k])
-            except Exception as e:  # noqa: BLE001 - Diverged: this member stops
-                u.error = e
-                continue
-            if step % LAMBDA_REPORT_EVERY == 0:
-                for ctx in u.report_to:
-                    ctx.report(step, phase="correction", loss=last[k])
-    if steps <= warm:
-        corr.quantize = quant_on
-    calibrate()
-    return last
+    return hybrid
 
 
 LAMBDA_REPORT_EVERY = 10  # transformer.lambda_ reports every 10 steps

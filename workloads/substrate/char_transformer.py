@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import torch
 from torch import nn
@@ -183,10 +183,14 @@ class BackboneRecipe:
         return CharTransformer(vocab_size, self.d_model, self.n_heads, self.n_layers, self.d_ff,
                                max_seq_len=self.max_seq_len, dropout=self.dropout)
 
-    def new_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+    def new_optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.Adam(model.parameters(), lr=self.lr)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr)
+
+    def new_batches(self, n_train: int, device: str | torch.device) -> Batches:
+        return Batches(n_train, self.batch_size, keep_last=self.last_batch == "keep",
+                       in_place=self.reshuffle == "in_place", device=device)
 
     def stage_key(self, data: CharData, device: str) -> dict:
         """What determines the trained weights and nothing else: a setting that cannot change them
@@ -223,10 +227,9 @@ def trained_backbone(recipe: BackboneRecipe, data: CharData, ctx, ckpt: Checkpoi
 def _train_backbone(recipe: BackboneRecipe, data: CharData, ckpt: Checkpointer, ctx) -> dict:
     torch.manual_seed(recipe.seed)
     model = recipe.new_model(data.vocab_size).to(ctx.device)
-    batches = Batches(len(data.train_x), recipe.batch_size, keep_last=recipe.last_batch == "keep",
-                      in_place=recipe.reshuffle == "in_place", device=ctx.device)
+    batches = recipe.new_batches(len(data.train_x), ctx.device)
     model.train()
-    train_epochs(model, recipe.new_optimizer(model), batches, recipe.epochs,
+    train_epochs(model, recipe.new_optimizer(model.parameters()), batches, recipe.epochs,
                  lambda idx: lm_loss(model(data.train_x[idx]), data.train_y[idx]),
                  ckpt=ckpt, ctx=ctx, phase="float", clip=recipe.grad_clip)
     return {"model": state_to_bytes(model), "order": batches.order}

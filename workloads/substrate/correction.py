@@ -10,7 +10,7 @@ passes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal, Mapping
 
 import torch
 from torch import nn
@@ -44,11 +44,46 @@ def corrector_keys(points: Iterable[Point], every: int) -> list[str]:
     return keys
 
 
-class Corrector(nn.Module):
-    """h=0: one affine map d->d. h>0: d->h, ReLU, h->d. Predicts an additive correction from E.
+class CorrectorBase:
+    """What a corrector computes, written once for one model (``Corrector``) and for a stack of
+    members (workloads.substrate.vectorised.StackedCorrector): h=0, one affine map d->d; h>0, d->h,
+    ReLU, h->d. Subclasses say how a layer ("fc", or "fc1" and "fc2") is applied to its input.
 
-    With ``qat`` scales set (lambda protocol) the hidden ReLU output and the output are fake-quantized
-    at the corrector's own per-tensor scales."""
+    Corrector QAT (lambda protocol): once ``calibrate_correctors`` has set the scales and
+    ``set_corrector_quant`` switched it on, the hidden ReLU output and the output are
+    fake-quantized at the corrector's own per-tensor scales."""
+
+    hidden: int
+
+    def _init_qat(self) -> None:
+        self.bits: int | None = None
+        self.scale_hidden: float | torch.Tensor | None = None
+        self.scale_out: float | torch.Tensor | None = None
+        self.quantize = False
+        self.calibrator: Calibrator | None = None
+
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def correct(self, err: torch.Tensor) -> torch.Tensor:
+        if self.hidden > 0:
+            z = self._quantizer("hidden", torch.relu(self.layer("fc1", err)), self.scale_hidden)
+            y = self.layer("fc2", z)
+        else:
+            y = self.layer("fc", err)
+        return self._quantizer("out", y, self.scale_out)
+
+    def _quantizer(self, what: str, x: torch.Tensor, scale) -> torch.Tensor:
+        # calibration sees the activation before this corrector's own quantizer
+        if self.calibrator is not None:
+            self.calibrator.observe(what, x)
+        if self.quantize and scale is not None:
+            x = fake_quant(x, scale, self.bits)
+        return x
+
+
+class Corrector(CorrectorBase, nn.Module):
+    """One corrector of one model: predicts an additive correction from the accumulated error E."""
 
     def __init__(self, dim: int, hidden: int, init: Literal["default", "zero"] = "default"):
         super().__init__()
@@ -65,28 +100,13 @@ class Corrector(nn.Module):
             nn.init.zeros_(last.bias)
         elif init != "default":
             raise ValueError(f"correction_init must be default|zero, got {init!r}")
-        # Corrector QAT state (lambda protocol): scales or None.
-        self.bits: int | None = None
-        self.scale_hidden: float | None = None
-        self.scale_out: float | None = None
-        self.quantize = False
-        self.calibrator: Calibrator | None = None
+        self._init_qat()
+
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)(x)
 
     def forward(self, err: torch.Tensor) -> torch.Tensor:
-        if self.hidden > 0:
-            z = torch.relu(self.fc1(err))
-            if self.calibrator is not None:
-                self.calibrator.observe("hidden", z)
-            if self.quantize and self.scale_hidden is not None:
-                z = fake_quant(z, self.scale_hidden, self.bits)
-            y = self.fc2(z)
-        else:
-            y = self.fc(err)
-        if self.calibrator is not None:
-            self.calibrator.observe("out", y)
-        if self.quantize and self.scale_out is not None:
-            y = fake_quant(y, self.scale_out, self.bits)
-        return y
+        return self.correct(err)
 
 
 def build_correctors(points: list[Point], every: int, hidden: int, init: str, seed: int,
@@ -103,7 +123,8 @@ def build_correctors(points: list[Point], every: int, hidden: int, init: str, se
 
 
 class FloatTap:
-    """Float pass; optionally calibrates (absmax per point) and/or records activations."""
+    """Float pass; optionally calibrates (absmax per point) and/or records activations. With a
+    ``vectorised.MemberCalibrator`` it serves a stack of members as well."""
 
     quantized = False
     legacy_residual = False
@@ -123,7 +144,8 @@ class FloatTap:
 class QuantTap:
     """Quantized pass: fake-quantize every point; correct where a corrector sits.
 
-    - ``correctors``: ModuleDict keyed by point key (None or empty: quantized only).
+    - ``correctors``: ModuleDict keyed by point key (None or empty: quantized only), or the
+      ``vectorised.BatchedCorrectors`` of a stack of members (``scales`` then per-member tensors).
     - ``oracle``: float activations by key; at the oracle points they replace the quantized value
       (upper bound, Hydra classification only).
     - ``legacy_residual``: the transformer reads this to reproduce the prenorm residual bug of the
@@ -134,7 +156,7 @@ class QuantTap:
 
     quantized = True
 
-    def __init__(self, bits: int, scales: dict[str, float], correctors: nn.ModuleDict | None = None,
+    def __init__(self, bits: int, scales: Mapping[str, float | torch.Tensor], correctors: Mapping | None = None,
                  oracle: dict[str, torch.Tensor] | None = None, oracle_keys: Iterable[str] = (),
                  legacy_residual: bool = False, record: bool = False):
         self.bits = bits
@@ -172,24 +194,26 @@ class QuantTap:
         return xq
 
 
-def calibrate_correctors(correctors: nn.ModuleDict, bits: int, run_pass) -> None:
+def calibrate_correctors(correctors: Mapping[str, CorrectorBase], bits: int, run_pass,
+                         new_calibrator: Callable[[], Calibrator] = Calibrator) -> None:
     """Per-tensor scales for each corrector's hidden and output activations, taken on
     the accumulated errors reaching it during ``run_pass()`` (a no-grad corrected forward). The
     absmax is taken before the corrector's own quantizer; the other correctors keep their current
-    quantize state, so re-calibration follows the trajectory being trained."""
+    quantize state, so re-calibration follows the trajectory being trained. ``new_calibrator``:
+    ``vectorised.MemberCalibrator`` for the correctors of a stack of members."""
     for c in correctors.values():
-        c.calibrator = Calibrator()
+        c.calibrator = new_calibrator()
     with torch.no_grad():
         run_pass()
     for c in correctors.values():
         c.bits = bits
-        am = c.calibrator.absmax
-        c.scale_hidden = absmax_scale(am["hidden"], bits) if "hidden" in am else None
-        c.scale_out = absmax_scale(am.get("out", 0.0), bits)
+        scales = c.calibrator.scales(bits)
+        c.scale_hidden = scales.get("hidden")
+        c.scale_out = scales.get("out", absmax_scale(0.0, bits))  # a corrector the pass never reached
         c.calibrator = None
 
 
-def set_corrector_quant(correctors: nn.ModuleDict, on: bool, legacy_h0_unquantized: bool = False) -> None:
+def set_corrector_quant(correctors: Mapping[str, CorrectorBase], on: bool, legacy_h0_unquantized: bool = False) -> None:
     """Switch corrector fake quantization on/off. ``legacy_h0_unquantized`` reproduces seed 000's
     lambda sweep, where linear (h=0) correctors were never quantized (a legacy switch)."""
     for c in correctors.values():
@@ -197,8 +221,9 @@ def set_corrector_quant(correctors: nn.ModuleDict, on: bool, legacy_h0_unquantiz
 
 
 @torch.no_grad()
-def calibrated_scales(model: nn.Module, X: torch.Tensor, bits: int) -> dict[str, float]:
-    """The per-point scales of one float pass of ``model`` over ``X`` (in the model's current mode)."""
-    cal = Calibrator()
+def calibrated_scales(model, X: torch.Tensor, bits: int, calibrator: Calibrator | None = None) -> dict:
+    """The per-point scales of one float pass of ``model`` over ``X`` (in the model's current mode).
+    ``calibrator``: a ``vectorised.MemberCalibrator`` for a batched model (per-member scales)."""
+    cal = calibrator if calibrator is not None else Calibrator()
     model(X, FloatTap(cal))
     return cal.scales(bits)

@@ -29,13 +29,14 @@ from __future__ import annotations
 import io
 import math
 from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.nn import functional as F
 
-from .correction import Point
-from .quant import absmax_scale, fake_quant
+from .correction import CorrectorBase, Point
+from .quant import Calibrator, absmax_scale
 
 
 # -------------------------------------------------------------------------------- stacked weights
@@ -261,122 +262,66 @@ class BatchedCharTransformer:
         return linear(y.transpose(2, 3).reshape(M, B, T, C), P[pre + "attn.proj.weight"], P[pre + "attn.proj.bias"])
 
 
-# -------------------------------------------------------------------------------- correctors and taps
-class BatchedCorrectors:
-    """The correctors of workloads.substrate.correction (a ModuleDict of ``Corrector``) for M members:
-    the same keys, one ``Stack`` of the ModuleDict's state_dict. Corrector QAT (lambda protocol):
-    per-member scales of shape (M, 1, 1, 1) per corrector and output."""
+# -------------------------------------------------------------------------------- correctors and calibration
+# The taps are correction.FloatTap and correction.QuantTap themselves: they only need correctors that
+# take a stacked error, and per-member scales, which broadcast over the member dimension.
+class StackedCorrector(CorrectorBase):
+    """One corrector (``correction.Corrector``) of every member: its layers are batched linears over
+    the members' weights in a ``Stack``."""
 
-    def __init__(self, params: Stack, keys: Sequence[str], hidden: int, bits: int):
-        self.P, self.keys, self.hidden, self.bits = params, list(keys), hidden, bits
-        self.quantize = False
-        self.scale_hidden: dict[str, torch.Tensor | None] = {}
-        self.scale_out: dict[str, torch.Tensor | None] = {}
-        self.observed: dict[tuple[str, str], list[float]] | None = None  # calibration
+    def __init__(self, params: Stack, key: str, hidden: int):
+        self.P, self.key, self.hidden = params, key, hidden
+        self._init_qat()
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.P[f"{self.key}.{name}.weight"], self.P[f"{self.key}.{name}.bias"])
+
+    def __call__(self, err: torch.Tensor) -> torch.Tensor:
+        return self.correct(err)
+
+
+class BatchedCorrectors(Mapping):
+    """The correctors of ``correction.build_correctors`` (a ModuleDict) for M members: the same keys,
+    one ``Stack`` of the ModuleDict's state_dict. ``correction``'s taps, calibration and QAT switch
+    take it in place of the ModuleDict."""
+
+    def __init__(self, params: Stack, keys: Sequence[str], hidden: int):
+        self.P, self.hidden = params, hidden
+        self.by_key = {k: StackedCorrector(params, k, hidden) for k in keys}
+
+    def __getitem__(self, key: str) -> StackedCorrector:
+        return self.by_key[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_key)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.by_key)
 
-    def _observe(self, key: str, what: str, x: torch.Tensor) -> None:
-        if self.observed is None:
-            return
+    def of_members(self, index: Sequence[int]) -> "BatchedCorrectors":
+        """Members ``index``' correctors as trainable copies (no QAT state)."""
+        return BatchedCorrectors(Stack({n: v.detach()[index].clone().requires_grad_(True) for n, v in self.P.t.items()}),
+                                 list(self), self.hidden)
+
+
+class MemberCalibrator(Calibrator):
+    """``quant.Calibrator`` for tensors with a leading member dimension: each member's running absmax,
+    and its scales as (M, 1, 1, 1) tensors (``member_scales``)."""
+
+    def observe(self, key: str, x: torch.Tensor) -> None:
         m = x.detach().abs().flatten(1).amax(1).tolist() if x[0].numel() else [0.0] * x.shape[0]
-        prev = self.observed.get((key, what), [0.0] * len(m))  # Calibrator.observe's running max from 0
-        self.observed[(key, what)] = [max(a, b) for a, b in zip(prev, m)]
+        prev = self.absmax.get(key, [0.0] * len(m))  # the running max starts from 0, as Calibrator's
+        self.absmax[key] = [max(a, b) for a, b in zip(prev, m)]
+        self.device = x.device
 
-    def __call__(self, key: str, err: torch.Tensor) -> torch.Tensor:
-        P = self.P
-        if self.hidden > 0:
-            z = torch.relu(linear(err, P[f"{key}.fc1.weight"], P[f"{key}.fc1.bias"]))
-            self._observe(key, "hidden", z)
-            if self.quantize and self.scale_hidden.get(key) is not None:
-                z = fake_quant(z, self.scale_hidden[key], self.bits)
-            y = linear(z, P[f"{key}.fc2.weight"], P[f"{key}.fc2.bias"])
-        else:
-            y = linear(err, P[f"{key}.fc.weight"], P[f"{key}.fc.bias"])
-        self._observe(key, "out", y)
-        if self.quantize and self.scale_out.get(key) is not None:
-            y = fake_quant(y, self.scale_out[key], self.bits)
-        return y
-
-    def calibrate(self, run_pass: Callable[[], object]) -> None:
-        """``correction.calibrate_correctors`` per member: the absmax of each corrector's hidden
-        and output activations over one no-grad corrected pass, as per-tensor scales."""
-        self.observed = {}
-        with torch.no_grad():
-            run_pass()
-        obs, self.observed = self.observed, None
-        dev = next(iter(self.P.t.values())).device
-        for key in self.keys:
-            hid = obs.get((key, "hidden"))
-            self.scale_hidden[key] = None if hid is None else member_scales([absmax_scale(a, self.bits) for a in hid], dev)
-            out = obs.get((key, "out"), [0.0] * self.P.members)
-            self.scale_out[key] = member_scales([absmax_scale(a, self.bits) for a in out], dev)
+    def scales(self, bits: int) -> dict[str, torch.Tensor]:
+        return {k: member_scales([absmax_scale(a, bits) for a in v], self.device) for k, v in self.absmax.items()}
 
 
 def member_scales(values: Sequence[float], device) -> torch.Tensor:
     """Per-member scales (Python floats, as the unbatched code keeps them) as an (M, 1, 1, 1)
     float32 tensor: the same float32 value each unbatched op would cast its scalar to."""
     return torch.tensor(list(values), dtype=torch.float32, device=device).view(-1, 1, 1, 1)
-
-
-class BatchedQuantTap:
-    """``correction.QuantTap`` for M members: fake quantization at per-member scales, the accumulated
-    error, the correctors, the legacy residual switch and the record of corrected activations."""
-
-    quantized = True
-
-    def __init__(self, bits: int, scales: dict[str, torch.Tensor], correctors: BatchedCorrectors | None = None,
-                 legacy_residual: bool = False, record: bool = False):
-        self.bits, self.scales = bits, scales
-        self.correctors = correctors if correctors is not None else ()
-        self.legacy_residual = legacy_residual
-        self.corrected: dict[str, torch.Tensor] | None = {} if record else None
-        self._acc: torch.Tensor | None = None
-        self._group: str | None = None
-        self._seen: set[str] = set()
-
-    def __call__(self, key: str, group: str, x: torch.Tensor) -> torch.Tensor:
-        if key in self._seen:
-            self._seen.clear()
-            self._acc = None
-        self._seen.add(key)
-        xq = fake_quant(x, self.scales[key], self.bits)
-        err = x - xq
-        if self._acc is None or self._group != group or self._acc.shape != err.shape:
-            self._acc = err
-        else:
-            self._acc = self._acc + err
-        self._group = group
-        if key in self.correctors:
-            xq = xq + self.correctors(key, self._acc)
-            self._acc = None
-            if self.corrected is not None:
-                self.corrected[key] = xq
-        return xq
-
-
-class BatchedFloatTap:
-    """``correction.FloatTap`` for M members: per-member absmax (calibration) and/or activations."""
-
-    quantized = False
-    legacy_residual = False
-
-    def __init__(self, calibrate: bool = False, record: bool = False):
-        self.absmax: dict[str, list[float]] | None = {} if calibrate else None
-        self.acts: dict[str, torch.Tensor] | None = {} if record else None
-
-    def __call__(self, key: str, group: str, x: torch.Tensor) -> torch.Tensor:
-        if self.absmax is not None:
-            m = x.detach().abs().flatten(1).amax(1).tolist()
-            prev = self.absmax.get(key, [0.0] * len(m))
-            self.absmax[key] = [max(a, b) for a, b in zip(prev, m)]
-        if self.acts is not None:
-            self.acts[key] = x
-        return x
 
 
 # -------------------------------------------------------------------------------- losses, steps, eval
@@ -432,19 +377,6 @@ def mean_ce_members(model: BatchedCharTransformer, X: torch.Tensor, Y: torch.Ten
     return [t / count for t in totals]
 
 
-@torch.no_grad()
-def calibrated_scales_members(model: BatchedCharTransformer, X: torch.Tensor, bits: int) -> list[dict[str, float]]:
-    """``correction.calibrated_scales`` per member: X (M, N, T) (or (N, T) shared), eval mode."""
-    tap = BatchedFloatTap(calibrate=True)
-    model(X, tap)
-    return [{k: absmax_scale(v[i], bits) for k, v in tap.absmax.items()} for i in range(model.members)]
-
-
-def scales_tensor(scales: Sequence[dict[str, float]], device) -> dict[str, torch.Tensor]:
-    """Per-member scale dicts -> {point: (M, 1, 1, 1) tensor}."""
-    return {k: member_scales([s[k] for s in scales], device) for k in scales[0]}
-
-
 # -------------------------------------------------------------------------------- the batched epoch loop
 class Unit:
     """One trained thing of a batched loop (a backbone, or one member's correctors): where its
@@ -454,6 +386,31 @@ class Unit:
     def __init__(self, report_to: Sequence = (), ckpts: Sequence = ()):
         self.report_to, self.ckpts = list(report_to), list(ckpts)
         self.error: BaseException | None = None
+
+
+def record_losses(units: Sequence[Unit], step: int, values: Sequence[float], last: list[float], *,
+                  phase: str, report: bool = True) -> list[int]:
+    """The check and report of ``loops.train_steps`` / ``train_epochs`` for each unit still
+    training: its loss goes into ``last[k]``; a non-finite one sets the unit's ``error`` to the
+    ``Diverged`` the unbatched loop raises (the unit then stops, the others go on), a finite one is
+    reported when ``report``. Returns the units whose loss was finite."""
+    from orchestrator.interface import check_finite  # noqa: PLC0415 - light, kept beside its use
+
+    finite = []
+    for k, u in enumerate(units):
+        if u.error is not None:
+            continue
+        last[k] = values[k]
+        try:
+            check_finite(step, **{f"{phase}_loss": last[k]})
+        except Exception as e:  # noqa: BLE001 - Diverged
+            u.error = e
+            continue
+        finite.append(k)
+        if report:
+            for ctx in u.report_to:
+                ctx.report(step, phase=phase, loss=last[k])
+    return finite
 
 
 def resume_members(stack: Stack, opt: torch.optim.Optimizer, batches: Sequence, rng: MemberRNG,
@@ -473,12 +430,8 @@ def train_epochs_members(units: Sequence[Unit], stack: Stack, opt: torch.optim.O
     """``loops.train_epochs`` for K units at once (``stack``'s members, ``batches[k]`` and
     ``rng.states[k]`` are unit k's): ``loss_of(idx)`` maps the (K, batch) sample indices to the (K,)
     losses. Each epoch, each unit's permutation is drawn from its own stream (``Batches`` without a
-    generator draws from the global one), its loss is checked (a non-finite one sets the unit's
-    ``error`` to the ``Diverged`` the unbatched loop raises; the unit is then neither reported nor
-    checkpointed again), reported and checkpointed in the unbatched format. Returns the units' last
-    epoch losses."""
-    from orchestrator.interface import check_finite  # noqa: PLC0415 - light, kept beside its use
-
+    generator draws from the global one); its loss is checked and reported (``record_losses``) and
+    checkpointed in the unbatched format. Returns the units' last epoch losses."""
     K = len(units)
     start, last = resume_members(stack, opt, batches, rng, progress) if progress else (0, [float("nan")] * K)
     for epoch in range(start + 1, epochs + 1):
@@ -492,20 +445,10 @@ def train_epochs_members(units: Sequence[Unit], stack: Stack, opt: torch.optim.O
             values = step_members(opt, loss_of(idx), stack.params(), clip)
             totals = [t + v for t, v in zip(totals, values)]
             count += 1
-        for k, u in enumerate(units):
-            if u.error is not None:
-                continue
-            last[k] = totals[k] / max(count, 1)
-            try:
-                check_finite(epoch, **{f"{phase}_loss": last[k]})
-            except Exception as e:  # noqa: BLE001 - Diverged: this unit stops, the others go on
-                u.error = e
-                continue
-            for ctx in u.report_to:
-                ctx.report(epoch, phase=phase, loss=last[k])
-            if u.ckpts:
+        for k in record_losses(units, epoch, [t / max(count, 1) for t in totals], last, phase=phase):
+            if units[k].ckpts:
                 state = {"module": stack.member_bytes(k), "opt": member_optimizer_state(opt, k),
                          "batches": batches[k].state_dict(), "rng": rng.states[k], "epoch": epoch, "loss": last[k]}
-                for ck in u.ckpts:
+                for ck in units[k].ckpts:
                     ck.put(f"{phase}_progress", state)
     return last
