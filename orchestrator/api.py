@@ -49,8 +49,10 @@ def study_path(arg: str | Path) -> Path:
 
 def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = False, address: str | None = None,
                   max_concurrent: int | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
-                  bundle: int | str | None = None, say: Callable[[str], None] = lambda s: None):
-    """Run the pending trials of a prepared study under the driver lock: (outcome, store)."""
+                  bundle: int | str | None = None, group: int | str | None = None,
+                  say: Callable[[str], None] = lambda s: None):
+    """Run the pending trials of a prepared study under the driver lock: (outcome, store).
+    ``group``: the study's ``group`` overridden (orchestrator/groups.py)."""
     from orchestrator import execute
     from orchestrator.prepare import plan_run
     from orchestrator.store import study_store
@@ -61,6 +63,7 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
     store.check_writable()
     with store.lock():
         plan = plan_run(prep, store, results, data_root, retry_failed)
+        plan.group = group
         resumed = len(set(store.in_flight()) & {t.trial_id for t in plan.pending})
         say(f"{study.name}/{prep.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
             f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
@@ -76,6 +79,16 @@ def _check_bundle(value: Any, source: str) -> int | str:
 
     try:
         return check_bundle(value)
+    except ValueError as e:
+        raise UserError(str(e), source=source) from None
+
+
+def _check_group(value: Any, source: str) -> int | str:
+    """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=)."""
+    from orchestrator.spec import check_group
+
+    try:
+        return check_group(value)
     except ValueError as e:
         raise UserError(str(e), source=source) from None
 
@@ -96,12 +109,14 @@ def _check_job_results(results: str) -> None:
 def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RESULTS, *,
         sets: list[str] | None = None, retry_failed: bool = False, max_concurrent: int | None = None,
         data_root: str = DEFAULT_DATA, address: str | None = None, num_cpus: int | None = None,
-        num_gpus: float | None = None, bundle: int | str | None = None, verbose: bool = True,
+        num_gpus: float | None = None, bundle: int | str | None = None, group: int | str | None = None,
+        verbose: bool = True,
         **overrides: Any) -> pd.DataFrame:
     """Run (or resume) a study and return its rows. ``study``: a YAML path, the name of a study in
     configs/studies/, or the study as a dict. ``overrides`` are ``--set`` pairs: a list replaces a
     grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``). ``bundle``:
-    trials per Tune trial, "auto" or a number (default: the study's ``bundle``, auto)."""
+    trials per Tune trial, "auto" or a number (default: the study's ``bundle``, auto). ``group``:
+    the most trials per vectorised group, "auto", "off" or a number (default: the study's ``group``)."""
     from orchestrator.prepare import prepare, study_rows
 
     sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
@@ -112,9 +127,11 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
     say = (lambda s: print(s, file=sys.stderr)) if verbose else (lambda s: None)
     if bundle is not None:
         _check_bundle(bundle, "bundle")
+    if group is not None:
+        group = _check_group(group, "group")
     out, store = execute_study(prep, results, data_root=data_root, retry_failed=retry_failed, address=address,
                                max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, bundle=bundle,
-                               say=say)
+                               group=group, say=say)
     rows = study_rows(store, {t.trial_id for t in prep.trials})
     from orchestrator.execute import wait_shutdown
 

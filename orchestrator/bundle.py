@@ -171,31 +171,39 @@ def _bundles(ref) -> list:
 
 def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
                report: Callable[[dict], None] | None = None) -> None:
-    """Run a bundle's members one after another (see the module doc). ``report``: tune.report."""
+    """Run a bundle's members one after another (see the module doc), or a vectorised group's
+    together (orchestrator/groups.py; those that fail there then run alone). ``report``: tune.report."""
     from orchestrator.store import StudyStore
 
     store = StudyStore(common["results"])
     reporter = Reporter(report) if report is not None else None
+
+    def on_retry(tid: str, text: str) -> None:
+        _check_writable(store)   # a full or read-only location: no retries, the driver stops
+        if reporter is not None:
+            reporter.add("retry", tid, text)
+
+    def done(tid: str, status: str) -> None:
+        if reporter is not None:
+            reporter.add("done", tid, status)
+
+    from orchestrator import groups as G
+
+    if G.is_group(members):
+        members = G.run_group_bundle(members, common, store, done=done, on_retry=on_retry)
     first_open = True   # only the first member without a row can have died in an earlier try
     for member in members:
         if reporter is not None and reporter.stopped:
             return
         tid = member["trial_id"]
-        payload = {**common, **{k: v for k, v in member.items() if k != "deaths"}}
-
-        def on_retry(text: str, tid: str = tid) -> None:
-            _check_writable(store)   # a full or read-only location: no retries, the driver stops
-            if reporter is not None:
-                reporter.add("retry", tid, text)
-
+        payload = {**common, **{k: v for k, v in member.items() if k not in ("deaths", G.GROUP_KEY)}}
         status = run_member(payload, store, check_deaths=first_open, deaths_before=member.get("deaths", 0),
-                            on_retry=on_retry)
+                            on_retry=lambda text, tid=tid: on_retry(tid, text))
         if status == "skipped":   # a row from an earlier try of this bundle (or another driver's worker)
             status = row_status(store, tid)
         else:
             first_open = False
-        if reporter is not None:
-            reporter.add("done", tid, status)
+        done(tid, status)
     if reporter is not None:
         reporter.close()
 

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--bundle", default=None, metavar="auto|N",
                    help="study trials per Ray Tune trial: auto (default, or the study's bundle:) or N; "
                         "each trial keeps its own row, checkpoint and retries")
+    r.add_argument("--group", default=None, metavar="auto|off|N",
+                   help="trials a workload can batch (group_key/run_group) run as one computation: auto "
+                        "(default, or the study's group:; up to 8), off, or at most N per group")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter (or a study field such as resources.gpu=0.25); repeatable")
     r.add_argument("--retry-failed", action="store_true", help="run failed trials again")
@@ -70,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.api import _check_bundle, execute_study, study_path
+    from orchestrator.api import _check_bundle, _check_group, execute_study, study_path
     from orchestrator.execute import describe, wait_shutdown
     from orchestrator.prepare import pending, prepare, write_report
     from orchestrator.store import study_store
@@ -78,6 +81,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
     bundle = _check_bundle(a.bundle, "--bundle") if a.bundle is not None else None
+    group = _check_group(a.group, "--group") if a.group is not None else None
     prep = prepare(study_path(a.study), a.scale, a.sets, data_root=a.data_root)
     if a.dry_run:
         store = study_store(a.results, prep.study.name, a.scale)
@@ -85,7 +89,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 0
     out, store = execute_study(prep, a.results, data_root=a.data_root, retry_failed=a.retry_failed,
                                address=a.address, max_concurrent=a.max_concurrent, num_cpus=a.num_cpus,
-                               num_gpus=a.num_gpus, bundle=bundle, say=lambda s: print(s, file=sys.stderr))
+                               num_gpus=a.num_gpus, bundle=bundle, group=group, say=lambda s: print(s, file=sys.stderr))
     print(f"{prep.study.name}/{a.scale}: {describe(out)}", file=sys.stderr)
     if out.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)

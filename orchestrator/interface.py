@@ -82,6 +82,19 @@ class Workload(Protocol):
     # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
     # Optional: ``preflight(config, data_root: Path, scale: str) -> None`` (a classmethod or
     # staticmethod), called for every trial before Ray starts; raises DataMissing.
+    #
+    # Optional, together: vectorised trial groups (orchestrator/groups.py; the study's ``group``,
+    # ``--group auto|off|N``).
+    # - ``group_key(config) -> str | None`` (a staticmethod or classmethod, called in the driver):
+    #   trials with equal keys can run as one batched computation: same shapes, their configs
+    #   differing only in values (the seed, a loss weight, a bit width). None: this trial runs alone.
+    # - ``run_group(configs, ctxs) -> list[Metrics | BaseException]``: run such trials together,
+    #   each with its own ctx (own report/history, checkpoint, attempt, stage cache), and return one
+    #   entry per config, in order: what ``run`` would have returned, or the exception ``run`` would
+    #   have raised (a Diverged entry records the trial as diverged). Any other exception entry: that
+    #   trial failed, and runs again alone through ``run``. An exception raised by ``run_group``
+    #   itself: the batched computation failed, and every member without a row runs again alone.
+    #   Each member still gets its own row, and resume, retries and dedup stay per trial.
 
 
 def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str, Any] | None = None,

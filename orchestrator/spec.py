@@ -96,6 +96,15 @@ def check_bundle(v: Any) -> str | int:
     raise ValueError(f"bundle must be auto or a whole number >= 1 (got {v!r})")
 
 
+def check_group(v: Any) -> str | int:
+    """``group``: "auto", "off" or a whole number >= 1 (the most trials in one vectorised group)."""
+    if v in ("auto", "off") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    if isinstance(v, str) and v.isdigit() and int(v) >= 1:
+        return int(v)
+    raise ValueError(f"group must be auto, off or a whole number >= 1 (got {v!r})")
+
+
 def check_stat(s: str) -> str:
     """mean, std, ..., share>X / count>X (also >=, <, <=), spearman:COL / pearson:COL."""
     if s in STATS or _SHARE.match(s) or _COUNT.match(s) or _CORR.match(s):
@@ -237,6 +246,9 @@ class Study(_Strict):
     max_concurrent: int | None = Field(None, ge=1)
     # trials per Tune trial (orchestrator/bundle.py): "auto", or a number (1: one by one)
     bundle: Literal["auto"] | int = "auto"
+    # trials run as one batched computation when the workload declares group_key/run_group
+    # (orchestrator/groups.py): "auto" (up to 8), "off", or the most trials per group
+    group: Literal["auto", "off"] | int = "auto"
     fixed: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Any] = Field(default_factory=dict)
     zip: dict[str, Any] = Field(default_factory=dict)
@@ -257,6 +269,11 @@ class Study(_Strict):
     @classmethod
     def _bundle(cls, v: Any) -> Any:
         return check_bundle(v)
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group(cls, v: Any) -> Any:
+        return check_group(v)
 
     @model_validator(mode="after")
     def _command_fields(self) -> "Study":

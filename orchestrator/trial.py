@@ -164,9 +164,44 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
 
 def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None] | None) -> dict[str, Any] | None:
     """One try of a trial: its row once written, or None to try again here."""
+    t = open_try(p, store)
+    workload = t.workload_cls()
+    retry = False
+    try:
+        status, error, metrics = outcome(p, workload.run(t.config, t.ctx))
+    except Diverged as e:
+        status, error, metrics = outcome(p, e)
+    except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
+        errors = store.bump(p.trial_id, "errors")
+        if errors <= p.max_failures and on_retry is None:
+            raise
+        retry = errors <= p.max_failures
+        status, error, metrics = R.FAILED, _error_text(e), {}
+    if retry:  # outside the except block, so the failed try's frames (and tensors) are freed
+        on_retry(error.split(" [")[0][:300])
+        return None
+    return close_try(t, store, status, error, metrics)
+
+
+@dataclass
+class Try:
+    """One execution of one trial, between ``open_try`` and ``close_try`` (a vectorised group,
+    orchestrator/groups.py, opens one for each of its members and runs them together)."""
+
+    p: TrialPayload
+    workload_cls: Any
+    config: dict[str, Any]
+    ctx: WorkerContext
+    attempts: int
+    declared_metrics: set[str] | None
+    started: Any
+    t0: float
+
+
+def open_try(p: TrialPayload, store: StudyStore) -> Try:
+    """Count the try (``attempts``), load the workload, seed, and build the trial's ctx."""
     attempts = store.bump(p.trial_id, "attempts")
     workload_cls = registry.load(p.workload, p.workload_spec)
-    workload = workload_cls()
     _, metrics_model, artifact_models = P.declared(workload_cls)
     declared_metrics = set(metrics_model.model_fields) if metrics_model is not None else None
 
@@ -180,41 +215,39 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
         scale=p.scale, attempt=attempts, _store=store, _stages=StageCache(p.stage_cache),
         _artifacts=artifact_models,
     )
-    started = utcnow()
-    t0 = time.perf_counter()
-    metrics: dict[str, Any] = {}
-    error = ""
-    retry = False
-    try:
-        metrics = dict(workload.run(config, ctx) or {})
-        status = R.COMPLETED
-        if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
-            status, error = R.DIVERGED, f"{p.metric} is {metrics[p.metric]}"
-    except Diverged as e:
-        status, error, metrics = R.DIVERGED, str(e), dict(e.metrics)
-    except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
-        errors = store.bump(p.trial_id, "errors")
-        if errors <= p.max_failures and on_retry is None:
-            raise
-        retry = errors <= p.max_failures
-        status, error = R.FAILED, _error_text(e)
-    if retry:  # outside the except block, so the failed try's frames (and tensors) are freed
-        on_retry(error.split(" [")[0][:300])
-        return None
+    return Try(p, workload_cls, config, ctx, attempts, declared_metrics, utcnow(), time.perf_counter())
+
+
+def outcome(p: TrialPayload, result: Mapping[str, Any] | Diverged | None) -> tuple[str, str, dict[str, Any]]:
+    """(status, error, metrics) of what ``run`` returned, or of the Diverged it raised."""
+    if isinstance(result, Diverged):
+        return R.DIVERGED, str(result), dict(result.metrics)
+    metrics = dict(result or {})
+    if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
+        return R.DIVERGED, f"{p.metric} is {metrics[p.metric]}", metrics
+    return R.COMPLETED, "", metrics
+
+
+def close_try(t: Try, store: StudyStore, status: str, error: str, metrics: dict[str, Any],
+              wall_s: float | None = None) -> dict[str, Any]:
+    """Write the trial's history and row and drop its checkpoint; returns the row. ``wall_s``: the
+    trial's share of a group's time (default: since ``open_try``)."""
+    p, config = t.p, t.config
     clash = sorted(set(metrics) & set(config))
     if clash:
         status, error = R.FAILED, f"workload returned metrics that repeat config keys: {clash}"
         metrics = {}
+    wall = time.perf_counter() - t.t0 if wall_s is None else wall_s
     row = {
         "trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": status, **config,
-        "started_at": started, "finished_at": utcnow(), "wall_s": round(time.perf_counter() - t0, 4),
-        "host": socket.gethostname(), "device": ctx.device, "attempts": attempts, "error": error,
+        "started_at": t.started, "finished_at": utcnow(), "wall_s": round(wall, 4),
+        "host": socket.gethostname(), "device": t.ctx.device, "attempts": t.attempts, "error": error,
     }
     schema = _schema(p.schema)
-    table = _row_with_metrics(row, metrics, schema, declared_metrics)
+    table = _row_with_metrics(row, metrics, schema, t.declared_metrics)
     # In this order, before the next trial of a bundle starts (which may kill the process): the
     # history, the row (fsynced: it survives a power cut), then the checkpoint goes.
-    store.write_history(p.trial_id, ctx.history)
+    store.write_history(p.trial_id, t.ctx.history)
     store.write_table(L.trial_row(p.trial_id), table, durable=True)
     store.clear_checkpoint(p.trial_id)
     return table.to_pylist()[0]

@@ -251,3 +251,14 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
     assert caught
     for tid, step in caught.items():
         assert by_id.loc[tid, "resumed_from"] >= step and by_id.loc[tid, "attempts"] >= 2
+
+
+def test_a_bad_bundle_value_is_one_line_and_exit_2(tmp_path, cli):
+    doc = {"name": "badbundle", "workload": "synthetic", "metric": "loss", "grid": {"seed": [0, 1]}}
+    path = write(tmp_path, doc)
+    code, _, err = cli("run", path, "--results", tmp_path / "res", "--bundle", "0")
+    assert code == 2 and "--bundle" in err and "whole number" in err and len(err.strip().splitlines()) == 1
+    path = write(tmp_path, {**doc, "bundle": "many"})
+    code, _, err = cli("run", path, "--results", tmp_path / "res")
+    assert code == 2 and "bundle" in err and "many" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()
