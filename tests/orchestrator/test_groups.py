@@ -17,25 +17,15 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from orchestrator import bundle as B
 from orchestrator import groups as G
 from orchestrator.interface import LocalContext
 from orchestrator.store import StudyStore
 from tests.orchestrator.group_workloads import Grouped, GroupedParams, calls
+from tests.orchestrator.test_bundles import run_record, write
 
 WORKLOAD = "tests.orchestrator.group_workloads:Grouped"
-
-
-def write(tmp_path: Path, doc: dict) -> Path:
-    path = tmp_path / f"{doc['name']}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def run_record(store: StudyStore) -> dict:
-    return store.read_json(f"runs/{store.list('runs', '.json')[-1]}")
 
 
 def alone(config: dict) -> tuple[dict, list[dict]]:
