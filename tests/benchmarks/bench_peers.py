@@ -108,18 +108,25 @@ def overnight_cmd(study: Path, results: Path, parallel: int) -> list[str]:
 
 # ---- driver ------------------------------------------------------------------------------------
 def calibrate(seconds: float, steps: int) -> tuple[int, float]:
-    """Work units per step for a trial of about ``seconds``; and the measured trial time."""
+    """Work units per step for a trial of about ``seconds`` in ``steps`` equal steps; and the
+    estimated trial time. One step is calibrated (a trial's time is linear in its steps), and
+    measured again until it is within 30% of its target: the shared VM's speed drifts."""
+    per_step = seconds / steps
     probe = 200
     one_trial({"steps": 1, "work_units": 1, "lr": 0.1, "seed": 0})   # imports
     t = time.perf_counter()
     one_trial({"steps": 1, "work_units": probe, "lr": 0.1, "seed": 0})
-    per_unit = (time.perf_counter() - t) / probe
-    units = max(1, round(seconds / steps / per_unit))
-    t = time.perf_counter()
-    reps = 3 if seconds <= 2 else 1
-    for i in range(reps):
-        one_trial({"steps": steps, "work_units": units, "lr": 0.1, "seed": i})
-    return units, (time.perf_counter() - t) / reps
+    units = max(1, round(per_step * probe / (time.perf_counter() - t)))
+    reps = 3 if per_step <= 2 else 1
+    for attempt in range(4):
+        t = time.perf_counter()
+        for i in range(reps):
+            one_trial({"steps": 1, "work_units": units, "lr": 0.1, "seed": i})
+        measured = (time.perf_counter() - t) / reps
+        if 0.7 <= measured / per_step <= 1.3 or attempt == 3:
+            break
+        units = max(1, round(units * per_step / measured))
+    return units, measured * steps
 
 
 def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float]:
@@ -173,7 +180,10 @@ def bench_length(seconds: float, n: int, rounds: int, parallel: int, tmp: Path) 
             if name == "overnight":
                 first, last = _check_rows(run_dir / "results" / "peers" / "fast", n)
             else:
-                first, last = span_of(json.loads(span_file.read_text()))
+                pairs = json.loads(span_file.read_text())
+                first, last = span_of(pairs)
+                if name == "pool":   # what a trial really took this round (the VM's speed drifts)
+                    trial_s = sum(b - a for a, b in pairs) / len(pairs)
             spans[name] = last - first
             fixed[name] = times[name] - spans[name]   # start-up before the first trial, shut-down after the last
         loads.append(os.getloadavg()[0])
@@ -185,14 +195,14 @@ def bench_length(seconds: float, n: int, rounds: int, parallel: int, tmp: Path) 
                "tune/pool": round(times["tune"] / times["pool"], 3),
                "span overnight/pool": round(spans["overnight"] / spans["pool"], 3),
                "span overnight/tune": round(spans["overnight"] / spans["tune"], 3),
-               "load_1min": [round(x, 2) for x in loads]}
+               "pool_trial_s": round(trial_s, 3), "load_1min": [round(x, 2) for x in loads]}
         out["rounds"].append(row)
         print(f"  round {r + 1}: pool {times['pool']:.1f} s | tune {times['tune']:.1f} s | overnight "
               f"{times['overnight']:.1f} s | overnight/pool {row['overnight/pool']:.3f} | overnight/tune "
               f"{row['overnight/tune']:.3f} | tune/pool {row['tune/pool']:.3f} | first start -> last finish: "
               f"overnight/pool {row['span overnight/pool']:.3f}, overnight/tune {row['span overnight/tune']:.3f} | "
               f"fixed s: pool {fixed['pool']:.1f}, tune {fixed['tune']:.1f}, overnight {fixed['overnight']:.1f} | "
-              f"load {min(loads):.1f}-{max(loads):.1f}", flush=True)
+              f"pool's mean trial {trial_s:.2f} s | load {min(loads):.1f}-{max(loads):.1f}", flush=True)
     for key in ("overnight/pool", "overnight/tune", "tune/pool", "pool", "tune", "overnight",
                 "span overnight/pool", "span overnight/tune", "pool fixed", "tune fixed", "overnight fixed"):
         out[f"median {key}"] = round(statistics.median(r[key] for r in out["rounds"]), 3)
