@@ -14,7 +14,6 @@ with its own row, history, checkpoint, attempts and retries.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -25,9 +24,8 @@ import yaml
 
 from orchestrator import bundle as B
 from orchestrator.store import StudyStore
-from tests.cluster.loopback import _descendants
-from tests.conftest import ROOT, wait_until
-from tests.orchestrator.test_kill_resume import _kill
+from tests.conftest import ROOT
+from tests.orchestrator.test_kill_resume import _overnight, kill_when
 
 
 def markers(folder: Path, kind: str) -> Counter:
@@ -210,12 +208,9 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
     path = write(tmp_path, doc)
     res = tmp_path / "res"
     store = StudyStore(str(res / "killedbundle" / "fast"))
-    cmd = [str(Path(sys.executable).with_name("overnight")), "run", str(path), "--results", str(res),
-           "--no-report", "--bundle", "6"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    args = ["run", path, "--results", res, "--no-report", "--bundle", "6"]
     log = tmp_path / "run1.log"
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
+    first = _overnight(args, log)
 
     def mid_bundle() -> dict[str, int]:   # some rows, and a member without one that checkpointed step 2+
         if not (store.exists("trials") and len(store.finished_ids()) >= 3):
@@ -223,22 +218,12 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
         steps = {t: (store.load_checkpoint(t) or {}).get("state", {}).get("step", 0) for t in store.in_flight()}
         return {t: s for t, s in steps.items() if 2 <= s <= 4}
 
-    family: set[int] = set()
-    try:
-        assert wait_until("rows and a member in flight", mid_bundle, first, timeout=240, family=family), \
-            log.read_text()[-3000:]
-        family.update(_descendants(first.pid))
-        caught = mid_bundle()
-        os.kill(first.pid, signal.SIGKILL)
-        _kill(family, first.pid)   # and at once the Ray it started, which would finish the members
-        first.wait(30)
-    finally:
-        family.update(_descendants(first.pid))
-        _kill(family, first.pid)
+    caught = kill_when(first, "rows and a member in flight", mid_bundle, log)
     done_at_kill = store.finished_ids()
     starts_at_kill = markers(marks, "start")
     assert 0 < len(done_at_kill) < 12
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run([str(Path(sys.executable).with_name("overnight")), *map(str, args)], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = store.rows()
     assert len(rows) == 12 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}

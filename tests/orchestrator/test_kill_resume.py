@@ -39,6 +39,24 @@ def _kill(pids: set[int], pgid: int) -> None:
         pass
 
 
+def kill_when(driver: subprocess.Popen, what: str, condition, log: Path):
+    """Wait (up to 240 s) until ``condition()`` gives something, then SIGKILL the driver and, at
+    once, the Ray it started (which would otherwise finish the trials). Returns what ``condition``
+    gave just before the kill."""
+    family: set[int] = set()
+    try:
+        assert wait_until(what, condition, driver, timeout=240, family=family), log.read_text()[-3000:]
+        family.update(_descendants(driver.pid))
+        caught = condition()
+        os.kill(driver.pid, signal.SIGKILL)
+        _kill(family, driver.pid)
+        driver.wait(30)
+    finally:
+        family.update(_descendants(driver.pid))
+        _kill(family, driver.pid)
+    return caught
+
+
 def test_sigkill_driver_then_rerun(tmp_path):
     marker_dir = tmp_path / "markers"
     study = {
@@ -60,18 +78,7 @@ def test_sigkill_driver_then_rerun(tmp_path):
         return {t: s for t, s in steps.items() if 2 <= s <= 5}
 
     first = _overnight(args, tmp_path / "run1.log")
-    family: set[int] = set()
-    try:
-        assert wait_until("a row and a trial mid-way", mid_trial, first, timeout=240, family=family), \
-            (tmp_path / "run1.log").read_text()[-3000:]
-        family.update(_descendants(first.pid))
-        caught = mid_trial()
-        os.kill(first.pid, signal.SIGKILL)
-        _kill(family, first.pid)   # and at once the Ray it started, which would finish the trials
-        first.wait(30)
-    finally:
-        family.update(_descendants(first.pid))
-        _kill(family, first.pid)
+    caught = kill_when(first, "a row and a trial mid-way", mid_trial, tmp_path / "run1.log")
     done_at_kill = store.finished_ids()
     starts_at_kill = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.start"))
     caught = {t: s for t, s in caught.items() if t not in done_at_kill}
