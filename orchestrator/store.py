@@ -97,8 +97,27 @@ class FileStore:
             raise
 
     def read_bytes(self, rel: str) -> bytes | None:
+        path = self.path(rel)
+        if self.local:  # os.replace publishes whole files: one read is consistent
+            return self._read_once(path)
+        # pyarrow reads an object as a size lookup, then ranged GETs, so a read that overlaps a
+        # rewrite of another length comes back torn (the lock's heartbeat rewrites .lock.json while
+        # other drivers read it). Keep a read only when the object's size and time were the same
+        # before and after it and match what came back.
+        for _ in range(20):
+            before = self.fs.get_file_info(path)
+            if before.type == pafs.FileType.NotFound:
+                return None
+            data = self._read_once(path)
+            after = self.fs.get_file_info(path)
+            if data is not None and len(data) == before.size == after.size and before.mtime == after.mtime:
+                return data
+            time.sleep(0.05)
+        raise OSError(f"{self.location}/{rel} kept changing while it was being read")
+
+    def _read_once(self, path: str) -> bytes | None:
         try:
-            with self.fs.open_input_stream(self.path(rel)) as f:
+            with self.fs.open_input_stream(path) as f:
                 return f.read()
         except (FileNotFoundError, OSError):
             return None

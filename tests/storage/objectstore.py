@@ -77,7 +77,8 @@ def start_object_store(port: int, bucket: str = "overnight-test") -> ObjectStore
             time.sleep(0.1)
     # the bucket, through the S3 API as any client would create it
     req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    # the first S3 call loads moto's S3 backend, which takes well over 10 s on a loaded machine
+    with urllib.request.urlopen(req, timeout=120) as r:
         assert r.status == 200, r.status
     return store
 

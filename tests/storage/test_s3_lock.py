@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -160,19 +161,33 @@ def test_of_two_drivers_claiming_together_the_overwritten_one_backs_off(store, m
 def test_heartbeat_refreshes_and_never_overwrites_a_lock_taken_over(store, monkeypatch):
     monkeypatch.setattr(DriverLock, "BEAT_S", 0.05)
     lock = store.lock()
+    read = lock._read
+    stall, parked, resume = threading.Event(), threading.Event(), threading.Event()
+
+    def heartbeat_read():            # holds the heartbeat before its next read once `stall` is set
+        if stall.is_set() and threading.current_thread().name == "overnight-lock-heartbeat":
+            parked.set()
+            resume.wait(30)
+        return read()
+
+    monkeypatch.setattr(lock, "_read", heartbeat_read)
     lock.acquire()
     try:
         first = lock_file(store)["beat"]
         deadline = time.monotonic() + 30
         while lock_file(store)["beat"] == first:      # wait for a beat
             assert time.monotonic() < deadline, "no heartbeat"
-        # our beats stalled long enough that another host took over: we must not clobber its lock
+        # our beats stall long enough that another host takes over: we must not clobber its lock
+        stall.set()
+        assert parked.wait(30), "the heartbeat never came back"
         plant(store, host="other-node", pid=4242)
+        resume.set()
         while not lock.lost:
             assert time.monotonic() < deadline, "the lost lock went unnoticed"
             time.sleep(0.01)
         assert lock_file(store)["token"] == "someone-else"
     finally:
+        resume.set()
         lock.release()
     assert lock_file(store)["host"] == "other-node"   # release left their lock in place
 
@@ -190,3 +205,27 @@ def test_a_lock_object_that_is_not_json_is_no_claim(store):
     assert store.lock().holder() is None
     with store.lock():
         assert lock_file(store)["pid"] == os.getpid()
+
+
+def test_a_read_overlapping_rewrites_of_other_lengths_is_never_torn(store):
+    """pyarrow reads an object as a size lookup then ranged GETs; a heartbeat that rewrites the
+    lock with a beat of another length in between must not hand a reader a cut-off document
+    (which the lock would take for no claim at all)."""
+    stop = threading.Event()
+
+    def rewrite():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            plant(store, beat=1795878888.5 if n % 2 else 1795878888.4632652, pad="x" * (n % 7))
+
+    plant(store)
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    try:
+        docs = [lock_file(store) for _ in range(150)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(isinstance(d, dict) and d["token"] == "someone-else" and d["stale_after_s"] == 120.0 for d in docs)
+    assert len({d["pad"] for d in docs if "pad" in d}) > 1   # the reads did overlap rewrites
