@@ -197,13 +197,17 @@ def cmd_report(a: argparse.Namespace) -> int:
         stores = [_one_study(d) for d in dirs]
         doc = compare.for_stores(stores[0], stores[1], study_file)
         text = compare.markdown(doc)
+        _write_text(a.out, text, "--out")
     else:
         stores = _study_dirs(dirs[0])
         doc = [report.for_store(store, study_file) for store in stores]
         for store, rep in zip(stores, doc):
             report.write(store, rep)
         text = "\n".join(report.markdown(rep, images=report.images_of(store)) for store, rep in zip(stores, doc))
-    _write_text(a.out, text, "--out")
+        if a.out:  # a file to paste elsewhere: its plots go beside it, linked relative to it
+            text_out = "\n".join(report.markdown(rep, images=_plots_beside(a.out, rep, len(stores) > 1))
+                                  for rep in doc)
+            _write_text(a.out, text_out, "--out")
     if a.html:
         _write_text(a.html, html.page(doc), "--html")
     print(text, end="")
@@ -222,9 +226,27 @@ def _write_text(path: str | None, text: str, option: str) -> None:
     if not path:
         return
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     except OSError as e:
         raise UserError(f"cannot write: {e.strerror}", source=option, field=path) from None
+
+
+def _plots_beside(out: str, rep, several: bool) -> str:
+    """Copies the report's plots into a folder named after ``out`` (``r.md`` -> ``r/``, one
+    subfolder per study when there are several) and returns that folder relative to ``out``."""
+    rel = Path(Path(out).stem)
+    if several:
+        rel = rel / f"{rep.header.study}-{rep.header.scale}"
+    folder = Path(out).parent / rel
+    try:
+        for sec in rep.sections:
+            if sec.figure is not None and sec.figure.png:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{sec.name}.png").write_bytes(sec.figure.png)
+    except OSError as e:
+        raise UserError(f"cannot write the plots: {e.strerror}", source="--out", field=str(folder)) from None
+    return rel.as_posix()
 
 
 def cmd_list(a: argparse.Namespace) -> int:

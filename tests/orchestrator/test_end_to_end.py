@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_resources_beyond_the_cluster_fail_fast(tmp_path, write_study, cli):
     code, _, err = cli("run", write_study(doc), "--results", tmp_path / "res")
     assert code == 2
     assert "needs GPU=1 but the Ray cluster has 0" in err
+
+
+def test_report_out_file_carries_its_plots_beside_it(tmp_path, write_study, cli):
+    """A report written with --out is meant to be pasted elsewhere: its plots are copied into a
+    folder named after the file and linked relative to it (the printed report links the results)."""
+    study = synthetic(tmp_path, lr=[0.1, 0.4], seed=[0, 1])
+    study["report"].append({"plot": "bar", "title": "Loss by lr", "x": "lr", "y": "loss"})
+    res = tmp_path / "res"
+    cli("run", write_study(study), "--results", res, "--no-report")
+    out_file = tmp_path / "docs" / "new" / "e2e_fast.md"        # parent folders do not exist yet
+    code, out, _ = cli("report", res, "--out", out_file)
+    assert code == 0
+    text = out_file.read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert links and all(link.startswith("e2e_fast/") for link in links)
+    for link in links:
+        assert (out_file.parent / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = re.findall(r"!\[[^]]*\]\(([^)]+)\)", out)
+    assert [Path(p).name for p in printed] == [Path(p).name for p in links]
+    assert all(Path(p).exists() and "res" in Path(p).parts for p in printed)
+    assert re.sub(r"\]\([^)]+\)", "]()", text) == re.sub(r"\]\([^)]+\)", "]()", out)
