@@ -140,3 +140,13 @@ def test_unknown_config_keys_are_rejected():
         run(dict(TINY, method="dfa", learning_rate=0.1))
     with pytest.raises(ValueError, match="method"):
         run(dict(TINY, method="hebbian"))
+
+
+def test_credit_bridge_trains_without_terminal_gradient_matching():
+    """tgw = 0 (an ablation of credit_ablations) leaves out the double backward: the value net is
+    still trained by the bridge and terminal losses, and its gradient-matching loss stays 0."""
+    out, _ = run(dict(TINY, method="cb", tgw=0.0, wr=0.0, seed=0))
+    with_gm, _ = run(dict(TINY, method="cb", tgw=1.0, wr=0.0, seed=0))
+    assert out["gradmatch_loss"] == 0.0 and with_gm["gradmatch_loss"] > 0.0
+    assert out["terminal_loss"] == out["terminal_loss"] and out["bridge_loss"] == out["bridge_loss"]   # finite
+    assert out["gamma"] != with_gm["gamma"]

@@ -273,7 +273,9 @@ class CreditBridge(_Learned):
         # one forward of V at every state serves the credit (grad wrt h) and losses (i)-(iii)
         H = hs.clone().requires_grad_(True)
         v = self.value(H, t, s)
-        gv = torch.autograd.grad(v.sum(), H, create_graph=cfg.tgw > 0)[0]
+        # retain_graph: the losses below backpropagate through v's graph again, also when tgw = 0
+        # (then no double backward is needed, but grad() would otherwise free the graph)
+        gv = torch.autograd.grad(v.sum(), H, create_graph=cfg.tgw > 0, retain_graph=True)[0]
         credit = gv.detach()
         bridge = (v[:-1] - soft).pow(2).mean()
         terminal = (v[-1] - batch.loss).pow(2).mean()
