@@ -92,3 +92,20 @@ def test_groups_optimise_jointly():
                                                                    ts_neighbors=5, group_size=4))
     assert stats["clusters_optimised"] == v
     assert stats["clusters_improved"] in (0, 4, 8)     # groups are accepted or rejected as a whole
+
+
+@pytest.mark.parametrize("group_size,units", [(1, 8), (4, 2)])
+def test_evaluations_count_every_candidate_of_every_unit(group_size, units):
+    """pc_evaluations reports what the per-cluster search spent: per unit the GA's start
+    population (6) and its offspring (5 generations of 5 beside 1 elite), then at most 2 TS
+    iterations of 5 neighbours (repeats are not evaluated twice)."""
+    rng = np.random.default_rng(1)
+    v, t = 8, 16
+    bits = rng.integers(0, 2, size=(300, t)).astype(np.uint8)
+    tg = (bits[:, :3] @ np.array([1, 2, 4])) % v
+    conn = [rng.integers(3, t, size=(v * 2, 3))]
+    prob = SurrogateProblem(bits[:200], tg[:200], bits[200:], tg[200:], v)
+    _, stats = per_cluster_optimise(uniform_tiers(v, 2, 3), conn, prob, t,
+                                    PCConfig(generations=5, population=6, ts_iterations=2, ts_neighbors=5,
+                                             group_size=group_size))
+    assert units * (6 + 5 * 5) < stats["evaluations"] <= units * (6 + 5 * 5 + 2 * 5)

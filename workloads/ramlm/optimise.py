@@ -123,7 +123,7 @@ def run_pc(opt: Optimisation, genome: np.ndarray, start_ce: float | None, monito
     end_ce = float(opt.candidates.eval_ce(new_genome[None])[0])
     metrics.update({"pc_clusters_optimised": stats["clusters_optimised"],
                     "pc_clusters_improved": stats["clusters_improved"]})
-    return SearchResult(new_genome, end_ce, start_ce, 1, 0, "done", [])
+    return SearchResult(new_genome, end_ce, start_ce, 1, stats["evaluations"], "done", [])
 
 
 STRATEGY_RUNNERS = {"GA": run_ga, "TS": run_ts, "PC": run_pc}

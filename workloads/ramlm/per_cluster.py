@@ -65,9 +65,10 @@ def single_entry_draw(n_inputs: int):
 
 
 def optimise_unit(fit_fns: list, start: np.ndarray, n_inputs: int, gens: int, pop: int, ts_iters: int,
-                  cfg: PCConfig, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+                  cfg: PCConfig, rng: np.random.Generator) -> tuple[np.ndarray, float, float, int]:
     """GA then TS over a unit of m clusters, genome [m, n, b]; fitness = mean over members, and the
-    engines minimise its negative. Returns (best genome, its fitness, start fitness)."""
+    engines minimise its negative. Returns (best genome, its fitness, start fitness, candidate
+    connectivities evaluated)."""
     def cost(genomes: np.ndarray) -> np.ndarray:  # [P, m, n, b] -> [P]
         return -np.mean([f(genomes[:, i]) for i, f in enumerate(fit_fns)], axis=0)
 
@@ -75,7 +76,7 @@ def optimise_unit(fit_fns: list, start: np.ndarray, n_inputs: int, gens: int, po
         first = np.concatenate([start[None], rng.integers(0, n_inputs, size=(pop - 1,) + start.shape)])
     else:
         first = start[None]
-    population = Population(first, cost(first))
+    population = Population(first, cost(first), evaluations=len(first))
     start_cost = float(population.costs[0])
     crossover = member_crossover if len(fit_fns) > 1 else neuron_cut_crossover
     breeding = Breeding(pop, max(1, pop // 10), 2, cfg.mutation_rate, crossover, entry_mutation(n_inputs))
@@ -84,7 +85,7 @@ def optimise_unit(fit_fns: list, start: np.ndarray, n_inputs: int, gens: int, po
     walk = Walk(population.best, population.best_cost)
     hood = Neighbourhood(cfg.ts_neighbors, deque(maxlen=cfg.tabu_tenure), 0.0, single_entry_draw(n_inputs))
     tabu_walk(walk, hood, cost, ts_iters, rng)
-    return walk.best, -walk.best_cost, -start_cost
+    return walk.best, -walk.best_cost, -start_cost, population.evaluations + walk.evaluations
 
 
 # ----------------------------------------------------------------------------- clusters, tiers, passes
@@ -140,8 +141,10 @@ def optimise_tier(tier: Tier, conn: ClusterConnectivity, problem: SurrogateProbl
         rng = np.random.default_rng(cfg.seed + pass_index * 1_000_003 + members[0])
         fns = [ClusterFitness(problem, base, cache, cfg.fitness, c) for c in members]
         start = np.stack([conn.of(c) for c in members])
-        best, best_fit, start_fit = optimise_unit(fns, start, n_inputs, gens, cfg.population, ts_iters, cfg, rng)
+        best, best_fit, start_fit, evaluated = optimise_unit(fns, start, n_inputs, gens, cfg.population, ts_iters,
+                                                             cfg, rng)
         stats["clusters_optimised"] += len(members)
+        stats["evaluations"] += evaluated
         if best_fit > start_fit:   # keep the current connectivity unless strictly better
             stats["clusters_improved"] += len(members)
             stats["fitness_gain_sum"] += best_fit - start_fit
@@ -154,7 +157,7 @@ def per_cluster_optimise(tiers: list[Tier], connectivity: list[np.ndarray], prob
                          n_inputs: int, cfg: PCConfig, log=None) -> tuple[list[np.ndarray], dict]:
     """Optimise every active cluster's neurons; returns new per-tier connectivity and stats."""
     conn = ClusterConnectivity(tiers, connectivity)
-    stats = {"clusters_optimised": 0, "clusters_improved": 0, "fitness_gain_sum": 0.0}
+    stats = {"clusters_optimised": 0, "clusters_improved": 0, "fitness_gain_sum": 0.0, "evaluations": 0}
     gens, ts_iters = cfg.generations, cfg.ts_iterations
     for p in range(cfg.iterative_passes):
         for tier in tiers:
