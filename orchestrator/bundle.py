@@ -255,13 +255,7 @@ def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_bef
 
 def row_status(store, trial_id: str) -> str:
     """The status in a trial's row ("completed" where it cannot be read)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from orchestrator import layout as L
-
-    data = store.read_bytes(L.trial_row(trial_id))
     try:
-        return str(pq.read_table(pa.BufferReader(data), columns=["status"]).column(0)[0].as_py())
+        return str(store.row_value(trial_id, "status") or "completed")
     except Exception:  # noqa: BLE001 - only for the progress line
         return "completed"

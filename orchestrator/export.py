@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from orchestrator import layout as L
 from orchestrator.errors import UserError
 from orchestrator.rows import schema_from_json
-from orchestrator.store import StudyStore, open_fs
+from orchestrator.store import StudyStore, open_fs, parquet_part
 
 
 def rows_table(store: StudyStore) -> pa.Table:
@@ -23,7 +23,7 @@ def rows_table(store: StudyStore) -> pa.Table:
     for name in store.list(L.TRIALS, ".parquet"):
         data = store.read_bytes(f"{L.TRIALS}/{name}")
         if data:
-            tables.append(pq.read_table(pa.BufferReader(data)))
+            tables.append(parquet_part(data).read(use_threads=False))
     frozen = (store.manifest() or {}).get("schema")
     if frozen:
         schema = schema_from_json(frozen)

@@ -46,6 +46,17 @@ def open_fs(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
 
 
+def parquet_part(data: bytes) -> pq.ParquetFile:
+    """A Parquet file held in memory, for reading with ``read(..., use_threads=False)``.
+    The bytes are copied into Arrow's own memory and read on the calling thread: a reader over a
+    Python ``bytes`` can be freed later by one of Arrow's pool threads, which must then take the
+    GIL, and a process exiting at that moment (a Ctrl-C) aborts instead of exiting 130
+    (apache/arrow#49942). Parts are one row each, so threads bought nothing."""
+    out = pa.BufferOutputStream()
+    out.write(data)
+    return pq.ParquetFile(pa.BufferReader(out.getvalue()))
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -161,9 +172,9 @@ class FileStore:
             if data:
                 # ParquetFile.read: a fraction of read_table's per-file cost (no dataset layer),
                 # which is most of the time of a study with thousands of one-row parts
-                part = pq.ParquetFile(pa.BufferReader(data))
+                part = parquet_part(data)
                 cols = None if columns is None else [c for c in columns if c in part.schema_arrow.names]
-                tables.append(part.read(columns=cols))
+                tables.append(part.read(columns=cols, use_threads=False))
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return pd.DataFrame()
@@ -197,10 +208,10 @@ class StudyStore(FileStore):
         data = self.read_bytes(L.trial_row(trial_id))
         if not data:
             return None
-        part = pq.ParquetFile(pa.BufferReader(data))
+        part = parquet_part(data)
         if column not in part.schema_arrow.names:
             return None
-        return part.read(columns=[column]).column(0)[0].as_py()
+        return part.read(columns=[column], use_threads=False).column(0)[0].as_py()
 
     def write_history(self, trial_id: str, history: list[dict[str, Any]]) -> None:
         if history:

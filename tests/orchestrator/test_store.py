@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.cache import StageCache
 from orchestrator.errors import LockedError, UserError
-from orchestrator.store import StudyStore, utcnow
+from orchestrator.store import StudyStore, parquet_part, utcnow
 
 
 def row(tid: str, **extra):
@@ -20,6 +20,21 @@ def row(tid: str, **extra):
     return {"trial_id": tid, "study": "s", "scale": "smoke", "status": "completed", "lr": 0.1,
             "hidden": [256, 128], "started_at": now, "finished_at": now, "wall_s": 1.5, "host": "h",
             "device": "cpu", "attempts": 1, "error": "", **extra}
+
+
+def test_a_part_is_read_from_arrows_own_copy_of_the_bytes():
+    # a reader over the caller's buffer is what a pool thread may free during interpreter exit
+    # (a Ctrl-C then aborted instead of exiting 130); the copy leaves nothing of Python's to free
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"trial_id": ["a", "b"], "loss": [0.5, 0.25]}), sink)
+    data = bytearray(sink.getvalue())
+    part = parquet_part(data)
+    data[:] = bytes(len(data))  # the caller reuses its buffer
+    assert part.read(use_threads=False).to_pydict() == {"trial_id": ["a", "b"], "loss": [0.5, 0.25]}
 
 
 def test_rows_round_trip_with_types(tmp_path):
