@@ -463,6 +463,9 @@ def _apply_set(doc: dict, item: str) -> None:
         if rows and key in rows[0]:
             raise UserError(f"{key!r} is zipped in group {group!r}; set the whole group with zip.{group}=[...]", source="--set", field=key)
     doc.setdefault("fixed", {})[key] = value
+    for v in doc.get("variants") or []:  # a variant's own value would win over the base's: pin it there too
+        if key in (v.get("fixed") or {}):
+            v["fixed"][key] = value
 
 
 def origins(raw: dict, scale: str, sets: list[str] | None = None) -> dict[str, list[tuple[str, list]]]:

@@ -70,6 +70,16 @@ def test_set_overrides_fixed_axis_and_study_field():
     assert s.resources.cpu == 2
 
 
+def test_set_pins_a_value_the_variants_fix_themselves():
+    # a variant's fixed value would otherwise win over --set, and the user's value be ignored
+    raw = {**BASE, "variants": [{"name": "new", "fixed": {"flavour": "a", "steps": 3}},
+                                {"name": "old", "fixed": {"flavour": "b"}}]}
+    s = spec.resolve(raw, "t.yaml", "fast", ["flavour=a"])
+    trials = expand(s, "1")
+    assert {t.config["flavour"] for t in trials} == {"a"}
+    assert sorted({t.config["steps"] for t in trials}) == [2, 3]   # the rest of each variant stays
+
+
 # ---------------------------------------------------------------- ids
 def test_trial_id_is_stable_and_order_independent():
     a = trial_id("synthetic", "1", {"lr": 0.1, "seed": 0})
