@@ -95,6 +95,11 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("interrupted: run the same command again to resume", file=sys.stderr)
     for tid, err in out.failures[:5]:
         print(f"  failed {tid}: {str(err).splitlines()[0][:200] if err else ''}", file=sys.stderr)
+    if len(out.failures) > 5:
+        print(f"  ... and {len(out.failures) - 5} more (their rows have status 'failed' and the error)", file=sys.stderr)
+    if out.failed:
+        print("failed trials keep their rows and are not run again: add --retry-failed to run them again",
+              file=sys.stderr)
     if not a.no_report and not out.interrupted:
         print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
     wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/execute.py)
@@ -235,15 +240,16 @@ def _write_text(path: str | None, text: str, option: str) -> None:
 def _plots_beside(out: str, rep, several: bool) -> str:
     """Copies the report's plots into a folder named after ``out`` (``r.md`` -> ``r/``, one
     subfolder per study when there are several) and returns that folder relative to ``out``."""
+    from orchestrator import report
+
     rel = Path(Path(out).stem)
     if several:
         rel = rel / f"{rep.header.study}-{rep.header.scale}"
     folder = Path(out).parent / rel
     try:
-        for sec in rep.sections:
-            if sec.figure is not None and sec.figure.png:
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{sec.name}.png").write_bytes(sec.figure.png)
+        for sec in report.plotted(rep):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{sec.name}.png").write_bytes(sec.figure.png)
     except OSError as e:
         raise UserError(f"cannot write the plots: {e.strerror}", source="--out", field=str(folder)) from None
     return rel.as_posix()

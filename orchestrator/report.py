@@ -256,14 +256,18 @@ def images_of(store) -> str:
     return L.join(store.location, L.REPORT_DIR)
 
 
+def plotted(report: Report) -> list[Section]:
+    """The sections that drew a plot (their figure has a PNG)."""
+    return [sec for sec in report.sections if sec.figure is not None and sec.figure.png]
+
+
 def write(store, report: Report) -> str:
     """report.md and report/ (each plot as PNG and its numbers as CSV) into the study's location;
     the report/ folder of an earlier report is replaced. Returns report.md's text."""
     store.delete_dir(L.REPORT_DIR)
-    for sec in report.sections:
-        if sec.figure is not None and sec.figure.png:
-            store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.png"), sec.figure.png)
-            store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.csv"), sec.figure.data.to_csv(index=False).encode())
+    for sec in plotted(report):
+        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.png"), sec.figure.png)
+        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.csv"), sec.figure.data.to_csv(index=False).encode())
     text = markdown(report)
     store.write_bytes(L.REPORT, text.encode())
     return text

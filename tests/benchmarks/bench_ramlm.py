@@ -17,7 +17,6 @@ import platform
 import resource
 import time
 
-import numpy as np
 
 
 def rss_peak_mib() -> float:

@@ -146,7 +146,7 @@ class LoopbackCluster:
         if private_dir is not None:
             # a node with its own mount namespace where ``private_dir`` is an empty tmpfs: the same
             # path, a different directory — like a node-local disk on a real cluster
-            script = f'mount -t tmpfs tmpfs "$0" && exec "$@"'
+            script = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private_dir), *cmd]
         proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True, cwd=self.temp_dir)

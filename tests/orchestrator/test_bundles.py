@@ -14,8 +14,6 @@ with its own row, history, checkpoint, attempts and retries.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import yaml
 
 from orchestrator import bundle as B
 from orchestrator.store import StudyStore
-from tests.conftest import ROOT
+from tests.conftest import overnight_subprocess
 from tests.orchestrator.test_kill_resume import _overnight, kill_when
 
 
@@ -222,8 +220,7 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
     done_at_kill = store.finished_ids()
     starts_at_kill = markers(marks, "start")
     assert 0 < len(done_at_kill) < 12
-    again = subprocess.run([str(Path(sys.executable).with_name("overnight")), *map(str, args)], cwd=ROOT,
-                           capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, timeout=600)
+    again = overnight_subprocess(*args, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = store.rows()
     assert len(rows) == 12 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}

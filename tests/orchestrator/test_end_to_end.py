@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from orchestrator.store import StudyStore

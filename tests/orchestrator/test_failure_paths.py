@@ -144,6 +144,7 @@ def test_a_finished_trials_files_are_never_rewritten_by_a_later_run(tmp_path, cl
     store = StudyStore(str(root))
     code, _, err = cli("run", path, "--results", res)
     assert code == 1, err
+    assert "add --retry-failed to run them again" in err   # the way out is in the summary
     statuses = store.statuses()
     assert sorted(Counter(statuses.values()).items()) == [("completed", 2), ("diverged", 2), ("failed", 2)]
     finished = {t for t, s in statuses.items() if s in ("completed", "diverged")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from datetime import timezone
 
 import pandas as pd
 import pyarrow as pa

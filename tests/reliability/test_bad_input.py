@@ -3,7 +3,6 @@ the file and what is wrong, before anything is written or Ray starts."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml

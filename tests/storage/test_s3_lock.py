@@ -88,7 +88,7 @@ def test_a_sigkilled_drivers_lock_is_taken_over_at_once_on_the_same_host(store, 
     left = lock_file(store)
     assert left["pid"] == proc.pid and time.time() - left["beat"] < DriverLock.STALE_S   # a fresh heartbeat...
     assert store.lock().holder() is None          # ... yet status no longer reports a driver
-    with store.lock() as lock:                    # ... and the next driver does not wait for it
+    with store.lock():                            # ... and the next driver does not wait for it
         assert lock_file(store)["pid"] == os.getpid()
     err = capsys.readouterr().err
     assert f"taking over the lock of a driver that is gone (host {socket.gethostname()}, pid {proc.pid})" in err
