@@ -337,6 +337,7 @@ class DriverLock:
     store: StudyStore
     _fd: int | None = None
     _stop: threading.Event | None = None
+    _beater: threading.Thread | None = None
     _token: str = ""
     lost: bool = False           # set when another driver took the lock over while we ran
     STALE_S = 120.0
@@ -406,14 +407,16 @@ class DriverLock:
                               f"(host {now.get('host')}, pid {now.get('pid')}); wait for it or stop it first",
                               source=self.store.location)
         self._stop = threading.Event()
-        threading.Thread(target=self._heartbeat, daemon=True, name="overnight-lock-heartbeat").start()
+        self._beater = threading.Thread(target=self._heartbeat, daemon=True, name="overnight-lock-heartbeat")
+        self._beater.start()
 
     def _beat(self) -> None:
         self.store.write_json(".lock.json", self._claim())
 
     def _heartbeat(self) -> None:
-        assert self._stop is not None
-        while not self._stop.wait(self.BEAT_S):
+        stop = self._stop   # release() drops its own reference as it sets the event
+        assert stop is not None
+        while not stop.wait(self.BEAT_S):
             try:
                 current = self._read() or {}
                 if current.get("token") not in (None, self._token):
@@ -478,6 +481,12 @@ class DriverLock:
         if self._stop is not None:
             self._stop.set()
             self._stop = None
+            # let a beat under way finish first: it would write the lock back after the delete below
+            # (a stale claim for the next driver), and a thread still inside Arrow's I/O when the
+            # interpreter exits aborts the process
+            if self._beater is not None:
+                self._beater.join(timeout=60)
+                self._beater = None
             try:
                 current = self._read() or {}
                 if current.get("token") == self._token:  # never delete a lock another driver took over

@@ -192,6 +192,35 @@ def test_heartbeat_refreshes_and_never_overwrites_a_lock_taken_over(store, monke
     assert lock_file(store)["host"] == "other-node"   # release left their lock in place
 
 
+def test_release_lets_a_beat_under_way_finish_and_leaves_no_lock_behind(store, monkeypatch):
+    monkeypatch.setattr(DriverLock, "BEAT_S", 0.05)
+    lock = store.lock()
+    beat = lock._beat
+    in_beat, go, beaten = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_beat():                 # the heartbeat read our claim and is about to write it again
+        if threading.current_thread().name != "overnight-lock-heartbeat":
+            return beat()
+        in_beat.set()
+        go.wait(30)
+        try:
+            beat()
+        finally:
+            beaten.set()
+
+    monkeypatch.setattr(lock, "_beat", slow_beat)
+    lock.acquire()
+    assert in_beat.wait(30), "no heartbeat"
+    releaser = threading.Thread(target=lock.release)
+    releaser.start()
+    releaser.join(3)                 # a release that does not wait for the beat has deleted the lock by now
+    go.set()
+    assert beaten.wait(30)
+    releaser.join(60)
+    assert not releaser.is_alive()
+    assert lock_file(store) is None  # the late beat did not leave a claim for a driver that has gone
+
+
 def test_status_names_the_live_holder(store):
     plant(store, host="other-node", pid=4242, beat=time.time() - 5)
     text = store.lock().holder()
