@@ -13,17 +13,13 @@ import pyarrow.parquet as pq
 from orchestrator import layout as L
 from orchestrator.errors import UserError
 from orchestrator.rows import schema_from_json
-from orchestrator.store import StudyStore, open_fs, parquet_part
+from orchestrator.store import StudyStore, open_fs
 
 
 def rows_table(store: StudyStore) -> pa.Table:
     """Every row of the study as one table: with the frozen schema when there is one (the
     dataset's own), else the union of the part files' columns (datasets from before v2)."""
-    tables = []
-    for name in store.list(L.TRIALS, ".parquet"):
-        data = store.read_bytes(f"{L.TRIALS}/{name}")
-        if data:
-            tables.append(parquet_part(data).read(use_threads=False))
+    tables = store.part_tables(L.TRIALS)
     frozen = (store.manifest() or {}).get("schema")
     if frozen:
         schema = schema_from_json(frozen)

@@ -47,14 +47,23 @@ def open_fs(location: str) -> tuple[pafs.FileSystem, str]:
 
 
 def parquet_part(data: bytes) -> pq.ParquetFile:
-    """A Parquet file held in memory, for reading with ``read(..., use_threads=False)``.
-    The bytes are copied into Arrow's own memory and read on the calling thread: a reader over a
-    Python ``bytes`` can be freed later by one of Arrow's pool threads, which must then take the
-    GIL, and a process exiting at that moment (a Ctrl-C) aborts instead of exiting 130
-    (apache/arrow#49942). Parts are one row each, so threads bought nothing."""
+    """A Parquet file held in memory, over Arrow's own copy of the bytes (read it with
+    :func:`read_part`). A reader over a Python ``bytes`` can be freed later by one of Arrow's pool
+    threads, which must then take the GIL, and a process exiting at that moment (a Ctrl-C) aborts
+    instead of exiting 130 (apache/arrow#49942)."""
     out = pa.BufferOutputStream()
     out.write(data)
     return pq.ParquetFile(pa.BufferReader(out.getvalue()))
+
+
+def read_part(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """One part file's table: only ``columns``, those it has, when given. Read on the calling
+    thread (no pool task outlives the call; parts are one row each, so threads bought nothing).
+    ParquetFile.read costs a fraction of read_table per file (no dataset layer), which is most of
+    the time of a study with thousands of one-row parts."""
+    part = parquet_part(data)
+    cols = None if columns is None else [c for c in columns if c in part.schema_arrow.names]
+    return part.read(columns=cols, use_threads=False)
 
 
 def utcnow() -> datetime:
@@ -162,20 +171,20 @@ class FileStore:
         except (FileNotFoundError, OSError):
             pass
 
-    def read_tables(self, rel: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """Every part file under ``rel`` as one frame (only ``columns``, those a part has, when
-        given). Tolerant of parts written with differing schemas (datasets from before
-        one-schema-per-study): columns are unioned, types promoted."""
+    def part_tables(self, rel: str, columns: list[str] | None = None) -> list[pa.Table]:
+        """Every part file under ``rel`` as a table (only ``columns``, those a part has, when given)."""
         tables = []
         for name in self.list(rel, ".parquet"):
             data = self.read_bytes(join(rel, name))
             if data:
-                # ParquetFile.read: a fraction of read_table's per-file cost (no dataset layer),
-                # which is most of the time of a study with thousands of one-row parts
-                part = parquet_part(data)
-                cols = None if columns is None else [c for c in columns if c in part.schema_arrow.names]
-                tables.append(part.read(columns=cols, use_threads=False))
-        tables = [t for t in tables if t.num_rows]
+                tables.append(read_part(data, columns))
+        return tables
+
+    def read_tables(self, rel: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """Every part file under ``rel`` as one frame (only ``columns``, those a part has, when
+        given). Tolerant of parts written with differing schemas (datasets from before
+        one-schema-per-study): columns are unioned, types promoted."""
+        tables = [t for t in self.part_tables(rel, columns) if t.num_rows]
         if not tables:
             return pd.DataFrame()
         try:
@@ -208,10 +217,8 @@ class StudyStore(FileStore):
         data = self.read_bytes(L.trial_row(trial_id))
         if not data:
             return None
-        part = parquet_part(data)
-        if column not in part.schema_arrow.names:
-            return None
-        return part.read(columns=[column], use_threads=False).column(0)[0].as_py()
+        table = read_part(data, [column])
+        return table.column(0)[0].as_py() if table.num_columns else None
 
     def write_history(self, trial_id: str, history: list[dict[str, Any]]) -> None:
         if history:
