@@ -1,19 +1,52 @@
 # Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+# The environment is installed from requirements/lock.txt: exact versions, with hashes, of every
+# direct and transitive dependency (and of maturin and uv themselves), so a result can be
+# reproduced and a new upstream release cannot turn CI red. pyproject.toml keeps compatible ranges
+# for `pip install overnight`; `make lock` refreshes the lock on purpose, `make test-latest` tries
+# the newest versions those ranges allow (docs/reproducibility.md).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-SOURCES := pyproject.toml $(wildcard native/Cargo.toml native/src/*.rs native/src/*/*.rs)
+LOCK    := requirements/lock.txt
+# the uv that installs the lock is itself pinned in it
+UV_PIN  := $(shell sed -n 's/^\(uv==[^ ;\\]*\).*/\1/p' $(LOCK))
+SOURCES := pyproject.toml $(LOCK) $(wildcard native/Cargo.toml native/src/*.rs native/src/*/*.rs)
+LATEST  := .venv-latest
+# the smoke suite `make test-latest` runs: every workload end to end at smoke scale, and the regression
+SMOKE_SUITE := tests/regression tests/quantcorr tests/geometry tests/ramlm tests/creditbridge tests/data \
+	tests/orchestrator/test_end_to_end.py
 
-.PHONY: install demo test test-native test-reliability bench bench-peers bench-scale clean-results
+.PHONY: install lock demo test test-native test-reliability test-latest bench bench-peers bench-scale clean-results
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,cluster]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(UV_PIN)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the lock from pyproject.toml and requirements/build.in, for Linux and macOS, x86-64
+# and arm64, Python 3.11 and later; then `make install` and re-record the smoke baseline
+# (tests/regression/smoke_cases.py) in the new environment.
+lock:
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PY) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv; }
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra test --extra cluster --universal \
+		--python-version 3.11 --generate-hashes --upgrade --quiet -o $(LOCK)
+
+# The newest versions pyproject.toml's ranges allow, in a separate virtualenv (.venv-latest), then the
+# smoke suite and the smoke regression, compared with the measured tolerances where the results
+# differ. Shows, before users meet it, when an upstream release changes results. Not part of CI.
+# (The editable install rebuilds native/_core in place from the same sources, for the same Python.)
+test-latest:
+	test -x $(LATEST)/bin/python || $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade uv
+	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade "maturin>=1.7,<2"
+	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade --no-build-isolation -e ".[test,cluster]"
+	$(LATEST)/bin/python -c "from orchestrator.environment import package_versions as v; print('latest:', v())"
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider $(SMOKE_SUITE)
 
 # The main job: the seed-000 Hydra sweep on spirals (126 trials) on an embedded local Ray, offline,
 # then its report. Run it again to see resume: finished trials are not run twice.

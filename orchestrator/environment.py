@@ -1,0 +1,108 @@
+"""The environment a number was computed in: package versions, the CPU and the instruction set
+torch dispatches to, thread settings and the GPU. Floating-point results depend on all of these
+(a torch release or an AVX-512 machine moves a smoke metric in its 5th digit), so anything that
+records results to compare later records this beside them.
+
+``describe()`` is cheap (no Ray, no CUDA initialisation beyond asking for a device name) and
+returns plain JSON values. ``numeric_key()`` is the part of it that decides whether two machines
+should produce bit-identical numbers."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+# The libraries whose versions change floating-point results of the workloads (torch and its
+# kernels, numpy/scipy/scikit-learn for the statistics, pandas/pyarrow for what is read back).
+NUMERIC_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "tiktoken")
+# Thread settings read from the environment; they change reduction orders.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                    "ATEN_CPU_CAPABILITY", "MKL_CBWR")
+
+
+def package_versions(names=NUMERIC_PACKAGES + ("ray",)) -> dict[str, str | None]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (/proc/cpuinfo on Linux, sysctl on macOS), with its family and
+    model numbers where the name alone does not tell generations apart ("AMD EPYC")."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        name = info.get("model name") or info.get("Model") or platform.processor()
+        if "cpu family" in info:
+            name += f" (family {info['cpu family']} model {info.get('model', '?')})"
+        return name
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def blas_info() -> list[dict]:
+    """numpy's BLAS as threadpoolctl sees it: library, kernel architecture, threads."""
+    try:
+        import numpy  # noqa: F401  (loads its BLAS so that threadpoolctl finds it)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def describe() -> dict:
+    """Everything that decides a floating-point result, as plain JSON values."""
+    env = {
+        "python": platform.python_version(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "packages": package_versions(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "variables": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        "blas": blas_info(),
+    }
+    try:
+        import torch
+    except ImportError:
+        return env
+    env["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    env["torch_threads"] = torch.get_num_threads()
+    env["torch_interop_threads"] = torch.get_num_interop_threads()
+    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return env
+
+
+def numeric_key(env: dict) -> dict:
+    """What must match for two runs of the same code to give bit-identical numbers: the numeric
+    packages, Python, the platform, the CPU (model and the instruction set torch dispatches to),
+    the BLAS kernels and the thread settings. Not the core count, nor Ray's version."""
+    return {
+        "python": ".".join(env.get("python", "").split(".")[:2]),
+        "platform": env.get("platform"),
+        "packages": {k: v for k, v in env.get("packages", {}).items() if k in NUMERIC_PACKAGES},
+        "cpu": env.get("cpu"),
+        "torch_cpu_capability": env.get("torch_cpu_capability"),
+        "variables": env.get("variables", {}),
+        # the kernels numpy's (and scipy's) BLAS dispatch to; their versions follow the packages'
+        "blas": sorted({f"{b.get('internal_api')}:{b.get('architecture')}" for b in env.get("blas", [])}),
+    }
+
+
+def differences(recorded: dict, here: dict) -> list[str]:
+    """One 'what: recorded -> here' line per field of numeric_key that differs."""
+    a, b = numeric_key(recorded), numeric_key(here)
+    out = []
+    for field in a.keys() | b.keys():
+        x, y = a.get(field), b.get(field)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += [f"{k}: {x.get(k)} -> {y.get(k)}" for k in sorted(x.keys() | y.keys()) if x.get(k) != y.get(k)]
+        elif x != y:
+            out.append(f"{field}: {x} -> {y}")
+    return sorted(out)
