@@ -53,7 +53,27 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     for name in R.RESERVED & set(trials[0].config if trials else {}):
         raise UserError(f"{name}: is a reserved result column; rename the parameter", source=str(path))
     schema = R.row_schema(params_model, metrics_model, [t.config for t in trials])
+    _check_claims(study, trials, schema, workload, path)
     return Prepared(path, study, scale, workload, str(workload.version), trials, schema, workload_spec)
+
+
+def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload: Any, path: Path) -> None:
+    """A claim that names a column the rows will not have, or a value its column never takes in
+    the study, is a bad study file: exit 2 before anything runs."""
+    if not study.claims:
+        return
+    from orchestrator.claims import check
+
+    values: dict[str, set] = {}
+    for t in trials:
+        for k, v in t.config.items():
+            values.setdefault(k, set()).add(v if not isinstance(v, (list, dict)) else repr(v))
+    arts = P.declared(workload)[2]
+    art_cols = {f for model in arts.values() for f in getattr(model, "model_fields", {})}
+    problems = check(study.claims, {f.name: f.type for f in schema}, values, set(schema.names), art_cols)
+    if problems:
+        field, message = problems[0]
+        raise UserError(message, source=str(path), field=field)
 
 
 def _command_spec(study: Study, path: Path) -> dict[str, Any] | None:

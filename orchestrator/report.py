@@ -18,6 +18,7 @@ import pandas as pd
 from orchestrator import layout as L
 from orchestrator import plots as P
 from orchestrator import tables as T
+from orchestrator import verdicts as V
 from orchestrator.errors import UserError
 from orchestrator.progress import fmt_duration
 from orchestrator.provenance import data_summary
@@ -75,6 +76,8 @@ class Report:
     header: Header
     sections: list[Section]
     failed: list[tuple[str, str]] = field(default_factory=list)   # (trial_id, first line of error)
+    claims: list[V.Verdict] = field(default_factory=list)          # one per claim of the study, in order
+    notes: str = ""                                                 # the study's commentary
 
 
 def slug(index: int, title: str) -> str:
@@ -125,7 +128,9 @@ def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None
     sections = [section(i + 1, spec, completed, labels, artifacts, draw) for i, spec in enumerate(study.report)]
     failed = rows[rows["status"] == FAILED].head(10) if n else rows
     errors = [(r.trial_id, str(r.error).splitlines()[0][:300] if str(r.error) else "") for r in failed.itertuples()]
-    return Report(header(study, scale, rows, total, location), sections, errors)
+    claims = V.judge_all(study.claims, completed, sorted(labels), artifacts) if n else \
+        [V.Verdict(c, V.UNTESTABLE, reason="no rows yet") for c in study.claims]
+    return Report(header(study, scale, rows, total, location), sections, errors, claims, study.notes)
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -183,9 +188,37 @@ def section_lines(sec: Section, images: str) -> list[str]:
     return lines + [markdown_table(sec.frame, spec.decimals, sec.keys), ""]
 
 
+def claim_lines(verdicts: list[V.Verdict]) -> list[str]:
+    """The claims table: each seed finding, where it comes from, what our rows give, the rule, the verdict."""
+    if not verdicts:
+        return []
+    count = V.tally(verdicts)
+    lines = ["## Claims of the seed", "",
+             ", ".join(f"{n} {k}" for k, n in count.items() if n) + f" (of {len(verdicts)}); rules: "
+             "orchestrator/verdicts.py.", "",
+             "| claim | seed (source) | ours | rule | verdict |", "|---|---|---|---|---|"]
+
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+    for v in verdicts:
+        c = v.claim
+        rows = f" (rows: `{c.where}`)" if c.where else ""
+        ours = V.ours(v) + rows
+        verdict = f"**{v.verdict}**"
+        if v.unfiltered is not None:
+            ours += f"; without the filter: {V.ours(v.unfiltered)}"
+            verdict += f" (without the filter: {v.unfiltered.verdict})"
+        lines.append(f"| `{c.id}` | {esc(c.seed)} ({c.source}) | {esc(ours)} | {esc(v.rule or '–')} | {verdict} |")
+    notes = [f"- `{v.claim.id}`: {v.claim.note}" for v in verdicts if v.claim.note]
+    return lines + ([""] + notes if notes else []) + [""]
+
+
 def markdown(report: Report, images: str = L.REPORT_DIR) -> str:
     """The report as Markdown; plots are linked as ``images``/NN-title.png."""
     lines = header_lines(report.header)
+    if report.notes:
+        lines += [report.notes.strip(), ""]
+    lines += claim_lines(report.claims)
     for sec in report.sections:
         lines += section_lines(sec, images)
     if report.failed:

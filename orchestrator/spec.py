@@ -13,6 +13,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
+from orchestrator.claims import Claim
 from orchestrator.command import CommandSpec, ParamSpec
 from orchestrator.errors import UserError
 from orchestrator.rows import RESERVED
@@ -256,6 +257,11 @@ class Study(_Strict):
     resources: Resources = Field(default_factory=Resources)
     scales: dict[Literal["smoke", "fast", "full"], ScaleOverride] = Field(default_factory=dict)
     report: list[ReportItem] = Field(default_factory=list)
+    # the seed's findings, each with a computable comparison (orchestrator/claims.py); the report
+    # opens with their verdicts (orchestrator/verdicts.py)
+    claims: list[Claim] = Field(default_factory=list)
+    # commentary printed under the report's header: it lives here so that a regenerated page keeps it
+    notes: str = ""
     # workload: command only (orchestrator/command.py): how to start the program, and the
     # declarations a built-in workload makes in Python
     command: CommandSpec | None = None
