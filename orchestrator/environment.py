@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 # The libraries whose versions change floating-point results of the workloads (torch and its
 # kernels, numpy/scipy/scikit-learn for the statistics, pandas/pyarrow for what is read back).
@@ -75,8 +78,48 @@ def describe() -> dict:
     env["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     env["torch_threads"] = torch.get_num_threads()
     env["torch_interop_threads"] = torch.get_num_interop_threads()
-    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    env["gpu"] = gpu_names()
     return env
+
+
+def gpu_names() -> str | None:
+    """The GPUs' names from nvidia-smi (asking torch would create a CUDA context in the driver,
+    holding GPU memory for the whole run); None without NVIDIA GPUs."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    if not names or out.returncode != 0:
+        return None
+    return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+
+
+def code_version() -> dict:
+    """The code a result came from: the git commit of the checkout overnight runs from, whether
+    its tree had uncommitted changes, and overnight's version. No git (an installed package): the
+    commit is None."""
+    from orchestrator import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    out = {"commit": None, "dirty": None, "overnight": __version__}
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        return out
+    try:
+        head = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return out
+    if head.returncode == 0:
+        out["commit"] = head.stdout.strip()
+        out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return out
 
 
 def numeric_key(env: dict) -> dict:

@@ -66,9 +66,9 @@ def header_html(h: R.Header, title_tag: str = "h1", label: str = "") -> str:
     if h.compute_s is not None:
         meta.append(("Compute", escape(f"{fmt_duration(h.compute_s)} of trial time; first start to last finish "
                                        f"{fmt_duration(h.span_s or 0.0)}")))
-    for line in h.data:   # "Data: ...", "Not the study's dataset: ..."
+    for line in h.aside + h.data + h.provenance:   # "Kept aside: ...", "Data: ...", "Not the study's dataset: ...", "Code: ..."
         key, _, text = line.partition(": ")
-        meta.append((escape(key), escape(text)))
+        meta.append((escape(key.strip("*")), escape(text)))
     if h.location:
         meta.append(("Results", f"<code>{escape(h.location)}</code>"))
     rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta)
@@ -96,8 +96,30 @@ def section_html(sec: R.Section) -> str:
     return "".join(parts) + "</section>"
 
 
+def claims_html(verdicts) -> str:
+    """The claims table (orchestrator/verdicts.py), as the Markdown report has it."""
+    from orchestrator import verdicts as V
+
+    if not verdicts:
+        return ""
+    rows = []
+    for v in verdicts:
+        c = v.claim
+        ours = V.ours(v) + (f" (rows: {c.where})" if c.where else "")
+        verdict = v.verdict
+        if v.unfiltered is not None:
+            ours += f"; without the filter: {V.ours(v.unfiltered)}"
+            verdict += f" (without the filter: {v.unfiltered.verdict})"
+        rows.append(f"<tr><td><code>{escape(c.id)}</code></td><td>{escape(c.seed)} ({escape(c.source)})</td>"
+                    f"<td>{escape(ours)}</td><td>{escape(v.rule or '–')}</td><td><b>{escape(verdict)}</b></td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "seed (source)", "ours", "rule", "verdict"))
+    return (f'<section id="claims"><h2>Claims of the seed</h2><div class="scroll"><table class="data"><thead><tr>{head}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div></section>')
+
+
 def report_html(rep: R.Report) -> str:
-    body = [header_html(rep.header)] + [section_html(s) for s in rep.sections]
+    notes = f'<p class="note">{escape(rep.notes)}</p>' if rep.notes else ""
+    body = [header_html(rep.header), notes, claims_html(rep.claims)] + [section_html(s) for s in rep.sections]
     if rep.failed:
         items = "".join(f"<li><code>{escape(t)}</code>: {escape(e)}</li>" for t, e in rep.failed)
         body.append(f'<section id="failed"><h2>Failed trials</h2><ul class="failed">{items}</ul></section>')

@@ -1,5 +1,6 @@
-"""Where a study's rows came from: the data source and the tokenizer each row recorded, counted,
-for the report header (issue 15: every report states the data of its rows).
+"""Where a study's rows came from, for study.json and the report header: the data source and the
+tokenizer each row recorded, counted (every report states the data of its rows); and, per driver
+run, the code, the environment and the sha256 of the data files (run_record, provenance_lines).
 
 Workloads record these as metrics: ``data_source`` (every dataset workload; the stand-ins start
 with ``standin:``, a disclosed substitute names itself, e.g. ``fashion-mnist (substitute for
@@ -9,7 +10,12 @@ what was used, so they are not read here.
 """
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+from orchestrator.environment import code_version, describe
 
 DATA_COLUMNS = ("data_source",)
 TOKENIZER_COLUMNS = ("tokenizer_name",)
@@ -64,4 +70,98 @@ def data_summary(rows: Any) -> list[str]:
         notes.append(f"{_joined(substitutes)} ran on a disclosed substitute")
     if notes:
         lines.append("Not the study's dataset: " + "; ".join(notes) + ".")
+    return lines
+
+
+# ---------------------------------------------------------------------------- code and environment
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_files(workload: Any, configs: list[dict], data_root: str | Path | None) -> dict[str, str]:
+    """{path: sha256} of every file the workload says its trials may read under ``data_root``
+    (its optional ``data_files(config, data_root)`` hook; workloads/data/locate.py data_files_for)."""
+    hook = getattr(workload, "data_files", None)
+    if hook is None or data_root is None:
+        return {}
+    paths: set[Path] = set()
+    seen: set[str] = set()
+    for cfg in configs:
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items() if k in ("data", "task", "tokenizer", "dataset")))
+        if key in seen:  # the files depend on the data-choosing values only
+            continue
+        seen.add(key)
+        paths |= {Path(p) for p in hook(dict(cfg), Path(data_root))}
+    return {str(p): sha256_file(p) for p in sorted(paths) if p.is_file()}
+
+
+def run_record(workload: Any = None, configs: list[dict] | None = None, data_root: str | Path | None = None) -> dict:
+    """What study.json records for each driver run: when it started, the code (commit, dirty tree,
+    overnight's version), the environment (orchestrator/environment.py) and the data files' sha256."""
+    return {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(),
+            "environment": describe(), "data": data_files(workload, configs or [], data_root)}
+
+
+def _code_text(code: dict) -> str:
+    commit = code.get("commit")
+    if not commit:
+        return f"overnight {code.get('overnight')} (not a git checkout)"
+    return f"commit {commit[:12]}{' with uncommitted changes' if code.get('dirty') else ''}, overnight {code.get('overnight')}"
+
+
+def _env_text(env: dict) -> str:
+    pk = env.get("packages", {})
+    libs = ", ".join(f"{k} {pk[k]}" for k in ("torch", "numpy", "pyarrow", "ray") if pk.get(k))
+    threads = f"torch threads {env.get('torch_threads')}" + "".join(f", {k}={v}" for k, v in env.get("variables", {}).items())
+    return (f"Python {env.get('python')}; {libs}; CPU {env.get('cpu')} ({env.get('torch_cpu_capability')}, "
+            f"{env.get('cpu_count')} cores); {threads}; GPU {env.get('gpu') or 'none'}")
+
+
+def _signature(run: dict) -> str:
+    from orchestrator.environment import numeric_key
+
+    return repr((run.get("code", {}).get("commit"), run.get("code", {}).get("dirty"), numeric_key(run.get("environment", {}))))
+
+
+def runs_of_rows(runs: list[dict], rows: Any) -> list[int]:
+    """For each row, the index of the run that produced it: the last run that started before it."""
+    import pandas as pd
+
+    if not runs or rows is None or len(rows) == 0 or "started_at" not in rows.columns:
+        return []
+    starts = pd.to_datetime(pd.Series([r["started_at"] for r in runs]), utc=True)
+    row_starts = pd.to_datetime(rows["started_at"], utc=True, errors="coerce")
+    out = []
+    for t in row_starts:
+        earlier = [i for i, s in enumerate(starts) if pd.isna(t) or s <= t]
+        out.append(earlier[-1] if earlier else 0)
+    return out
+
+
+def provenance_lines(runs: list[dict] | None, rows: Any) -> list[str]:
+    """The report-header lines: the code and environment the rows came from, the data files'
+    sha256, and a warning when the rows come from more than one commit or package set."""
+    if not runs:
+        return ["Code and environment: not recorded (results written before overnight recorded them)."]
+    index = runs_of_rows(runs, rows)
+    used = sorted(set(index)) or [len(runs) - 1]
+    last = runs[used[-1]]
+    lines = [f"Code: {_code_text(last.get('code', {}))}. Environment: {_env_text(last.get('environment', {}))}."]
+    data = {p: h for i in used for p, h in runs[i].get("data", {}).items()}
+    if data:
+        lines.append("Data files (sha256): " + "; ".join(f"{Path(p).name} {h[:16]}" for p, h in sorted(data.items())) + ".")
+    groups: dict[str, list[int]] = {}
+    for i in used:
+        groups.setdefault(_signature(runs[i]), []).append(i)
+    if len(groups) > 1:
+        parts = []
+        for members in groups.values():
+            n = sum(1 for j in index if j in members)
+            r = runs[members[-1]]
+            parts.append(f"{_rows(n)} from {_code_text(r.get('code', {}))} with {_env_text(r.get('environment', {}))}")
+        lines.append(f"**The rows come from {len(groups)} code versions or package sets**: " + "; ".join(parts) + ".")
     return lines

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from workloads.data.locate import data_files_for
+
 from .outputs import LayerRow, Results
 from .settings import Settings
 
@@ -18,6 +20,8 @@ class CreditBridge:
     Params = Settings
     Metrics = Results
     artifacts = {"layers": LayerRow}
+
+    data_files = data_files_for("cifar10", "fashion-mnist", when=lambda c: c.get("task") == "cifar10")
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .train import run  # torch is imported only when a trial runs

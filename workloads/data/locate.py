@@ -272,6 +272,11 @@ def fingerprint(dataset: str, data_root: Path | str) -> str:
     """Which files of ``dataset`` are under ``data_root`` (paths and sizes): put it in a stage
     cache key so that cached tokens or images built from other files (or from a stand-in before the
     data arrived) are not reused."""
+    return ";".join(f"{p.resolve()}:{p.stat().st_size}" for p in dataset_files(dataset, data_root))
+
+
+def dataset_files(dataset: str, data_root: Path | str) -> list[Path]:
+    """The files of ``dataset`` under ``data_root`` that a loader would read (none when absent)."""
     root = Path(data_root)
     if dataset == "tinyshakespeare":
         paths = [find_tinyshakespeare(root)]
@@ -288,7 +293,18 @@ def fingerprint(dataset: str, data_root: Path | str) -> str:
         paths = [d / n for n in bpe_cache_names()] if d else []
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
-    return ";".join(f"{p.resolve()}:{p.stat().st_size}" for p in paths if p is not None and p.is_file())
+    return [p for p in paths if p is not None and p.is_file()]
+
+
+def data_files_for(*datasets: str, when=None):
+    """The ``data_files`` hook of a workload whose trials may read ``datasets``: the files of each
+    that are under the data root, for the provenance the driver records (their sha256 in
+    study.json). ``when(config)``: whether a trial reads them at all (e.g. only the cifar10 task)."""
+    def data_files(config: dict, data_root) -> list[Path]:
+        if when is not None and not when(config):
+            return []
+        return [p for d in datasets for p in dataset_files(d, data_root)]
+    return staticmethod(data_files)
 
 
 def preflight_for(dataset: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workloads.data.locate import preflight_for
+from workloads.data.locate import data_files_for, preflight_for
 
 from .schema import GeometryMetrics, GeometryParams, Q1PointRow, Q2VariantRow
 
@@ -22,6 +22,7 @@ class Geometry:
     Metrics = GeometryMetrics
     artifacts = {"q1_points": Q1PointRow, "q2_variants": Q2VariantRow}
     preflight = preflight_for("tinyshakespeare")  # full scale needs the real corpus
+    data_files = data_files_for("tinyshakespeare")
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         import torch

@@ -17,7 +17,7 @@ import numpy as np
 
 from orchestrator import params
 from orchestrator.interface import check_finite
-from workloads.data.locate import at_scale, fingerprint
+from workloads.data.locate import at_scale, data_files_for, fingerprint
 from workloads.data.wikitext import load_token_splits
 from workloads.ramlm.encoding import bits_per_token
 from workloads.ramlm.metrics import ppl_floor, unigram_ce, unigram_log_prior
@@ -225,6 +225,8 @@ class RamLM:
 
     def __init__(self, reference_memory=None):
         self.reference_memory = reference_memory
+
+    data_files = data_files_for("wikitext-2", "gpt2-bpe", when=lambda c: c.get("data", "auto") != "synthetic")
 
     @staticmethod
     def preflight(config: dict, data_root, scale: str) -> None:
