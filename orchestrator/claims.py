@@ -4,12 +4,19 @@ figures, names the document and line they come from, and states a computable com
 
 - ``order``: a statistic of ``metric`` across values of ``column``, largest first (``order: [4,
   2]`` claims 4 > 2; ``[1, 2, 4]`` claims 1 > 2 > 4), optionally ``paired`` on other config
-  columns (``paired: auto``: every other config column) and restricted by ``where``;
+  columns (``paired: auto``: every other config column); or, with ``metrics: [a, b]``, one row's
+  metrics against each other (a > b, paired by row);
 - ``threshold``: a statistic of ``metric`` against a constant (``op: ">"``, ``value: 100``);
 - ``correlation``: the sign of a Spearman or Pearson correlation between ``x`` and ``y``, over
   trial rows or over an ``artifact``'s rows joined with their trial's row;
 - ``counts``: how rows fall into the values of a verdict ``column`` (the seed's ``expect``, e.g.
   13 / 5 / 0): the claim is that the seed's most frequent value is ours too.
+
+Every kind may read an ``artifact``'s rows (each joined with its trial's row) instead of trial
+rows. ``scope`` names the population the claim is about (e.g. ``bits == 4``); ``where`` is a
+filter within it (e.g. only rows with a reliable gap), and the report also judges the claim
+without that filter and shows both verdicts when they differ, so a filter never silently decides
+a verdict.
 
 ``requires`` lists preconditions: a claim whose precondition fails is "not testable here", with
 the reason and the measured value, never by an author's choice on the day."""
@@ -45,11 +52,14 @@ class Claim(_Strict):
     kind: Literal["order", "threshold", "correlation", "counts"]
     metric: str | None = None
     stat: Literal["mean", "median"] = "mean"
-    where: str | None = None
+    scope: str | None = None                 # the population the claim is about (always applied)
+    where: str | None = None                 # a filter within it (judged with and without)
+    artifact: str | None = None              # rows of a per-trial artifact instead of trial rows
     # order
     column: str | None = None
     order: list[Any] | None = None
     paired: list[str] | Literal["auto"] | None = None
+    metrics: list[str] | None = None         # or: a row's metrics against each other, largest first
     # threshold
     op: Literal[">", ">=", "<", "<="] | None = None
     value: float | None = None
@@ -58,7 +68,6 @@ class Claim(_Strict):
     x: str | None = None
     y: str | None = None
     sign: Literal["positive", "negative"] | None = None
-    artifact: str | None = None
     # counts
     expect: dict[str, int] | None = None
     requires: list[Requirement] = Field(default_factory=list)
@@ -68,16 +77,19 @@ class Claim(_Strict):
     def _shape(self) -> "Claim":
         need = {"order": ("metric", "column", "order"), "threshold": ("metric", "op", "value"),
                 "correlation": ("x", "y", "sign"), "counts": ("column", "expect")}[self.kind]
+        if self.kind == "order" and self.metrics is not None:
+            need = ("metrics",)
         for key in need:
             if getattr(self, key) is None:
                 raise ValueError(f"{key}: required for a {self.kind} claim")
-        allowed = set(need) | {"where", "requires", "note", "id", "seed", "source", "kind", "stat"}
-        allowed |= {"paired"} if self.kind == "order" else set()
-        allowed |= {"method", "artifact"} if self.kind == "correlation" else set()
-        for key in ("metric", "column", "order", "paired", "op", "value", "x", "y", "sign", "artifact", "expect"):
+        allowed = set(need) | {"paired"} if self.kind == "order" and self.metrics is None else set(need)
+        allowed |= {"method"} if self.kind == "correlation" else set()
+        for key in ("metric", "column", "order", "paired", "metrics", "op", "value", "x", "y", "sign", "expect"):
             if getattr(self, key) is not None and key not in allowed:
-                raise ValueError(f"{key}: a {self.kind} claim takes no {key}")
-        if self.kind == "order":
+                raise ValueError(f"{key}: a {self.kind} claim{' over metrics' if self.metrics else ''} takes no {key}")
+        if self.metrics is not None and (len(self.metrics) < 2 or len(set(self.metrics)) != len(self.metrics)):
+            raise ValueError("metrics: name at least two different metrics, largest first")
+        if self.kind == "order" and self.metrics is None:
             if len(self.order) < 2:
                 raise ValueError("order: name at least two values, largest first")
             if len({repr(v) for v in self.order}) != len(self.order):
@@ -90,7 +102,7 @@ class Claim(_Strict):
 
     def columns(self) -> list[str]:
         """The row columns the claim reads (not its requirements')."""
-        cols = [self.metric, self.column, self.x, self.y]
+        cols = [self.metric, self.column, self.x, self.y] + list(self.metrics or [])
         cols += self.paired if isinstance(self.paired, list) else []
         return [c for c in dict.fromkeys(cols) if c]
 
@@ -113,6 +125,9 @@ def check(claims: list[Claim], columns: dict[str, Any], values: dict[str, set], 
             col = getattr(c, key)
             if col is not None and col not in known:
                 out.append((f"{where}.{key}", f"no column {col!r} in the study's rows"))
+        for col in c.metrics or []:
+            if col not in known:
+                out.append((f"{where}.metrics", f"no column {col!r} in the study's rows"))
         for col in c.paired if isinstance(c.paired, list) else []:
             if col not in values:
                 out.append((f"{where}.paired", f"{col!r} is not a config column of the study"))

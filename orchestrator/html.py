@@ -105,7 +105,8 @@ def claims_html(verdicts) -> str:
     rows = []
     for v in verdicts:
         c = v.claim
-        ours = V.ours(v) + (f" (rows: {c.where})" if c.where else "")
+        rows = "; ".join(f"{k} {q}" for k, q in (("scope", c.scope), ("filter", c.where)) if q)
+        ours = V.ours(v) + (f" (rows: {rows})" if rows else "")
         verdict = v.verdict
         if v.unfiltered is not None:
             ours += f"; without the filter: {V.ours(v.unfiltered)}"

@@ -187,7 +187,15 @@ def _requirements(claim: Claim, rows: pd.DataFrame) -> str:
     return ""
 
 
+def _metric_order(claim: Claim, rows: pd.DataFrame) -> list[Test]:
+    """a > b > ... between a row's own metrics: differences paired by row."""
+    return [difference_test(f"{a} > {b}", _numeric(rows[a]) - _numeric(rows[b]), claim.stat, "paired by row, differences")
+            for a, b in zip(claim.metrics, claim.metrics[1:])]
+
+
 def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[Test]:
+    if claim.metrics:
+        return _metric_order(claim, rows)
     tests = []
     paired = claim.paired
     if paired == "auto":
@@ -289,6 +297,11 @@ def judge(claim: Claim, rows: pd.DataFrame, config_columns: list[str], artifacts
             return Verdict(claim, UNTESTABLE, reason=f"no artifact {claim.artifact!r} in the results")
         own = [c for c in rows.columns if c == "trial_id" or c not in points.columns]
         rows = points.merge(rows[own], on="trial_id", how="inner")
+    if claim.scope:
+        try:
+            rows = rows.query(claim.scope, engine="python")
+        except Exception as e:  # noqa: BLE001 - shown in the claim's row
+            return Verdict(claim, UNTESTABLE, reason=f"scope `{claim.scope}` failed: {type(e).__name__}: {e}")
     v = judge_rows(claim, rows, config_columns, claim.where)
     if claim.where:
         u = judge_rows(claim, rows, config_columns, None)

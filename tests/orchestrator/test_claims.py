@@ -76,7 +76,7 @@ def test_a_filter_never_decides_silently_the_unfiltered_verdict_rides_along():
     v = V.judge(claim(**ORDER, where="correct_every != 999"), rows, [])
     assert v.verdict == V.HOLDS and v.unfiltered is not None and v.unfiltered.verdict == V.REVERSED
     text = "\n".join(_report_lines([v]))
-    assert "without the filter: reversed" in text and "(rows: `correct_every != 999`)" in text
+    assert "without the filter: reversed" in text and "(rows: filter `correct_every != 999`)" in text
     same = V.judge(claim(**ORDER, where="width >= 0"), paired_rows(3.0, 1.0), [])
     assert same.unfiltered is None  # no second verdict when the filter changes nothing
 
@@ -154,3 +154,37 @@ def test_a_bad_claim_is_exit_2_naming_the_file_and_field_before_anything_runs(ba
     assert not (tmp_path / "r").exists()
     doc["claims"] = [good]
     assert cli("run", write_study(doc), "--scale", "smoke", "--dry-run", "--results", tmp_path / "r")[0] == 0
+
+
+def test_scope_is_the_population_and_only_the_filter_is_judged_both_ways():
+    rows = pd.concat([paired_rows(3.0, 1.0).assign(task="a"), paired_rows(-3.0, 1.0, seed=3).assign(task="b")])
+    v = V.judge(claim(**ORDER, scope="task == 'a'"), rows, [])
+    assert v.verdict == V.HOLDS and v.unfiltered is None and v.tests[0].n == 20
+    both = V.judge(claim(**ORDER, scope="task == 'a'", where="width < 10"), rows, [])
+    assert both.unfiltered is None  # within the scope the filter changes nothing: one verdict
+
+
+def test_a_rows_metrics_ordered_against_each_other_and_claims_over_an_artifact():
+    rng = np.random.default_rng(2)
+    rows = pd.DataFrame({"trial_id": [f"t{i}" for i in range(20)], "r_float": rng.normal(0.3, 0.05, 20)})
+    rows["r_q4"] = rows["r_float"] - 0.2 + rng.normal(0, 0.02, 20)
+    v = V.judge(claim(kind="order", metrics=["r_float", "r_q4"]), rows, [])
+    assert v.verdict == V.HOLDS and [t.label for t in v.tests] == ["r_float > r_q4"] and "paired by row" in v.rule
+    assert V.judge(claim(kind="order", metrics=["r_q4", "r_float"]), rows, []).verdict == V.REVERSED
+    points = pd.DataFrame({"trial_id": [f"t{i % 20}" for i in range(60)], "sub": ["attn", "ffn"] * 30,
+                           "r": rng.normal(0.2, 0.05, 60)})
+    art = V.judge(claim(kind="threshold", metric="r", op=">", value=0.1, artifact="points"), rows, [],
+                  artifacts=lambda name: points)
+    assert art.verdict == V.HOLDS and art.tests[0].n == 60
+    with pytest.raises(ValueError, match="a order claim over metrics takes no column"):
+        claim(kind="order", metrics=["a", "b"], column="bits")
+
+
+def test_a_claim_value_the_file_has_but_set_narrowed_away_does_not_refuse_the_run(write_study, cli, tmp_path):
+    doc = {"name": "syn", "workload": "synthetic", "fixed": {"steps": 2, "work_units": 1},
+           "grid": {"lr": [0.1, 0.2], "seed": [0, 1]},
+           "claims": [{"id": "lr_order", "seed": "s", "source": SOURCE, "kind": "order", "metric": "loss",
+                       "column": "lr", "order": [0.1, 0.2], "paired": ["seed"]}]}
+    path = write_study(doc)
+    code, out, err = cli("run", path, "--scale", "smoke", "--dry-run", "--results", tmp_path / "r", "--set", "lr=[0.2]")
+    assert code == 0, err
