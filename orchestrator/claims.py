@@ -9,6 +9,8 @@ figures, names the document and line they come from, and states a computable com
 - ``threshold``: a statistic of ``metric`` against a constant (``op: ">"``, ``value: 100``);
 - ``correlation``: the sign of a Spearman or Pearson correlation between ``x`` and ``y``, over
   trial rows or over an ``artifact``'s rows joined with their trial's row;
+- ``equal``: no effect: the ``metric`` is the same, within ``margin``, across ``values`` of
+  ``column`` (each against the first; ``paired`` as for an order), e.g. "lambda has no effect";
 - ``counts``: how rows fall into the values of a verdict ``column`` (the seed's ``expect``, e.g.
   13 / 5 / 0): the claim is that the seed's most frequent value is ours too.
 
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-KINDS = ("order", "threshold", "correlation", "counts")
+KINDS = ("order", "threshold", "correlation", "counts", "equal")
 OPS = (">", ">=", "<", "<=")
 STATS = ("mean", "median")
 
@@ -49,7 +51,7 @@ class Claim(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     seed: str = Field(min_length=1)          # the seed's sentence and figures, quoted
     source: str = Field(pattern=r"^[\w./-]+:\d+(-\d+)?$")   # document:line (or line-line) in ../shared
-    kind: Literal["order", "threshold", "correlation", "counts"]
+    kind: Literal["order", "threshold", "correlation", "counts", "equal"]
     metric: str | None = None
     stat: Literal["mean", "median"] = "mean"
     scope: str | None = None                 # the population the claim is about (always applied)
@@ -60,6 +62,9 @@ class Claim(_Strict):
     order: list[Any] | None = None
     paired: list[str] | Literal["auto"] | None = None
     metrics: list[str] | None = None         # or: a row's metrics against each other, largest first
+    # equal
+    values: list[Any] | None = None          # the column's values that give the same metric (first: reference)
+    margin: float | None = Field(None, gt=0)  # the largest difference that still counts as "the same"
     # threshold
     op: Literal[">", ">=", "<", "<="] | None = None
     value: float | None = None
@@ -76,15 +81,17 @@ class Claim(_Strict):
     @model_validator(mode="after")
     def _shape(self) -> "Claim":
         need = {"order": ("metric", "column", "order"), "threshold": ("metric", "op", "value"),
-                "correlation": ("x", "y", "sign"), "counts": ("column", "expect")}[self.kind]
+                "correlation": ("x", "y", "sign"), "counts": ("column", "expect"),
+                "equal": ("metric", "column", "values", "margin")}[self.kind]
         if self.kind == "order" and self.metrics is not None:
             need = ("metrics",)
         for key in need:
             if getattr(self, key) is None:
                 raise ValueError(f"{key}: required for a {self.kind} claim")
-        allowed = set(need) | {"paired"} if self.kind == "order" and self.metrics is None else set(need)
+        allowed = set(need) | {"paired"} if self.kind in ("order", "equal") and self.metrics is None else set(need)
         allowed |= {"method"} if self.kind == "correlation" else set()
-        for key in ("metric", "column", "order", "paired", "metrics", "op", "value", "x", "y", "sign", "expect"):
+        for key in ("metric", "column", "order", "paired", "metrics", "values", "margin", "op", "value", "x", "y",
+                    "sign", "expect"):
             if getattr(self, key) is not None and key not in allowed:
                 raise ValueError(f"{key}: a {self.kind} claim{' over metrics' if self.metrics else ''} takes no {key}")
         if self.metrics is not None and (len(self.metrics) < 2 or len(set(self.metrics)) != len(self.metrics)):
@@ -96,6 +103,8 @@ class Claim(_Strict):
                 raise ValueError("order: a value is named twice")
             if isinstance(self.paired, list) and self.column in self.paired:
                 raise ValueError(f"paired: {self.column!r} is the compared column; pair on the others")
+        if self.kind == "equal" and (len(self.values) < 2 or len({repr(v) for v in self.values}) != len(self.values)):
+            raise ValueError("values: name at least two different values (the first is the reference)")
         if self.kind == "counts" and (len(self.expect) < 2 or any(v < 0 for v in self.expect.values())):
             raise ValueError("expect: the seed's counts of at least two values, none negative")
         return self
@@ -131,11 +140,11 @@ def check(claims: list[Claim], columns: dict[str, Any], values: dict[str, set], 
         for col in c.paired if isinstance(c.paired, list) else []:
             if col not in values:
                 out.append((f"{where}.paired", f"{col!r} is not a config column of the study"))
-        if c.kind == "order" and c.column in values:
+        if c.kind in ("order", "equal") and c.column in values and not c.metrics:
             have = values[c.column]
-            for v in c.order:
+            for v in (c.order if c.kind == "order" else c.values):
                 if not any(_same(v, h) for h in have):
-                    out.append((f"{where}.order", f"{c.column} never takes the value {v!r} in this study "
+                    out.append((f"{where}.{c.kind if c.kind == 'order' else 'values'}", f"{c.column} never takes the value {v!r} in this study "
                                                   f"(it takes {sorted(map(repr, have))})"))
         if c.kind == "counts" and c.column in values:
             have = {str(h) for h in values[c.column]}

@@ -108,6 +108,24 @@ def difference_test(label: str, diffs: np.ndarray, stat: str, what: str) -> Test
                                          f"(fewer than {BOOTSTRAP_MIN} observations)", verdict=verdict)
 
 
+def equivalence_test(label: str, diffs: np.ndarray, stat: str, margin: float, what: str) -> Test:
+    """Is the ``stat`` of ``diffs`` within +-``margin`` (holds), outside it (reversed: there is an
+    effect), or can the rows not tell (not separated)? Needs an interval: too few rows cannot show
+    that nothing changed."""
+    diffs = diffs[np.isfinite(diffs)]
+    n = len(diffs)
+    if n == 0:
+        return Test(label, 0, float("nan"), rule="no observations", verdict=UNTESTABLE)
+    est = _statistic(diffs, stat)
+    if n < BOOTSTRAP_MIN:
+        return Test(label, n, est, rule=f"{what}: fewer than {BOOTSTRAP_MIN} observations cannot show 'the same'",
+                    verdict=NOT_SEPARATED)
+    low, high = bootstrap(diffs, stat)
+    verdict = HOLDS if -margin < low and high < margin else REVERSED if low > margin or high < -margin else NOT_SEPARATED
+    return Test(label, n, est, low, high, rule=f"{what}: {stat}, bootstrap 95 % interval ({RESAMPLES:,} resamples, "
+                                               f"seed {SEED}) within +-{margin:g}", verdict=verdict)
+
+
 def two_group_test(label: str, a: np.ndarray, b: np.ndarray, stat: str) -> Test:
     """Unpaired: is stat(a) - stat(b) > 0? Each group resampled on its own."""
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
@@ -201,9 +219,17 @@ def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[
     if paired == "auto":
         paired = [c for c in config_columns if c != claim.column and c in rows.columns
                   and rows[c].astype(str).nunique() > 1]
-    for a, b in zip(claim.order, claim.order[1:]):
-        label = f"{claim.column} {a} > {b}"
+    pairs = [(claim.values[0], v) for v in claim.values[1:]] if claim.kind == "equal" else zip(claim.order, claim.order[1:])
+    for a, b in pairs:
+        label = f"{claim.column} {a} {'=' if claim.kind == 'equal' else '>'} {b}"
         ra, rb = rows[_matches(rows[claim.column], a)], rows[_matches(rows[claim.column], b)]
+        if paired is None and claim.kind == "equal":
+            a_, b_ = _numeric(ra[claim.metric]), _numeric(rb[claim.metric])
+            a_, b_ = a_[np.isfinite(a_)], b_[np.isfinite(b_)]
+            diff = np.array([_statistic(a_, claim.stat) - _statistic(b_, claim.stat)]) if len(a_) and len(b_) else np.array([])
+            tests.append(Test(label, len(a_) + len(b_), float(diff[0]) if len(diff) else float("nan"),
+                              rule="an equality needs paired rows (paired: auto or columns)", verdict=UNTESTABLE))
+            continue
         if paired is None:
             tests.append(two_group_test(label, _numeric(ra[claim.metric]), _numeric(rb[claim.metric]), claim.stat))
             continue
@@ -216,8 +242,10 @@ def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[
             return pd.Series(_numeric(r[claim.metric]), index=k.to_numpy()).groupby(level=0).mean()
         ca, cb = cells(ra), cells(rb)
         common = ca.index.intersection(cb.index)
-        tests.append(difference_test(label, (ca[common] - cb[common]).to_numpy(dtype=float), claim.stat,
-                                     f"paired on {', '.join(keys) or 'nothing'}, differences"))
+        diffs = (ca[common] - cb[common]).to_numpy(dtype=float)
+        what = f"paired on {', '.join(keys) or 'nothing'}, differences"
+        tests.append(equivalence_test(label, diffs, claim.stat, claim.margin, what) if claim.kind == "equal"
+                     else difference_test(label, diffs, claim.stat, what))
     return tests
 
 
@@ -254,7 +282,7 @@ def _correlation(claim: Claim, rows: pd.DataFrame) -> list[Test]:
 def _combine(tests: list[Test]) -> str:
     if not tests or any(t.verdict == UNTESTABLE for t in tests):
         return UNTESTABLE
-    if any(t.verdict == REVERSED for t in tests):
+    if any(t.verdict == REVERSED for t in tests):  # for an equality: some value does change the metric
         return REVERSED
     return HOLDS if all(t.verdict == HOLDS for t in tests) else NOT_SEPARATED
 
@@ -274,7 +302,7 @@ def judge_rows(claim: Claim, rows: pd.DataFrame, config_columns: list[str], wher
     if why:
         return Verdict(claim, UNTESTABLE, reason=why)
     reason = ""
-    if claim.kind == "order":
+    if claim.kind in ("order", "equal"):
         tests = _order(claim, rows, config_columns)
     elif claim.kind == "threshold":
         tests = _threshold(claim, rows)

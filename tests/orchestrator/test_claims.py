@@ -188,3 +188,15 @@ def test_a_claim_value_the_file_has_but_set_narrowed_away_does_not_refuse_the_ru
     path = write_study(doc)
     code, out, err = cli("run", path, "--scale", "smoke", "--dry-run", "--results", tmp_path / "r", "--set", "lr=[0.2]")
     assert code == 0, err
+
+
+def test_no_effect_holds_within_its_margin_and_is_reversed_by_a_real_effect():
+    same = dict(kind="equal", metric="recovery_pct", column="bits", values=[2, 4], paired=["width", "depth"], margin=1.0)
+    v = V.judge(claim(**same), paired_rows(0.0, 0.5, n=30), [])
+    assert v.verdict == V.HOLDS and v.tests[0].label == "bits 2 = 4" and "within +-1" in v.rule
+    assert V.judge(claim(**same), paired_rows(3.0, 0.5, n=30), []).verdict == V.REVERSED
+    assert V.judge(claim(**same), paired_rows(0.0, 4.0, n=30), []).verdict == V.NOT_SEPARATED
+    few = V.judge(claim(**same), paired_rows(0.0, 0.1, n=6), [])
+    assert few.verdict == V.NOT_SEPARATED and "cannot show 'the same'" in few.rule
+    with pytest.raises(ValueError, match="margin: required"):
+        claim(**{**same, "margin": None})
