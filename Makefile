@@ -17,7 +17,7 @@ LATEST  := .venv-latest
 SMOKE_SUITE := tests/regression tests/quantcorr tests/geometry tests/ramlm tests/creditbridge tests/data \
 	tests/orchestrator/test_end_to_end.py
 
-.PHONY: install lock demo test test-native test-reliability test-latest bench bench-peers bench-scale clean-results
+.PHONY: install lock demo test test-native test-reliability test-latest results bench bench-peers bench-scale clean-results
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,19 @@ test-latest:
 	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade --no-build-isolation -e ".[test,cluster]"
 	$(LATEST)/bin/python -c "from orchestrator.environment import package_versions as v; print('latest:', v())"
 	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider $(SMOKE_SUITE)
+
+# Re-run one study at fast scale from scratch, commit-ready: its export under docs/results/data/, its
+# page docs/results/<study>_fast.md (claims, tables, plots) and the findings index, all generated.
+# make results STUDY=geometry [ARGS='--set bits=[8]'] [RESUME=1 keeps the rows of an interrupted run]
+SCALE ?= fast
+PAGES := results/pages
+results: $(STAMP)
+	@test -n "$(STUDY)" || { echo "usage: make results STUDY=<name> [ARGS=...] [RESUME=1]" >&2; exit 2; }
+	test -n "$(RESUME)" || rm -rf $(PAGES)/$(STUDY)/$(SCALE)
+	$(BIN)/overnight run $(STUDY) --scale $(SCALE) --results $(PAGES) $(ARGS)
+	$(BIN)/overnight export $(PAGES)/$(STUDY)/$(SCALE) --out docs/results/data/$(STUDY)_$(SCALE).parquet
+	$(BIN)/overnight report docs/results/data/$(STUDY)_$(SCALE).parquet --out docs/results/$(STUDY)_$(SCALE).md > /dev/null
+	$(BIN)/overnight findings --out docs/results/README.md > /dev/null
 
 # The main job: the seed-000 Hydra sweep on spirals (126 trials) on an embedded local Ray, offline,
 # then its report. Run it again to see resume: finished trials are not run twice.
