@@ -143,24 +143,38 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
     return rows
 
 
-def load(results_dir: str | Path) -> pd.DataFrame:
-    """The rows of every study under ``results_dir`` (RESULTS, RESULTS/<study> or one study/scale)."""
+def load(results_dir: str | Path, all_rows: bool = False) -> pd.DataFrame:
+    """The rows of every study under ``results_dir`` (RESULTS, RESULTS/<study> or one study/scale):
+    of each study's current trials; rows of earlier definitions (a changed fixed value, a removed
+    grid value, another workload version) are kept aside with a warning that says how many and how
+    they differ. ``all_rows``: include them, labelled in a ``definition`` column (orchestrator/definitions.py)."""
+    import warnings
+
+    from orchestrator import definitions as D
     from orchestrator.store import find_studies
 
-    frames = [s.rows() for s in find_studies(str(results_dir))]
+    frames = []
+    for store in find_studies(str(results_dir)):
+        m = store.manifest() or {}
+        view = D.view(store, m, all_rows=all_rows)
+        if view.groups and not all_rows:
+            name = f"{m.get('study', {}).get('name', '?')}/{m.get('scale', '?')}"
+            warnings.warn(f"{name}: {view.lines()[0]}", stacklevel=2)
+        frames.append(view.rows)
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
-def report_markdown(results_dir: str | Path, html: str | Path | None = None) -> str:
+def report_markdown(results_dir: str | Path, html: str | Path | None = None, all_rows: bool = False) -> str:
     """The Markdown report of every study under ``results_dir``, as `overnight report` writes it
-    (report.md and its plots into each study's location); ``html``: also one self-contained page."""
+    (report.md and its plots into each study's location); ``html``: also one self-contained page;
+    ``all_rows``: rows of earlier definitions too, labelled (`overnight report --all-rows`)."""
     from orchestrator import html as html_page
     from orchestrator import report
     from orchestrator.store import find_studies
 
     stores = find_studies(str(results_dir))
-    reports = [report.for_store(store) for store in stores]
+    reports = [report.for_store(store, all_rows=all_rows) for store in stores]
     for store, rep in zip(stores, reports):
         report.write(store, rep)
     if html:

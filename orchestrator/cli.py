@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="summarise a results directory (does not start Ray)")
     s.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
+    s.add_argument("--all-rows", action="store_true",
+                   help="also count rows of earlier definitions of a study (not in its current trials), labelled")
 
     rep = sub.add_parser("report", help="write report.md (and its plots) for a results directory and print it; "
                                          "with two study directories, compare them side by side")
@@ -59,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--study", default=None, metavar="FILE",
                      help="take the tables and plots from this study file (default: configs/studies/<study>.yaml "
                           "when it is the same study, else the ones frozen in study.json)")
+    rep.add_argument("--all-rows", action="store_true",
+                     help="also tabulate rows of earlier definitions of the study (not in its current trials), "
+                          "labelled in a `definition` column")
 
     sub.add_parser("list", help="studies in configs/studies/ and the registered workloads")
 
@@ -134,7 +139,7 @@ def _study_dirs(results_dir: str) -> list:
 def cmd_status(a: argparse.Namespace) -> int:
     from orchestrator.rows import FAILED
 
-    summaries = [_study_summary(store) for store in _study_dirs(a.results_dir)]
+    summaries = [_study_summary(store, a.all_rows) for store in _study_dirs(a.results_dir)]
     if sys.stdout.isatty():
         _status_table(summaries)
     else:
@@ -143,27 +148,32 @@ def cmd_status(a: argparse.Namespace) -> int:
                   f"{st['diverged']} diverged | {st['pending']} pending{st['resumable']} | {st['spent']} trial time | "
                   f"{st['driver']}")
             print(f"  {st['location']}")
+            for line in st["definitions"]:
+                print(f"  {line}")
             for line in st["failures"]:
                 print(f"  {line}")
     return max((1 if st[FAILED] else 0 for st in summaries), default=0)
 
 
-def _study_summary(store) -> dict[str, Any]:
-    """Counts of one study directory, read without starting Ray."""
+def _study_summary(store, all_rows: bool = False) -> dict[str, Any]:
+    """Counts of one study directory, read without starting Ray: of its current trials, and with
+    ``all_rows`` of the rows of earlier definitions too (orchestrator/definitions.py)."""
+    from orchestrator import definitions as D
     from orchestrator.progress import fmt_duration
     from orchestrator.rows import FAILED, count_statuses
 
     m = store.manifest()
     ids = [t["trial_id"] for t in m["trials"]]
-    rows = store.rows(columns=["trial_id", "status", "wall_s", "error"])   # read once, what is shown
-    statuses = dict(zip(rows["trial_id"], rows["status"])) if not rows.empty else {}
-    counts = count_statuses(statuses[t] for t in ids if t in statuses)
+    view = D.view(store, m, set(ids), all_rows, columns=["status", "wall_s", "error"])  # read once, what is shown
+    rows = view.rows
+    counts = count_statuses(rows["status"] if not rows.empty else [])
     in_flight = set(store.in_flight()) & set(ids)
     holder = store.lock().holder()
     failures = [f"failed {r.trial_id}: {str(r.error).splitlines()[0][:200]}"
                 for r in rows[rows["status"] == FAILED].head(5).itertuples()] if counts[FAILED] else []
-    return {"name": f"{m['study']['name']}/{m['scale']}", "trials": len(ids), **counts,
-            "pending": len(ids) - sum(counts.values()),
+    return {"name": f"{m['study']['name']}/{m['scale']}", "trials": view.trials, **counts,
+            "pending": len(ids) - len(view.current),
+            "definitions": D.status_lines(view) if all_rows else view.lines(),
             "resumable": f" ({len(in_flight)} with checkpoints)" if in_flight else "",
             "spent": fmt_duration(float(rows["wall_s"].sum())) if not rows.empty else "0s",
             "driver": "driver running: " + holder if holder else "no driver running", "holder": holder or "",
@@ -185,7 +195,7 @@ def _status_table(summaries: list[dict[str, Any]]) -> None:
     console = Console()
     console.print(table)
     for st in summaries:
-        for line in st["failures"]:
+        for line in st["definitions"] + st["failures"]:
             console.print(f"{st['name']}: {line}", markup=False, highlight=False)
 
 
@@ -200,12 +210,12 @@ def cmd_report(a: argparse.Namespace) -> int:
     study_file = str(study_path(a.study)) if a.study else None
     if len(dirs) == 2:
         stores = [_one_study(d) for d in dirs]
-        doc = compare.for_stores(stores[0], stores[1], study_file)
+        doc = compare.for_stores(stores[0], stores[1], study_file, all_rows=a.all_rows)
         text = compare.markdown(doc)
         _write_text(a.out, text, "--out")
     else:
         stores = _study_dirs(dirs[0])
-        doc = [report.for_store(store, study_file) for store in stores]
+        doc = [report.for_store(store, study_file, all_rows=a.all_rows) for store in stores]
         for store, rep in zip(stores, doc):
             report.write(store, rep)
         text = "\n".join(report.markdown(rep, images=report.images_of(store)) for store, rep in zip(stores, doc))

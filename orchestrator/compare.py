@@ -112,15 +112,20 @@ def labels_of(a: R.Header, b: R.Header) -> tuple[str, str]:
     return "A", "B"
 
 
-def for_stores(store_a, store_b, study_file: str | None = None) -> Comparison:
-    """A's tables (its study file's, see ``report.spec_for``) computed on both studies' rows."""
+def for_stores(store_a, store_b, study_file: str | None = None, all_rows: bool = False) -> Comparison:
+    """A's tables (its study file's, see ``report.spec_for``) computed on both studies' rows: each
+    study's current trials (``all_rows``: every row, labelled; orchestrator/definitions.py)."""
+    from orchestrator import definitions as D
+
     ma, mb = store_a.manifest(), store_b.manifest()
     study_a = R.spec_for(ma, study_file)
     study_b = R.Study.model_validate(mb["study"]).model_copy(update={"report": study_a.report})
-    ids_a = {t["trial_id"] for t in ma["trials"]}
-    ids_b = {t["trial_id"] for t in mb["trials"]}
-    ra = R.build(study_a, ma["scale"], R.study_rows(store_a, ids_a), len(ids_a), R.study_artifacts(store_a, ids_a),
-                 store_a.location, draw=False)
-    rb = R.build(study_b, mb["scale"], R.study_rows(store_b, ids_b), len(ids_b), R.study_artifacts(store_b, ids_b),
-                 store_b.location, draw=False)
+    built = []
+    for store, m, study in ((store_a, ma, study_a), (store_b, mb, study_b)):
+        view = D.view(store, m, {t["trial_id"] for t in m["trials"]}, all_rows)
+        rep = R.build(study, m["scale"], view.rows, view.trials, R.study_artifacts(store, view.row_ids),
+                      store.location, draw=False)
+        rep.header.aside = view.lines()
+        built.append(rep)
+    ra, rb = built
     return compare(ra, rb, labels_of(ra.header, rb.header))

@@ -188,14 +188,22 @@ def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
 
 
 def freeze(store, prep: Prepared, schema: list) -> None:
-    """study.json: the resolved study, its row schema and the union of its trials over all runs."""
+    """study.json: the resolved study, its row schema and its trials (this definition's); the
+    trials of earlier definitions seen there are kept under ``earlier`` with their workload
+    version, so reports can tell their rows apart (orchestrator/definitions.py)."""
     old = store.manifest() or {}
-    known = {t["trial_id"]: t["config"] for t in old.get("trials", [])}
-    for t in prep.trials:
-        known.setdefault(t.trial_id, t.config)
+    current = {t.trial_id for t in prep.trials}
+    earlier = {e["trial_id"]: e for e in old.get("earlier", [])}
+    # a study.json written before ``earlier`` existed lists every trial of every run: their version is unknown
+    version = old.get("workload_version") if "earlier" in old else None
+    for t in old.get("trials", []):
+        if t["trial_id"] not in current:
+            earlier.setdefault(t["trial_id"], {"trial_id": t["trial_id"], "config": t["config"],
+                                               "workload_version": version})
     store.write_manifest({"study": prep.study.model_dump(mode="json"), "scale": prep.scale,
                           "workload_version": prep.version, "schema": schema,
-                          "trials": [{"trial_id": k, "config": v} for k, v in known.items()]})
+                          "trials": [{"trial_id": t.trial_id, "config": t.config} for t in prep.trials],
+                          "earlier": [e for k, e in earlier.items() if k not in current]})
 
 
 def study_rows(store, trial_ids: set[str]):

@@ -54,6 +54,7 @@ class Header:
     compute_s: float | None = None          # sum of trial wall times
     span_s: float | None = None             # first start to last finish
     data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/provenance.py)
+    aside: list[str] = field(default_factory=list)       # rows of earlier definitions (orchestrator/definitions.py)
     location: str = ""
 
 
@@ -170,7 +171,7 @@ def header_lines(h: Header) -> list[str]:
     if h.compute_s is not None:
         lines.append(f"Compute: {fmt_duration(h.compute_s)} of trial time; first start to last finish "
                      f"{fmt_duration(h.span_s or 0.0)}.")
-    return lines + h.data + [""]
+    return lines + h.aside + h.data + [""]
 
 
 def section_lines(sec: Section, images: str) -> list[str]:
@@ -251,10 +252,17 @@ def study_rows(store, trial_ids: set[str]) -> pd.DataFrame:
     return rows(store, trial_ids)
 
 
-def build_for(store, study: Study, scale: str, trial_ids: set[str]) -> Report:
-    """The report of a study's trials in ``store`` (rows of other trials there are left out)."""
-    return build(study, scale, study_rows(store, trial_ids), total=len(trial_ids),
-                 artifacts=study_artifacts(store, trial_ids), location=store.location)
+def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bool = False) -> Report:
+    """The report of a study's trials in ``store``: rows of other trials there (earlier definitions
+    of the study) are kept aside and named in the header; ``all_rows`` includes them, labelled."""
+    from orchestrator import definitions as D
+
+    m = store.manifest() or {}
+    view = D.view(store, m, trial_ids, all_rows)
+    rep = build(study, scale, view.rows, total=view.trials, artifacts=study_artifacts(store, view.row_ids),
+                location=store.location)
+    rep.header.aside = view.lines()
+    return rep
 
 
 def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
@@ -278,10 +286,11 @@ def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
     return study.model_copy(update={"report": current.report})
 
 
-def for_store(store, study_file: str | Path | None = None) -> Report:
-    """The report of the study in ``store`` (RESULTS/<study>/<scale>), from its study.json."""
+def for_store(store, study_file: str | Path | None = None, all_rows: bool = False) -> Report:
+    """The report of the study in ``store`` (RESULTS/<study>/<scale>), from its study.json: the
+    definition frozen there, its trials' rows (``all_rows``: every row, labelled)."""
     m = store.manifest()
-    return build_for(store, spec_for(m, study_file), m["scale"], {t["trial_id"] for t in m["trials"]})
+    return build_for(store, spec_for(m, study_file), m["scale"], {t["trial_id"] for t in m["trials"]}, all_rows)
 
 
 def images_of(store) -> str:
