@@ -72,7 +72,16 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="one compacted Parquet or CSV file of a study's rows, for sharing")
     e.add_argument("results_dir", help="RESULTS/<study>/<scale> (a path or a URI)")
-    e.add_argument("--out", required=True, help="FILE.parquet or FILE.csv (a path or a URI)")
+    e.add_argument("--out", required=True, help="FILE.parquet or FILE.csv (a path or a URI); a Parquet export "
+                                                 "carries study.json and its artifacts beside it, and "
+                                                 "`overnight report FILE.parquet` reports from it")
+
+    f = sub.add_parser("findings", help="the findings index: per study, the verdicts of its claims over its "
+                                        "committed export (docs/results/README.md)")
+    f.add_argument("--data", default="docs/results/data", help="folder of <study>_<scale>.parquet exports")
+    f.add_argument("--studies", default="configs/studies", help="folder of study files")
+    f.add_argument("--scale", default="fast", choices=("smoke", "fast", "full"))
+    f.add_argument("--out", default=None, help="write the index here (e.g. docs/results/README.md)")
     return p
 
 
@@ -131,8 +140,13 @@ def _short(cfg: dict[str, Any], limit: int = 160) -> str:
 
 
 def _study_dirs(results_dir: str) -> list:
+    """The studies under a results location, or the one study of a Parquet export
+    (orchestrator/export.py: its rows, study.json and artifacts)."""
+    from orchestrator.export import is_export, open_export
     from orchestrator.store import find_studies
 
+    if is_export(str(results_dir)):
+        return [open_export(str(results_dir))]
     return find_studies(results_dir)
 
 
@@ -315,11 +329,24 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_findings(a: argparse.Namespace) -> int:
+    from orchestrator.findings import index
+
+    studies = Path(a.studies)
+    if not studies.is_dir():
+        raise UserError("no such folder of study files", source="--studies", field=a.studies)
+    pages = Path(a.out).parent if a.out else Path(a.data).parent
+    text = index(studies, Path(a.data), pages, a.scale)
+    _write_text(a.out, text, "--out")
+    print(text, end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         a = _parser().parse_args(argv)
         return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list,
-                "describe": cmd_describe, "export": cmd_export}[a.command](a)
+                "describe": cmd_describe, "export": cmd_export, "findings": cmd_findings}[a.command](a)
     except UserError as e:
         print(f"overnight: error: {e}", file=sys.stderr)
         return 2

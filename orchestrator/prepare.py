@@ -53,21 +53,28 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     for name in R.RESERVED & set(trials[0].config if trials else {}):
         raise UserError(f"{name}: is a reserved result column; rename the parameter", source=str(path))
     schema = R.row_schema(params_model, metrics_model, [t.config for t in trials])
-    _check_claims(study, trials, schema, workload, path)
+    _check_claims(study, trials, schema, workload, path, where)
     return Prepared(path, study, scale, workload, str(workload.version), trials, schema, workload_spec)
 
 
-def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload: Any, path: Path) -> None:
+def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload: Any, path: Path,
+                  origins: dict[str, list[tuple[str, list]]]) -> None:
     """A claim that names a column the rows will not have, or a value its column never takes in
-    the study, is a bad study file: exit 2 before anything runs."""
+    the study file (nor in this run), is a bad study file: exit 2 before anything runs. A value
+    the file has but ``--set`` left out of this run is fine: the claim is then not testable here."""
     if not study.claims:
         return
     from orchestrator.claims import check
 
+    def hashable(v: Any) -> Any:
+        return v if not isinstance(v, (list, dict)) else repr(v)
     values: dict[str, set] = {}
     for t in trials:
         for k, v in t.config.items():
-            values.setdefault(k, set()).add(v if not isinstance(v, (list, dict)) else repr(v))
+            values.setdefault(k, set()).add(hashable(v))
+    for k, places in origins.items():
+        for _, vs in places:
+            values.setdefault(k, set()).update(hashable(v) for v in vs)
     arts = P.declared(workload)[2]
     art_cols = {f for model in arts.values() for f in getattr(model, "model_fields", {})}
     problems = check(study.claims, {f.name: f.type for f in schema}, values, set(schema.names), art_cols)
@@ -166,7 +173,9 @@ def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: 
     statuses = store.statuses() if store.exists(L.TRIALS) else {}
     todo, retry = pending(store, prep.trials, retry_failed, statuses)
     schema = R.schema_to_json(prep.schema)
-    freeze(store, prep, schema)
+    from orchestrator.provenance import run_record
+
+    freeze(store, prep, schema, run_record(prep.workload, [t.config for t in prep.trials], data_root))
     return Plan(study=prep.study, scale=prep.scale, version=prep.version, trials=prep.trials, pending=todo,
                 store=store, stage_cache=L.stage_cache_location(results), data_root=data_root,
                 rerun=frozenset(retry), schema=schema, workload_spec=prep.workload_spec,
@@ -187,10 +196,11 @@ def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
     return out
 
 
-def freeze(store, prep: Prepared, schema: list) -> None:
+def freeze(store, prep: Prepared, schema: list, run: dict | None = None) -> None:
     """study.json: the resolved study, its row schema and its trials (this definition's); the
     trials of earlier definitions seen there are kept under ``earlier`` with their workload
-    version, so reports can tell their rows apart (orchestrator/definitions.py)."""
+    version, so reports can tell their rows apart (orchestrator/definitions.py); and one record
+    per driver run (``run``: code, environment, data files; orchestrator/provenance.py)."""
     old = store.manifest() or {}
     current = {t.trial_id for t in prep.trials}
     earlier = {e["trial_id"]: e for e in old.get("earlier", [])}
@@ -203,7 +213,8 @@ def freeze(store, prep: Prepared, schema: list) -> None:
     store.write_manifest({"study": prep.study.model_dump(mode="json"), "scale": prep.scale,
                           "workload_version": prep.version, "schema": schema,
                           "trials": [{"trial_id": t.trial_id, "config": t.config} for t in prep.trials],
-                          "earlier": [e for k, e in earlier.items() if k not in current]})
+                          "earlier": [e for k, e in earlier.items() if k not in current],
+                          "runs": old.get("runs", []) + ([run] if run else [])})
 
 
 def study_rows(store, trial_ids: set[str]):

@@ -21,7 +21,7 @@ from orchestrator import tables as T
 from orchestrator import verdicts as V
 from orchestrator.errors import UserError
 from orchestrator.progress import fmt_duration
-from orchestrator.provenance import data_summary
+from orchestrator.provenance import data_summary, provenance_lines
 from orchestrator.rows import COMPLETED, FAILED, count_statuses
 from orchestrator.spec import ReportPlot, ReportTable, Study
 
@@ -54,6 +54,7 @@ class Header:
     compute_s: float | None = None          # sum of trial wall times
     span_s: float | None = None             # first start to last finish
     data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/provenance.py)
+    provenance: list[str] = field(default_factory=list)  # code, environment, data files of the rows' runs
     aside: list[str] = field(default_factory=list)       # rows of earlier definitions (orchestrator/definitions.py)
     location: str = ""
 
@@ -121,8 +122,10 @@ def section(index: int, spec: ReportTable | ReportPlot, completed: pd.DataFrame,
 
 
 def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None,
-          artifacts: T.Artifacts | None = None, location: str = "", draw: bool = True) -> Report:
-    """Every table and plot of ``study.report`` over ``rows`` (completed ones are tabulated)."""
+          artifacts: T.Artifacts | None = None, location: str = "", draw: bool = True,
+          runs: list[dict] | None = None) -> Report:
+    """Every table and plot of ``study.report`` over ``rows`` (completed ones are tabulated);
+    ``runs``: study.json's driver-run records, for the header's code and environment lines."""
     n = len(rows)
     completed = rows[rows["status"] == COMPLETED] if n else rows
     labels = config_keys(study)
@@ -131,7 +134,9 @@ def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None
     errors = [(r.trial_id, str(r.error).splitlines()[0][:300] if str(r.error) else "") for r in failed.itertuples()]
     claims = V.judge_all(study.claims, completed, sorted(labels), artifacts) if n else \
         [V.Verdict(c, V.UNTESTABLE, reason="no rows yet") for c in study.claims]
-    return Report(header(study, scale, rows, total, location), sections, errors, claims, study.notes)
+    head = header(study, scale, rows, total, location)
+    head.provenance = provenance_lines(runs, rows)
+    return Report(head, sections, errors, claims, study.notes)
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -171,7 +176,7 @@ def header_lines(h: Header) -> list[str]:
     if h.compute_s is not None:
         lines.append(f"Compute: {fmt_duration(h.compute_s)} of trial time; first start to last finish "
                      f"{fmt_duration(h.span_s or 0.0)}.")
-    return lines + h.aside + h.data + [""]
+    return lines + h.aside + h.data + h.provenance + [""]
 
 
 def section_lines(sec: Section, images: str) -> list[str]:
@@ -203,7 +208,8 @@ def claim_lines(verdicts: list[V.Verdict]) -> list[str]:
         return text.replace("|", "\\|").replace("\n", " ")
     for v in verdicts:
         c = v.claim
-        rows = f" (rows: `{c.where}`)" if c.where else ""
+        rows = "; ".join(f"{k} `{q}`" for k, q in (("scope", c.scope), ("filter", c.where)) if q)
+        rows = f" (rows: {rows})" if rows else ""
         ours = V.ours(v) + rows
         verdict = f"**{v.verdict}**"
         if v.unfiltered is not None:
@@ -252,7 +258,8 @@ def study_rows(store, trial_ids: set[str]) -> pd.DataFrame:
     return rows(store, trial_ids)
 
 
-def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bool = False) -> Report:
+def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bool = False,
+              draw: bool = True) -> Report:
     """The report of a study's trials in ``store``: rows of other trials there (earlier definitions
     of the study) are kept aside and named in the header; ``all_rows`` includes them, labelled."""
     from orchestrator import definitions as D
@@ -260,13 +267,13 @@ def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bo
     m = store.manifest() or {}
     view = D.view(store, m, trial_ids, all_rows)
     rep = build(study, scale, view.rows, total=view.trials, artifacts=study_artifacts(store, view.row_ids),
-                location=store.location)
+                location=store.location, runs=m.get("runs"), draw=draw)
     rep.header.aside = view.lines()
     return rep
 
 
 def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
-    """The study a report is made from: the one frozen in study.json, with the tables and plots of
+    """The study a report is made from: the one frozen in study.json, with the tables, plots, claims and notes of
     ``study_file`` when given, else of configs/studies/<name>.yaml when that file is the same study
     (same name and workload): a report section edited after the run applies without running again."""
     from orchestrator import spec as S
@@ -283,14 +290,15 @@ def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
         return study  # a broken file next door does not stop a report of finished results
     if not study_file and (current.name, current.workload) != (study.name, study.workload):
         return study
-    return study.model_copy(update={"report": current.report})
+    return study.model_copy(update={"report": current.report, "claims": current.claims, "notes": current.notes})
 
 
-def for_store(store, study_file: str | Path | None = None, all_rows: bool = False) -> Report:
+def for_store(store, study_file: str | Path | None = None, all_rows: bool = False, draw: bool = True) -> Report:
     """The report of the study in ``store`` (RESULTS/<study>/<scale>), from its study.json: the
     definition frozen there, its trials' rows (``all_rows``: every row, labelled)."""
     m = store.manifest()
-    return build_for(store, spec_for(m, study_file), m["scale"], {t["trial_id"] for t in m["trials"]}, all_rows)
+    return build_for(store, spec_for(m, study_file), m["scale"], {t["trial_id"] for t in m["trials"]}, all_rows,
+                     draw=draw)
 
 
 def images_of(store) -> str:
