@@ -161,7 +161,22 @@ def describe(workload: Any) -> str:
         lines.append(f"Artifact {art}:")
         for name, f in model.model_fields.items():
             lines.append(f"  {name}: {_type_text(f.annotation)}" + (f"  {f.description}" if f.description else ""))
+    lines.append("")
+    lines.extend(_determinism_lines(workload))
     return "\n".join(lines)
+
+
+def _determinism_lines(workload: Any) -> list[str]:
+    """What ``determinism`` (orchestrator/interface.py, ``NotBitIdentical``) declares."""
+    from orchestrator.interface import determinism
+
+    entries = determinism(workload)
+    knobs = "--bundle, --group, --max-concurrent, resumed or run straight through"
+    if entries is None:
+        return ["Determinism: not declared"]
+    if not entries:
+        return [f"Determinism: every metric is bit-identical on one machine whatever {knobs}"]
+    return [f"Determinism: bit-identical on one machine whatever {knobs}, except:"] + [f"  {e.text()}" for e in entries]
 
 
 _LIMITS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "min length"),

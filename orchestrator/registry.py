@@ -82,3 +82,13 @@ def _function_workload(fn: Any, target: str) -> type:
             return fn(config, ctx)
 
     return FunctionWorkload
+
+
+def determinism_note(workload_name: str, spec: dict[str, Any] | None = None) -> str | None:
+    """For the report: one line saying which metrics of ``workload_name`` are not bit-identical
+    across the execution knobs (--bundle, --group, --max-concurrent, a resume), on which device
+    and why, from the workload's ``determinism`` declaration (orchestrator/interface.py,
+    ``NotBitIdentical``). None when it declares every metric bit-identical, or declares nothing."""
+    from orchestrator.interface import determinism_text
+
+    return determinism_text(load(workload_name, spec))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.interface import NotBitIdentical
 from workloads.data.locate import data_files_for
 
 from .outputs import LayerRow, Results
@@ -19,6 +20,9 @@ class CreditBridge:
     version = "3"   # 3: rho over the samples above the gradient floor, floor shares reported
     Params = Settings
     Metrics = Results
+    determinism = (NotBitIdentical(("resume",), metrics=("resumed_from_epoch",),
+                                   why="it records the epoch the last execution resumed from (0 when the trial ran "
+                                       "straight through); every other metric is bit-identical"),)
     artifacts = {"layers": LayerRow}
 
     data_files = data_files_for("cifar10", "fashion-mnist", when=lambda c: c.get("task") == "cifar10")

@@ -20,6 +20,7 @@ class Geometry:
     version = "2"
     Params = GeometryParams
     Metrics = GeometryMetrics
+    determinism = ()  # every metric bit-identical across the execution knobs (tests/orchestrator/test_determinism.py)
     artifacts = {"q1_points": Q1PointRow, "q2_variants": Q2VariantRow}
     preflight = preflight_for("tinyshakespeare")  # full scale needs the real corpus
     data_files = data_files_for("tinyshakespeare")

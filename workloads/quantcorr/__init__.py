@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.interface import NotBitIdentical
 from orchestrator.params import validate
 from workloads.data.locate import data_files_for, preflight_for
 
@@ -26,6 +27,7 @@ class Classification:
     version = "2"
     Params = ClassificationParams
     Metrics = ClassificationMetrics
+    determinism = ()  # every metric bit-identical across the execution knobs (tests/orchestrator/test_determinism.py)
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .classification import run
@@ -41,6 +43,7 @@ class Autoencoder:
     version = "2"
     Params = AutoencoderParams
     Metrics = AutoencoderMetrics
+    determinism = ()
     preflight = preflight_for("mnist")  # full scale needs MNIST itself (checked before Ray starts)
     data_files = data_files_for("mnist", "fashion-mnist")  # Fashion-MNIST: the disclosed substitute
 
@@ -56,6 +59,14 @@ class Transformer:
     version = "2"
     Params = TransformerParams
     Metrics = TransformerMetrics
+    # On the CPU a grouped member draws the dropout masks of its lone trial and computes each op as
+    # it does, so its metrics are bit-identical (test_determinism.py); on CUDA they cannot be.
+    determinism = (NotBitIdentical(
+        ("group", "resume"), device="cuda",
+        why="a vectorised group (transformer_group.py) cannot draw the dropout masks a lone trial draws inside "
+            "CUDA's fused dropout kernels, so its members draw their own (statistically the same, other numbers) "
+            "and run batched kernels; a member's numbers then depend on whether it ran grouped or alone (a "
+            "resumed group runs only its members without a row, or runs them one by one)"),)
     preflight = preflight_for("tinyshakespeare")
     data_files = data_files_for("tinyshakespeare")
 

@@ -222,6 +222,7 @@ class RamLM:
     version = "3"   # 3: held-out deltas, per-tier metrics by frequency rank, PC group size 10
     Params = RamLMParams
     Metrics = RamLMMetrics
+    determinism = ()  # every metric bit-identical across the execution knobs (tests/orchestrator/test_determinism.py)
 
     def __init__(self, reference_memory=None):
         self.reference_memory = reference_memory

@@ -14,8 +14,11 @@ unbatched trial (the model's init, the epoch permutations of ``Batches``, the dr
 made from that state, in the unbatched order, with the same op on the same shape. On the CPU the
 masks are therefore the ones the unbatched trial draws (``F.dropout`` of a tensor of ones is the
 mask ``F.dropout(x)`` multiplies ``x`` by; the attention's dropout is the math path of
-``scaled_dot_product_attention``, which the CPU takes whenever dropout is on), and a member's
-metrics equal its unbatched trial's up to float rounding. On CUDA the fused dropout kernels draw
+``scaled_dot_product_attention``, which the CPU takes whenever dropout is on). Every op is the
+unbatched one per member, reduced in the same order (gradient clipping included: each member's
+total norm is computed alone), so on the CPU a member's metrics are bit for bit those of its
+unbatched trial, whatever its group-mates (tests/orchestrator/test_determinism.py; the batched
+GEMMs give the unbatched ones' bits on the CPUs tried). On CUDA the fused dropout kernels draw
 their masks inside the kernel, so masks cannot be reproduced outside it: there the batched path
 draws its own masks (statistically the same, not the same numbers) from the global CUDA stream.
 
@@ -339,14 +342,28 @@ def mse_losses(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def clip_per_member(params: Sequence[torch.Tensor], max_norm: float) -> None:
-    """``nn.utils.clip_grad_norm_`` applied to each member's gradients separately."""
+    """``nn.utils.clip_grad_norm_`` applied to each member's gradients separately, with its numerics:
+    each member's total norm is ``nn.utils.get_total_norm`` of that member's own gradients (the
+    function ``clip_grad_norm_`` calls) and its coefficient is computed alone, so a member's clipped
+    gradients are bit for bit those of its unbatched trial whatever the group's size. (Norms over
+    the member dimension of the stacked gradients reduce in another order: a member's coefficient
+    then changed in the last bit with the group's size, and so did its weights.)"""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads])  # (n_params, M)
-    coef = (max_norm / (norms.norm(dim=0) + 1e-6)).clamp(max=1.0)
+    coef = torch.stack([torch.clamp(max_norm / (_total_norm([g[i] for g in grads]) + 1e-6), max=1.0)
+                        for i in range(grads[0].shape[0])])
     for g in grads:
         g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
+
+
+def _total_norm(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of ``grads`` as ``clip_grad_norm_`` computes it: ``nn.utils.get_total_norm``
+    (torch >= 2.6), else the same reduction written out (the norm of the per-tensor norms)."""
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:
+        return get_total_norm(grads, 2.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
 
 
 def step_members(opt: torch.optim.Optimizer, losses: torch.Tensor, params: Sequence[torch.Tensor],

@@ -25,7 +25,7 @@ from pydantic import field_validator
 
 from orchestrator import params as overnight_params
 from orchestrator.params import knob, metric, param
-from orchestrator.interface import Diverged
+from orchestrator.interface import KNOBS, Diverged, NotBitIdentical
 
 
 def burn(units: int, rng: np.random.Generator) -> float:
@@ -103,6 +103,12 @@ class Synthetic:
     version = "2"
     Params = SyntheticParams
     Metrics = SyntheticMetrics
+    determinism = (
+        NotBitIdentical(("resume",), metrics=("resumed_from",),
+                        why="it records the step the last execution resumed from (0 when it ran straight through)"),
+        NotBitIdentical(KNOBS, metrics=("node_id", "gpu_ids", "pid", "cuda_visible_devices"),
+                        why="with placement: true, where the last execution ran (another process on every run)"),
+    )
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         # validated again so that direct callers (benchmarks, notebooks) get the same defaults
