@@ -121,6 +121,22 @@ def section(index: int, spec: ReportTable | ReportPlot, completed: pd.DataFrame,
     return sec
 
 
+def determinism_lines(study: Study) -> list[str]:
+    """What the workload declares not bit-identical across execution knobs (orchestrator/registry.py
+    determinism_note); nothing when every metric is, or when the workload cannot be loaded here."""
+    from orchestrator import registry
+
+    if study.workload == "command":
+        return []
+    try:
+        note = registry.determinism_note(study.workload)
+    except Exception:  # noqa: BLE001 - a report of finished rows does not need the workload's code
+        return []
+    prefix = "Not bit-identical across execution knobs on one machine: "
+    return [f"Determinism (what is not bit-identical across --bundle, --group, --max-concurrent and resumes): "
+            f"{note.removeprefix(prefix)}"] if note else []
+
+
 def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None,
           artifacts: T.Artifacts | None = None, location: str = "", draw: bool = True,
           runs: list[dict] | None = None) -> Report:
@@ -135,7 +151,7 @@ def build(study: Study, scale: str, rows: pd.DataFrame, total: int | None = None
     claims = V.judge_all(study.claims, completed, sorted(labels), artifacts) if n else \
         [V.Verdict(c, V.UNTESTABLE, reason="no rows yet") for c in study.claims]
     head = header(study, scale, rows, total, location)
-    head.provenance = provenance_lines(runs, rows)
+    head.provenance = provenance_lines(runs, rows) + determinism_lines(study)
     return Report(head, sections, errors, claims, study.notes)
 
 

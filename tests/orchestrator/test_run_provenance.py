@@ -76,3 +76,12 @@ def test_rows_from_two_commits_or_package_sets_are_named_in_the_header():
 def test_code_version_names_this_checkout():
     v = code_version()
     assert v["overnight"] and len(v["commit"]) == 40
+
+
+def test_the_header_says_what_a_workload_declares_not_bit_identical():
+    from orchestrator.report import determinism_lines
+    from orchestrator.spec import Study
+
+    (line,) = determinism_lines(Study.model_validate({"name": "s", "workload": "synthetic"}))
+    assert line.startswith("Determinism (what is not bit-identical") and "resumed_from" in line
+    assert determinism_lines(Study.model_validate({"name": "s", "workload": "quantcorr.classification"})) == []
