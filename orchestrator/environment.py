@@ -60,8 +60,26 @@ def blas_info() -> list[dict]:
             for p in threadpool_info() if p.get("user_api") == "blas"]
 
 
-def describe() -> dict:
-    """Everything that decides a floating-point result, as plain JSON values."""
+def cpu_capability_from_flags() -> str:
+    """The instruction set torch would dispatch to, read from the CPU's flags without importing
+    torch (ATEN_CPU_CAPABILITY, when set, wins as it does in torch): AVX512, AVX2 or DEFAULT."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    if forced:
+        return forced.upper()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return "unknown"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "AVX512"
+    return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
+
+
+def describe(import_torch: bool = True) -> dict:
+    """Everything that decides a floating-point result, as plain JSON values. With
+    ``import_torch=False`` (a driver that has not loaded torch: it costs seconds and 600 MB) the
+    instruction set comes from the CPU's flags and torch's thread counts are left out."""
     env = {
         "python": platform.python_version(),
         "platform": f"{sys.platform}-{platform.machine()}",
@@ -71,6 +89,10 @@ def describe() -> dict:
         "variables": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         "blas": blas_info(),
     }
+    if not import_torch and "torch" not in sys.modules:
+        env["torch_cpu_capability"] = cpu_capability_from_flags()
+        env["gpu"] = gpu_names()
+        return env
     try:
         import torch
     except ImportError:

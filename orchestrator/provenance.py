@@ -103,7 +103,7 @@ def run_record(workload: Any = None, configs: list[dict] | None = None, data_roo
     """What study.json records for each driver run: when it started, the code (commit, dirty tree,
     overnight's version), the environment (orchestrator/environment.py) and the data files' sha256."""
     return {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(),
-            "environment": describe(), "data": data_files(workload, configs or [], data_root)}
+            "environment": describe(import_torch=False), "data": data_files(workload, configs or [], data_root)}
 
 
 def _code_text(code: dict) -> str:
@@ -116,7 +116,8 @@ def _code_text(code: dict) -> str:
 def _env_text(env: dict) -> str:
     pk = env.get("packages", {})
     libs = ", ".join(f"{k} {pk[k]}" for k in ("torch", "numpy", "pyarrow", "ray") if pk.get(k))
-    threads = f"torch threads {env.get('torch_threads')}" + "".join(f", {k}={v}" for k, v in env.get("variables", {}).items())
+    threads = (f"torch threads {env['torch_threads']}" if env.get("torch_threads") else "threads: defaults") + \
+        "".join(f", {k}={v}" for k, v in env.get("variables", {}).items())
     return (f"Python {env.get('python')}; {libs}; CPU {env.get('cpu')} ({env.get('torch_cpu_capability')}, "
             f"{env.get('cpu_count')} cores); {threads}; GPU {env.get('gpu') or 'none'}")
 

@@ -24,7 +24,7 @@ def test_a_run_records_code_environment_and_data_in_study_json_and_the_report_sh
     assert run["code"]["commit"] == head and isinstance(run["code"]["dirty"], bool)
     env = run["environment"]
     assert env["packages"]["torch"] and env["packages"]["numpy"] and env["packages"]["ray"] and env["cpu"]
-    assert env["torch_cpu_capability"] and env["torch_threads"] >= 1
+    assert env["torch_cpu_capability"] in ("AVX512", "AVX2", "DEFAULT") and env.get("torch_threads", 1) >= 1
     code, out, err = cli("report", tmp_path / "synthetic" / "smoke")
     assert code == 0, err
     line = next(l for l in out.splitlines() if l.startswith("Code: "))
@@ -85,3 +85,16 @@ def test_the_header_says_what_a_workload_declares_not_bit_identical():
     (line,) = determinism_lines(Study.model_validate({"name": "s", "workload": "synthetic"}))
     assert line.startswith("Determinism (what is not bit-identical") and "resumed_from" in line
     assert determinism_lines(Study.model_validate({"name": "s", "workload": "quantcorr.classification"})) == []
+
+
+def test_a_driver_records_its_environment_without_importing_torch():
+    import sys
+
+    code = ("import sys; from orchestrator.provenance import run_record; e = run_record()['environment']; "
+            "print('torch' in sys.modules, e['torch_cpu_capability'], e['packages']['torch'] is not None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    imported, capability, version = done.stdout.split()
+    assert imported == "False" and version == "True", done.stdout + done.stderr
+    import torch
+
+    assert capability == torch.backends.cpu.get_cpu_capability()
