@@ -105,12 +105,8 @@ def claims_html(verdicts) -> str:
     rows = []
     for v in verdicts:
         c = v.claim
-        rows = "; ".join(f"{k} {q}" for k, q in (("scope", c.scope), ("filter", c.where)) if q)
-        ours = V.ours(v) + (f" (rows: {rows})" if rows else "")
-        verdict = v.verdict
-        if v.unfiltered is not None:
-            ours += f"; without the filter: {V.ours(v.unfiltered)}"
-            verdict += f" (without the filter: {v.unfiltered.verdict})"
+        ours, suffix = V.row_text(v, quote="")
+        verdict = v.verdict + suffix
         rows.append(f"<tr><td><code>{escape(c.id)}</code></td><td>{escape(c.seed)} ({escape(c.source)})</td>"
                     f"<td>{escape(ours)}</td><td>{escape(v.rule or '–')}</td><td><b>{escape(verdict)}</b></td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("claim", "seed (source)", "ours", "rule", "verdict"))

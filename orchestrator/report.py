@@ -224,14 +224,9 @@ def claim_lines(verdicts: list[V.Verdict]) -> list[str]:
         return text.replace("|", "\\|").replace("\n", " ")
     for v in verdicts:
         c = v.claim
-        rows = "; ".join(f"{k} `{q}`" for k, q in (("scope", c.scope), ("filter", c.where)) if q)
-        rows = f" (rows: {rows})" if rows else ""
-        ours = V.ours(v) + rows
-        verdict = f"**{v.verdict}**"
-        if v.unfiltered is not None:
-            ours += f"; without the filter: {V.ours(v.unfiltered)}"
-            verdict += f" (without the filter: {v.unfiltered.verdict})"
-        lines.append(f"| `{c.id}` | {esc(c.seed)} ({c.source}) | {esc(ours)} | {esc(v.rule or '–')} | {verdict} |")
+        ours, suffix = V.row_text(v)
+        lines.append(f"| `{c.id}` | {esc(c.seed)} ({c.source}) | {esc(ours)} | {esc(v.rule or '–')} | "
+                     f"**{v.verdict}**{suffix} |")
     notes = [f"- `{v.claim.id}`: {v.claim.note}" for v in verdicts if v.claim.note]
     return lines + ([""] + notes if notes else []) + [""]
 

@@ -52,11 +52,17 @@ def stat(frame: pd.DataFrame, column: str, name: str) -> float:
 
 def _correlation(a: pd.Series, b: pd.Series, method: str) -> float:
     both = pd.DataFrame({"a": numeric(a), "b": numeric(b)}).dropna()
-    if len(both) < 2 or both["a"].nunique() < 2 or both["b"].nunique() < 2:
+    return correlation(both["a"].to_numpy(float), both["b"].to_numpy(float), method)
+
+
+def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    """Spearman (Pearson on average ranks: pandas' own spearman needs scipy) or Pearson of two
+    arrays of numbers; NaN with fewer than 2 points or a constant side."""
+    if len(x) < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
         return float("nan")
-    if method == "spearman":  # Pearson on average ranks (pandas' own spearman needs scipy)
-        both = both.rank(method="average")
-    return float(np.corrcoef(both["a"].to_numpy(float), both["b"].to_numpy(float))[0, 1])
+    if method == "spearman":
+        x, y = pd.Series(x).rank(method="average").to_numpy(), pd.Series(y).rank(method="average").to_numpy()
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def stat_label(name: str) -> str:

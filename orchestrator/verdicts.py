@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.claims import Claim
+from orchestrator.tables import correlation
 
 HOLDS, NOT_SEPARATED, REVERSED, UNTESTABLE = "holds", "not separated", "reversed", "not testable here"
 VERDICTS = (HOLDS, NOT_SEPARATED, REVERSED, UNTESTABLE)
@@ -140,14 +141,6 @@ def two_group_test(label: str, a: np.ndarray, b: np.ndarray, stat: str) -> Test:
     return Test(label, len(a) + len(b), est, float(low), float(high),
                 rule=f"unpaired difference of {stat}s, bootstrap 95 % interval ({RESAMPLES:,} resamples per group, "
                      f"seed {SEED})", verdict=_side(low, high))
-
-
-def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
-    if method == "spearman":
-        x, y = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
-    if np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def correlation_test(label: str, x: np.ndarray, y: np.ndarray, method: str, sign: str) -> Test:
@@ -368,3 +361,15 @@ def ours(v: Verdict) -> str:
     if v.reason:
         parts.append(v.reason)
     return "; ".join(parts) or "–"
+
+
+def row_text(v: Verdict, quote: str = "`") -> tuple[str, str]:
+    """(ours, verdict suffix) as the claims table shows them: what the rows gave and the rows it
+    read (scope and filter, each quoted with ``quote``); when the filter changes the verdict, the
+    unfiltered result is added to ours and " (without the filter: ...)" is the suffix."""
+    c = v.claim
+    rows = "; ".join(f"{k} {quote}{q}{quote}" for k, q in (("scope", c.scope), ("filter", c.where)) if q)
+    text = ours(v) + (f" (rows: {rows})" if rows else "")
+    if v.unfiltered is None:
+        return text, ""
+    return f"{text}; without the filter: {ours(v.unfiltered)}", f" (without the filter: {v.unfiltered.verdict})"

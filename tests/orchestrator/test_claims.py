@@ -200,3 +200,14 @@ def test_no_effect_holds_within_its_margin_and_is_reversed_by_a_real_effect():
     assert few.verdict == V.NOT_SEPARATED and "cannot show 'the same'" in few.rule
     with pytest.raises(ValueError, match="margin: required"):
         claim(**{**same, "margin": None})
+
+
+def test_the_html_report_has_the_claims_table_with_both_verdicts():
+    from orchestrator.html import claims_html
+
+    rows = pd.concat([paired_rows(3.0, 1.0).assign(correct_every=1),
+                      paired_rows(-30.0, 1.0, seed=5).assign(correct_every=999, width=lambda d: d.width + 100)])
+    v = V.judge(claim(**ORDER, scope="width >= 0", where="correct_every != 999"), rows, [])
+    page = claims_html([v])
+    assert "rows: scope width &gt;= 0; filter correct_every != 999" in page
+    assert "<b>holds (without the filter: reversed)</b>" in page and page.count("<tr>") == 2
