@@ -115,9 +115,11 @@ def test_real_shared_data_passes_fast_and_is_refused_where_it_falls_short(real_r
         require("mnist", root, "full", "auto")
     with pytest.raises(DataMissing, match="Fashion-MNIST in .* is not CIFAR-10"):
         require("cifar10", root, "full", "auto")
-    with pytest.raises(DataMissing, match="only the validation and test splits are in .*; full scale needs train"):
+    with pytest.raises(DataMissing, match="only the validation and test splits are in .*; full scale and data: real need"):
         require("wikitext-2", root, "full", "auto")
-    require("wikitext-2", root, "fast", "real")     # validation + test only is real data, disclosed
+    # `data: real` is the whole dataset at every scale: validation + test only is for `auto`, disclosed
+    with pytest.raises(DataMissing, match="only the validation and test splits"):
+        require("wikitext-2", root, "fast", "real")
 
 
 def test_wikitext_layouts_raw_first_then_tokenised(tmp_path):

@@ -77,7 +77,8 @@ def test_wikitext_validation_and_test_only_draws_disjoint_splits(real_root):
     assert (len(fast.train), len(fast.val), len(fast.test)) == (50_000, 10_000, 10_000)
     assert half >= 10_000   # the validation prefix ends before the test half starts: disjoint
     assert len(s.train) > 200_000 and len(test_ids) > 240_000
-    assert load_token_splits("real", "word", root).data_source == s.data_source   # real data, disclosed
+    with pytest.raises(wikitext.DataUnavailable):   # `real` is the whole dataset: no train split, no download
+        load_token_splits("real", "word", root)
 
 
 def test_word_tokenizer_keeps_wikitext_markers_whole():
@@ -99,11 +100,3 @@ def test_gpt2_bpe_unavailable_offline_auto_falls_back_and_records_it(real_root):
     s = load_token_splits("auto", "auto", root)
     assert s.tokenizer == "word8192 (GPT-2 BPE unavailable)"
     assert s.data_source.startswith("wikitext-2-v1 tokenised, validation and test splits only")
-
-
-def test_a_fallback_is_not_cached(real_root, tmp_path):
-    root = real_root("wikitext-2")
-    load_token_splits("auto", "auto", root, cache_dir=tmp_path / "cache")
-    assert not list((tmp_path / "cache").rglob("*.npz"))
-    load_token_splits("auto", "word", root, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 1

@@ -31,6 +31,11 @@ TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/mast
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 GPT2_BPE_URLS = ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
                  "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json")
+# The GPT-2 BPE files as plain files under a data root (../shared/data/README.md), and the sha256 of
+# the originals: the hashes tiktoken checks for its "gpt2" encoding (tiktoken_ext/openai_public.py).
+GPT2_BPE_DIR = "gpt2-bpe"
+GPT2_BPE_SHA256 = {"vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+                   "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"}
 HOSTS = {"tinyshakespeare": "raw.githubusercontent.com", "mnist": "ossci-datasets.s3.amazonaws.com",
          "cifar10": "www.cs.toronto.edu", "wikitext-2": "huggingface.co",
          "gpt2-bpe": "openaipublic.blob.core.windows.net"}
@@ -144,6 +149,38 @@ def wikitext_looked_in(root: Path) -> list[str]:
     return seen
 
 
+def bpe_files(root: Path) -> dict[str, Path] | None:
+    """``<root>/gpt2-bpe/vocab.bpe`` and ``encoder.json`` when both are there (hashes unchecked)."""
+    d = Path(root) / GPT2_BPE_DIR
+    files = {name: d / name for name in GPT2_BPE_SHA256}
+    return files if all(p.is_file() for p in files.values()) else None
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, computed once per (path, size, mtime) in a process."""
+    st = Path(path).stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def bpe_mismatches(files: dict[str, Path]) -> list[str]:
+    """One line per GPT-2 BPE file whose sha256 is not the original's (none: both are the originals)."""
+    out = []
+    for name, path in files.items():
+        got = sha256_of(path)
+        if got != GPT2_BPE_SHA256[name]:
+            out.append(f"{path} has sha256 {got[:12]}…, not the original {name}'s {GPT2_BPE_SHA256[name][:12]}…")
+    return out
+
+
 def bpe_cache_dirs(root: Path) -> list[Path]:
     """Where tiktoken's cached GPT-2 BPE files may be: $TIKTOKEN_CACHE_DIR when set (tiktoken
     itself then looks nowhere else), else ``<data_root>/tiktoken`` and tiktoken's default cache."""
@@ -188,8 +225,10 @@ def _substitute_note(root: Path, of: str) -> str:
             f"only by data: auto below full scale")
 
 
-def status(dataset: str, data_root: Path | str, scale: str = "full", *, download: bool = True) -> Status:
-    """Whether ``dataset`` is under ``data_root`` in the form ``scale`` needs, and how to get it."""
+def status(dataset: str, data_root: Path | str, scale: str = "full", *, download: bool = True,
+           strict: bool = False) -> Status:
+    """Whether ``dataset`` is under ``data_root`` in the form ``scale`` needs (``strict``: the whole
+    dataset, as ``data: real`` asks at every scale), and how to get it."""
     root = Path(data_root)
     blocker = ""   # why a download cannot even be tried, besides the download flag and the network
     if dataset == "tinyshakespeare":
@@ -209,25 +248,32 @@ def status(dataset: str, data_root: Path | str, scale: str = "full", *, download
                    f"(torchvision fetches it into {root / 'cifar10'})" + _substitute_note(root, "CIFAR-10"))
     elif dataset == "wikitext-2":
         found = wikitext_files(root)
-        enough = found is not None and (found.complete or scale != "full")
+        # `data: real` means the whole dataset at every scale: a validation+test-only layout is a
+        # disclosed part of it that only `auto` below full scale may use
+        enough = found is not None and (found.complete or (scale != "full" and not strict))
         s = Status(enough, wikitext_looked_in(root), "WikiText-2 (train, validation and test splits)",
                    f"put wikitext-2-raw-v1 (the Salesforce/wikitext dataset on the Hugging Face hub) in "
                    f"{root / 'wikitext-2-raw'} as wiki.{{train,valid,test}}.raw (the tokenised wiki.*.tokens or "
                    f"{{train,valid,test}}.txt in {root / 'wikitext-2'} work too), or run online (HF datasets "
                    f"fetches it)")
         if found is not None and not found.complete:
-            s.partial = f"only the validation and test splits are in {found.directory}; full scale needs train"
+            s.partial = f"only the validation and test splits are in {found.directory}; full scale and data: real need the train split"
         if not _installed("datasets"):
             blocker = "the datasets package is not installed"
     elif dataset == "gpt2-bpe":
         have_tiktoken = _installed("tiktoken")
         json_file = root / "gpt2" / "tokenizer.json"
-        present = (have_tiktoken and find_bpe_cache(root) is not None) or (json_file.is_file() and _installed("tokenizers"))
-        s = Status(present, [str(d) for d in bpe_cache_dirs(root)] + [str(json_file)],
+        plain = bpe_files(root)
+        bad = bpe_mismatches(plain) if plain else []
+        present = have_tiktoken and ((plain is not None and not bad) or find_bpe_cache(root) is not None)
+        present = present or (json_file.is_file() and _installed("tokenizers"))
+        s = Status(present, [str(root / GPT2_BPE_DIR)] + [str(d) for d in bpe_cache_dirs(root)] + [str(json_file)],
                    "GPT-2 BPE (tiktoken encoding 'gpt2'" + ("" if have_tiktoken else "; tiktoken is not installed") + ")",
-                   f"{'' if have_tiktoken else 'pip install tiktoken, then '}run once online so tiktoken caches "
-                   f"vocab.bpe and encoder.json, or copy those cached files (named {' and '.join(bpe_cache_names())}) "
-                   f"into {root / 'tiktoken'}; or --set tokenizer=word")
+                   f"{'' if have_tiktoken else 'pip install tiktoken, then '}put the original vocab.bpe and "
+                   f"encoder.json in {root / GPT2_BPE_DIR}, or run once online so tiktoken caches them; "
+                   f"or --set tokenizer=word")
+        if bad:
+            s.partial = "; ".join(bad)
         if not have_tiktoken:
             blocker = "tiktoken is not installed"
     else:
@@ -252,9 +298,15 @@ def require(dataset: str, data_root: Path | str, scale: str, data: str = "auto",
     under ``data_root`` nor downloadable. Datasets: tinyshakespeare, mnist, cifar10, wikitext-2,
     gpt2-bpe."""
     explicit = "gpt2" if dataset == "gpt2-bpe" else "real"
+    if dataset == "gpt2-bpe" and data != "word":
+        plain = bpe_files(Path(data_root))
+        bad = bpe_mismatches(plain) if plain else []
+        if bad:   # a corrupt or other vocabulary is refused whatever was asked: never tokenise with it
+            raise DataMissing("the original GPT-2 BPE", "; ".join(bad),
+                              f"replace them with the original files or remove {Path(data_root) / GPT2_BPE_DIR}")
     if not needed(data, scale, explicit):
         return
-    s = status(dataset, data_root, scale, download=download)
+    s = status(dataset, data_root, scale, download=download, strict=data == explicit)
     if s.present or s.can_download:
         return
     notes = "; ".join(n for n in (s.partial, s.no_download) if n)
@@ -289,8 +341,9 @@ def dataset_files(dataset: str, data_root: Path | str) -> list[Path]:
         w = wikitext_files(root)
         paths = [w.files[k] for k in sorted(w.files)] if w else []
     elif dataset == "gpt2-bpe":
+        plain = bpe_files(root)
         d = find_bpe_cache(root)
-        paths = [d / n for n in bpe_cache_names()] if d else []
+        paths = list(plain.values()) if plain else [d / n for n in bpe_cache_names()] if d else []
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
     return [p for p in paths if p is not None and p.is_file()]

@@ -7,32 +7,36 @@ Sources (``data`` config key):
              test}.tokens`` or ``<data_root>/wikitext-2/{train,valid,test}.txt`` (``wikitext-2-v1
              tokenised``: ``<unk>`` for rare words, `` @-@ `` for hyphens); else HF ``datasets``
              (``wikitext`` / ``wikitext-2-raw-v1``, cached under ``<data_root>/hf``; downloads when
-             online). Each split's lines are joined with one space.
-             When only the validation and test splits are there (no train split, and no download), the
-             splits are drawn from them, disjoint: train = the validation split, validation = the first
-             half of the test split's tokens, test = the second half; ``data_source`` says exactly that
-             (VALID_TEST_ONLY). A fast-scale study then takes its 50K train tokens from validation and
-             its 10K/10K validation/test tokens from the two halves of test. Full scale refuses this
-             (the preflight check, ``workloads.data.require``).
+             online). Each split's lines are joined with one space. ``real`` is the whole dataset at
+             every scale: without the train split and the download it refuses.
   standin    an offline English corpus: ``workloads/data/corpus/*.txt`` when it holds at least 300 KB,
              else the Python documentation text bundled with the interpreter (``pydoc_data.topics``,
              about 465 KB of English prose and code).
   synthetic  a seeded Zipf-distributed stream with first-order structure (for benchmarks).
-  auto       real if found or downloadable, else standin.
+  auto       real if found or downloadable; else, when only the validation and test splits are on
+             disk, splits drawn from them, disjoint: train = the validation split, validation = the
+             first half of the test split's tokens, test = the second half, and ``data_source`` says
+             exactly that (VALID_TEST_ONLY); else standin. A fast-scale study then takes its 50K train
+             tokens from validation and its 10K/10K validation/test tokens from the two halves of
+             test. Full scale maps auto to real (locate.at_scale), so it refuses this layout.
 
 Tokenizers (``tokenizer`` key):
-  gpt2       the GPT-2 BPE through ``tiktoken`` (encoding ``gpt2``, no special tokens), or through
-             ``tokenizers`` when a ``gpt2`` tokenizer.json is under ``<data_root>/gpt2``. tiktoken
-             fetches its BPE files (vocab.bpe, encoder.json) from the internet on first use and caches
-             them: in $TIKTOKEN_CACHE_DIR when set, else ``<data_root>/tiktoken`` (tiktoken's own
-             default cache is read too). Offline and uncached, gpt2 is unavailable.
+  gpt2       the GPT-2 BPE (50,257 tokens) through ``tiktoken`` (encoding ``gpt2``, no special
+             tokens). First from the original files in ``<data_root>/gpt2-bpe/`` (vocab.bpe,
+             encoder.json; their sha256 must be the originals', else they are refused), offline; else
+             from tiktoken's cache ($TIKTOKEN_CACHE_DIR when set, else ``<data_root>/tiktoken`` and
+             tiktoken's default cache), else tiktoken's download; or through ``tokenizers`` when a
+             ``gpt2`` tokenizer.json is under ``<data_root>/gpt2``. Offline without the files,
+             gpt2 is unavailable.
   word       a word-level tokenizer trained on the train split (most frequent words, ``<unk>`` for
              the rest; ids in alphabetical order, so id order is not frequency order, as in GPT-2).
              WikiText's own ``<unk>`` and ``@-@``, ``@,@``, ``@.@`` markers are single words.
   auto       gpt2 when available, else word, recorded as ``word<V> (GPT-2 BPE unavailable)``. At full
              scale the preflight check refuses to start without the BPE.
 
-Every result records ``data_source`` and ``tokenizer`` so each row says what it ran on.
+``resolve`` decides once what ``auto`` means (``Sources``) before anything is loaded; the cache key
+holds the decision, never ``auto``, and the load delivers exactly it or raises. Every result records
+``data_source`` and ``tokenizer`` so each row says what it ran on.
 """
 from __future__ import annotations
 
@@ -59,6 +63,11 @@ class DataUnavailable(RuntimeError):
     """The requested data or tokenizer cannot be had here; the message says what is missing."""
 
 
+class DataCorrupt(DataUnavailable):
+    """A data file is there but is not the one named (its sha256 differs): refused, never replaced
+    by a fallback."""
+
+
 @dataclass
 class TokenSplits:
     train: np.ndarray
@@ -80,17 +89,22 @@ def _read_split(path: Path) -> str:
     return " ".join(path.read_text(encoding="utf-8").splitlines())
 
 
-def wikitext_sources(data_root: Path, download: bool = True) -> tuple[dict[str, str], str] | None:
-    """(texts, data_source): a complete local layout, else the HF download, else a local layout with
-    only the validation and test splits (texts ``val`` and ``test``, no ``train``); None if none."""
+def wikitext_sources(data_root: Path, download: bool = True, *, layout: str | None = None
+                     ) -> tuple[dict[str, str], str] | None:
+    """(texts, data_source) of one WikiText-2 layout (see ``Sources``): ``local`` (all three splits
+    on disk), ``hf`` (the hub download) or ``valid-test`` (the validation and test splits only:
+    texts ``val`` and ``test``, no ``train``). None when that layout cannot be had. Without
+    ``layout``, the first of them that can (``auto``'s order)."""
     found = locate.wikitext_files(Path(data_root))
-    if found is not None and found.complete:
+    if layout in (None, "local") and found is not None and found.complete:
         return {k: _read_split(p) for k, p in found.files.items()}, found.source
-    texts = _hf_wikitext(Path(data_root)) if download else None
-    if texts is not None:
-        return texts, "wikitext-2-raw-v1"
-    if found is not None:
-        return {k: _read_split(p) for k, p in found.files.items()}, VALID_TEST_ONLY.format(source=found.source)
+    if layout in (None, "hf"):
+        texts = _hf_wikitext(Path(data_root)) if download else None
+        if texts is not None:
+            return texts, "wikitext-2-raw-v1"
+    if layout in (None, "valid-test") and found is not None and {"val", "test"} <= set(found.files):
+        return ({k: _read_split(found.files[k]) for k in ("val", "test")},
+                VALID_TEST_ONLY.format(source=found.source))
     return None
 
 
@@ -173,7 +187,7 @@ class _CacheDir:
     """Point tiktoken at one cache directory while the encoding loads (tiktoken reads the variable
     on each load; the loaded encoding is kept in-process)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
         self.path, self.before = str(path), None
 
     def __enter__(self):
@@ -187,22 +201,48 @@ class _CacheDir:
             os.environ["TIKTOKEN_CACHE_DIR"] = self.before
 
 
+def gpt2_from_files(files: dict[str, Path]):
+    """tiktoken's ``gpt2`` encoding built from the two plain BPE files (``<data_root>/gpt2-bpe``):
+    the same ranks, pattern and special token as tiktoken_ext/openai_public.py, read from disk with
+    no network and no cache written. Refuses files whose sha256 is not the original's."""
+    bad = locate.bpe_mismatches(files)
+    if bad:
+        raise DataCorrupt("GPT-2 BPE refused: " + "; ".join(bad))
+    import tiktoken  # noqa: PLC0415
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: PLC0415
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str  # noqa: PLC0415
+    with _CacheDir(""):   # an empty TIKTOKEN_CACHE_DIR: read the paths as given, copy them nowhere
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(files["vocab.bpe"]), encoder_json_file=str(files["encoder.json"]),
+            vocab_bpe_hash=locate.GPT2_BPE_SHA256["vocab.bpe"],
+            encoder_json_hash=locate.GPT2_BPE_SHA256["encoder.json"])
+    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: GPT2_VOCAB - 1}, explicit_n_vocab=GPT2_VOCAB)
+
+
 def gpt2_encoder(data_root: Path):
     """A callable str -> int64 ids for the GPT-2 BPE, or raise DataUnavailable saying what is missing.
 
-    tiktoken reads its cached BPE files (locate.bpe_cache_dirs) without network; uncached, it
-    downloads them into $TIKTOKEN_CACHE_DIR or ``<data_root>/tiktoken``, tried only when the host
-    answers (tiktoken's own request has no timeout)."""
+    In order: the plain files ``<data_root>/gpt2-bpe/{vocab.bpe,encoder.json}`` (sha256 checked;
+    other files are refused, never replaced by a download); tiktoken's cached files
+    (locate.bpe_cache_dirs), read without network; tiktoken's download into $TIKTOKEN_CACHE_DIR or
+    ``<data_root>/tiktoken``, tried only when the host answers (tiktoken's own request has no
+    timeout); a ``gpt2`` tokenizer.json for the ``tokenizers`` package."""
     problems = []
     try:
         import tiktoken  # noqa: PLC0415
     except ImportError:
         problems.append("the 'tiktoken' package is not installed")
     else:
+        plain = locate.bpe_files(Path(data_root))
+        if plain is not None:
+            enc = gpt2_from_files(plain)
+            return lambda s: np.asarray(enc.encode_ordinary(s), dtype=np.int64)
         cached = locate.find_bpe_cache(Path(data_root))
         target = cached or locate.bpe_cache_dirs(Path(data_root))[0]
         if cached is None and not locate.reachable(locate.HOSTS["gpt2-bpe"]):
-            problems.append("tiktoken's gpt2 BPE files are not cached in "
+            problems.append(f"no {Path(data_root) / locate.GPT2_BPE_DIR}/{{vocab.bpe,encoder.json}}, tiktoken's "
+                            "gpt2 BPE files are not cached in "
                             + " or ".join(str(d) for d in locate.bpe_cache_dirs(Path(data_root)))
                             + (" and OVERNIGHT_OFFLINE is set" if locate.offline()
                                else f" and {locate.HOSTS['gpt2-bpe']} is unreachable"))
@@ -224,26 +264,77 @@ def gpt2_encoder(data_root: Path):
     except ImportError:
         pass   # the tokenizers route is optional; tiktoken is the dependency
     raise DataUnavailable("GPT-2 BPE unavailable: " + "; ".join(problems)
-                          + f". Run once online (tiktoken caches the files) or copy the cached files into "
-                          f"{Path(data_root) / 'tiktoken'}, or use tokenizer: word")
+                          + f". Put the original vocab.bpe and encoder.json in {Path(data_root) / locate.GPT2_BPE_DIR}"
+                          f" (or run once online: tiktoken caches them), or use tokenizer: word")
 
 
 def tokenize(texts: dict[str, str], tokenizer: str, data_root: Path, word_vocab: int) -> tuple[dict[str, np.ndarray], int, str]:
-    """(token ids per split, vocabulary size, tokenizer name). ``auto`` without the GPT-2 BPE uses
-    the word tokenizer and says so in the name: ``word<V> (GPT-2 BPE unavailable)``."""
+    """(token ids per split, vocabulary size, tokenizer name) with a resolved tokenizer (see
+    ``Sources``): ``gpt2`` (raises when the BPE cannot be loaded: no fallback here), ``word``, or
+    ``word-fallback``, the word tokenizer named ``word<V> (GPT-2 BPE unavailable)``."""
+    if tokenizer == "gpt2":
+        enc = gpt2_encoder(data_root)
+        return {k: enc(v) for k, v in texts.items()}, GPT2_VOCAB, "gpt2"
+    if tokenizer not in ("word", "word-fallback"):
+        raise ValueError(f"tokenizer must be gpt2, word or word-fallback once resolved, got {tokenizer!r}")
+    wt = WordTokenizer.train(texts["train"], word_vocab)
+    name = f"word{wt.vocab_size}" + (GPT2_FALLBACK if tokenizer == "word-fallback" else "")
+    return {k: wt.encode(v) for k, v in texts.items()}, wt.vocab_size, name
+
+
+# ----------------------------------------------------------------------------- what auto means
+@dataclass(frozen=True)
+class Sources:
+    """The data and tokenizer a load will use, decided once, before anything is loaded or cached,
+    so that ``auto`` never reaches a cache key and a load never falls back after the decision.
+
+    data:      ``local`` (WikiText-2 with its three splits on disk), ``hf`` (the hub download),
+               ``valid-test`` (the validation and test splits only, disclosed), ``standin``, ``synthetic``
+    tokenizer: ``gpt2``, ``word``, ``word-fallback`` (auto without the BPE), ``none`` (synthetic)
+    """
+
+    data: str
+    tokenizer: str
+
+    def key(self, data_root: Path) -> dict:
+        """What identifies the token streams: these choices and the files they read."""
+        key = {"data": self.data, "tokenizer": self.tokenizer}
+        if self.data in ("local", "valid-test"):
+            key["files"] = locate.fingerprint("wikitext-2", data_root)
+        if self.tokenizer == "gpt2":
+            key["bpe"] = locate.fingerprint("gpt2-bpe", data_root)
+        return key
+
+
+def resolve(data: str, tokenizer: str, data_root: Path | str, download: bool = True) -> Sources:
+    """What ``data`` and ``tokenizer`` mean here (the scale's ``auto`` already mapped by
+    locate.at_scale). ``real`` is the whole WikiText-2 (on disk, else the download); ``auto`` is
+    that, else the validation and test splits on disk, else the stand-in. ``gpt2`` is the BPE;
+    ``auto`` is the BPE when it is here or downloadable, else the word tokenizer, disclosed."""
+    root = Path(data_root)
+    if data not in ("auto", "real", "standin", "synthetic"):
+        raise ValueError(f"data must be auto, real, standin or synthetic, got {data!r}")
     if tokenizer not in ("auto", "gpt2", "word"):
         raise ValueError(f"tokenizer must be auto, gpt2 or word, got {tokenizer!r}")
-    fallback = ""
-    if tokenizer in ("auto", "gpt2"):
-        try:
-            enc = gpt2_encoder(data_root)
-            return {k: enc(v) for k, v in texts.items()}, GPT2_VOCAB, "gpt2"
-        except DataUnavailable:
-            if tokenizer == "gpt2":
-                raise
-            fallback = GPT2_FALLBACK
-    wt = WordTokenizer.train(texts["train"], word_vocab)
-    return {k: wt.encode(v) for k, v in texts.items()}, wt.vocab_size, f"word{wt.vocab_size}{fallback}"
+    if data == "synthetic":
+        return Sources("synthetic", "none")
+    found = locate.wikitext_files(root)
+    if data == "standin":
+        layout = "standin"
+    elif found is not None and found.complete:
+        layout = "local"
+    elif data == "real" or (download and not locate.offline() and _host_resolves("huggingface.co")
+                            and locate.reachable(locate.HOSTS["wikitext-2"])):
+        layout = "hf"
+    else:
+        layout = "valid-test" if found is not None else "standin"
+    plain = locate.bpe_files(root) if tokenizer != "word" else None
+    if plain is not None and locate.bpe_mismatches(plain):   # altered files are refused, never worked around
+        raise DataCorrupt("GPT-2 BPE refused: " + "; ".join(locate.bpe_mismatches(plain)))
+    if tokenizer == "auto":
+        bpe = locate.status("gpt2-bpe", root, download=download)
+        tokenizer = "gpt2" if bpe.present or bpe.can_download else "word-fallback"
+    return Sources(layout, tokenizer)
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -279,43 +370,45 @@ def load_token_splits(data: str = "auto", tokenizer: str = "auto", data_root: Pa
                       cache_dir: Path | str | None = None, word_vocab: int = 8192,
                       synthetic_sizes: tuple[int, int, int] = (2_400_000, 251_000, 288_000),
                       synthetic_vocab: int = GPT2_VOCAB, synthetic_exponent: float = 0.95,
-                      seed: int = 0) -> TokenSplits:
-    """Load (and cache as .npz under ``cache_dir``) the train/val/test token streams."""
+                      seed: int = 0, sources: Sources | None = None) -> TokenSplits:
+    """Load (and cache as .npz under ``cache_dir``) the train/val/test token streams of ``sources``
+    (default: ``resolve(data, tokenizer, data_root)``). Exactly those sources or DataUnavailable:
+    a failed download or tokenizer never turns into another source once resolved."""
     data_root = Path(data_root)
-    if data not in ("auto", "real", "standin", "synthetic"):
-        raise ValueError(f"data must be auto, real, standin or synthetic, got {data!r}")
-    if data == "synthetic":
+    src = sources or resolve(data, tokenizer, data_root)
+    if src.data == "synthetic":
         key = {"src": "synthetic", "sizes": list(synthetic_sizes), "v": synthetic_vocab,
                "s": synthetic_exponent, "seed": seed, "format": 1}
-    else:   # the files found (and the cached BPE) are part of the key: new data is never hidden by old tokens
-        key = {"src": data, "tok": tokenizer, "word_vocab": word_vocab, "root": str(data_root.resolve()),
-               "files": locate.fingerprint("wikitext-2", data_root), "bpe": locate.fingerprint("gpt2-bpe", data_root),
-               "format": 2}
+    else:   # the resolved choices and the files they read: new data is never hidden by old tokens
+        key = {**src.key(data_root), "word_vocab": word_vocab, "root": str(data_root.resolve()), "format": 3}
     path = _cache_file(Path(cache_dir), key) if cache_dir else None
     if path is not None and path.is_file():
         z = np.load(path, allow_pickle=False)
         return TokenSplits(z["train"], z["val"], z["test"], int(z["vocab_size"]), str(z["data_source"]), str(z["tokenizer"]))
 
-    if data == "synthetic":
+    if src.data == "synthetic":
         n_tr, n_va, n_te = synthetic_sizes
         stream = zipf_stream(n_tr + n_va + n_te, synthetic_vocab, synthetic_exponent, seed=seed)
         out = TokenSplits(stream[:n_tr], stream[n_tr:n_tr + n_va], stream[n_tr + n_va:], synthetic_vocab,
                           f"synthetic:zipf{synthetic_exponent:g}", "none")
     else:
-        got = wikitext_sources(data_root) if data in ("auto", "real") else None
-        if got is None and data == "real":
-            raise DataUnavailable(f"WikiText-2 not found in {', '.join(locate.wikitext_looked_in(data_root))} and "
-                                  "the HF hub download failed (offline?)")
-        texts, source = got if got is not None else standin_text()
+        got = standin_text() if src.data == "standin" else wikitext_sources(data_root, layout=src.data)
+        if got is None:
+            what = {"local": "its three splits on disk", "hf": "the HF hub download",
+                    "valid-test": "its validation and test splits on disk"}[src.data]
+            raise DataUnavailable(f"WikiText-2 ({what}) is not available: looked in "
+                                  f"{', '.join(locate.wikitext_looked_in(data_root))}"
+                                  + ("; the HF hub download failed (offline?)" if src.data == "hf" else ""))
+        texts, source = got
         if "train" in texts:
-            toks, vocab, tok_name = tokenize(texts, tokenizer, data_root, word_vocab)
+            toks, vocab, tok_name = tokenize(texts, src.tokenizer, data_root, word_vocab)
             out = TokenSplits(toks["train"], toks["val"], toks["test"], vocab, source, tok_name)
         else:   # validation and test only: train = validation, val / test = the halves of test
-            toks, vocab, tok_name = tokenize({"train": texts["val"], "test": texts["test"]}, tokenizer, data_root,
-                                             word_vocab)
+            toks, vocab, tok_name = tokenize({"train": texts["val"], "test": texts["test"]}, src.tokenizer,
+                                             data_root, word_vocab)
             half = len(toks["test"]) // 2
             out = TokenSplits(toks["train"], toks["test"][:half], toks["test"][half:], vocab, source, tok_name)
-    if path is not None and not out.tokenizer.endswith(GPT2_FALLBACK):   # a fallback is not cached
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, train=out.train, val=out.val, test=out.test, vocab_size=out.vocab_size,

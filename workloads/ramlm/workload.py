@@ -17,8 +17,8 @@ import numpy as np
 
 from orchestrator import params
 from orchestrator.interface import check_finite
-from workloads.data.locate import at_scale, data_files_for, fingerprint
-from workloads.data.wikitext import load_token_splits
+from workloads.data.locate import at_scale, data_files_for
+from workloads.data.wikitext import load_token_splits, resolve
 from workloads.ramlm.encoding import bits_per_token
 from workloads.ramlm.metrics import ppl_floor, unigram_ce, unigram_log_prior
 from workloads.ramlm.model import TieredRAMLM, make_memory, native_memory_class
@@ -47,19 +47,24 @@ class Trial:
 # ----------------------------------------------------------------------------- set-up
 def load_splits(cfg: RamLMParams, ctx):
     """The token splits, cached as a stage; the synthetic stream is generated at the requested
-    split sizes (the seed's full sizes by default)."""
+    split sizes (the seed's full sizes by default).
+
+    The stage key holds what the data *is*: the sources ``auto`` resolves to here and now (at full
+    scale ``auto`` means the real data and tokenizer: never a silent stand-in), the files read, the
+    scale and its split sizes. So no scale is ever handed another scale's tokens."""
     sizes = tuple(n or d for n, d in zip((cfg.train_tokens, cfg.val_tokens, cfg.test_tokens), FULL_SIZES))
-    data_key = {"workload": "ramlm-tokens", "data": cfg.data, "tokenizer": cfg.tokenizer,
-                "word_vocab": cfg.word_vocab, "synthetic_vocab": cfg.synthetic_vocab,
-                "synthetic_exponent": cfg.synthetic_exponent, "data_seed": cfg.data_seed,
-                "synthetic_sizes": list(sizes) if cfg.data == "synthetic" else None,
-                # which files were there: a stand-in cached before real data arrived is not reused
-                "files": fingerprint("wikitext-2", ctx.data_root), "bpe": fingerprint("gpt2-bpe", ctx.data_root)}
-    # at full scale `auto` means the real data and tokenizer: never a silent stand-in
-    data, tokenizer = at_scale(cfg.data, ctx.scale), at_scale(cfg.tokenizer, ctx.scale, real="gpt2")
+    sources = resolve(at_scale(cfg.data, ctx.scale), at_scale(cfg.tokenizer, ctx.scale, real="gpt2"), ctx.data_root)
+    data_key = {"workload": "ramlm-tokens", "v": 2, "scale": ctx.scale, **sources.key(ctx.data_root),
+                "split_tokens": [cfg.train_tokens, cfg.val_tokens, cfg.test_tokens]}
+    if sources.data == "synthetic":
+        data_key.update(synthetic_vocab=cfg.synthetic_vocab, synthetic_exponent=cfg.synthetic_exponent,
+                        data_seed=cfg.data_seed, synthetic_sizes=list(sizes))
+    if sources.tokenizer.startswith("word"):
+        data_key["word_vocab"] = cfg.word_vocab
     splits = ctx.stage(data_key, lambda: load_token_splits(
-        data, tokenizer, ctx.data_root, ctx.cache_dir, word_vocab=cfg.word_vocab, synthetic_sizes=sizes,
-        synthetic_vocab=cfg.synthetic_vocab, synthetic_exponent=cfg.synthetic_exponent, seed=cfg.data_seed))
+        data_root=ctx.data_root, cache_dir=ctx.cache_dir, word_vocab=cfg.word_vocab, synthetic_sizes=sizes,
+        synthetic_vocab=cfg.synthetic_vocab, synthetic_exponent=cfg.synthetic_exponent, seed=cfg.data_seed,
+        sources=sources))
     return splits.truncated(cfg.train_tokens, cfg.val_tokens, cfg.test_tokens)
 
 
