@@ -2,8 +2,9 @@
 
 - ``shakespeare``: tinyshakespeare ``input.txt`` (data root, cache dir or download) or the original
   stand-in corpus in ``corpus/``; char-level chunking for the quantcorr transformer.
-- ``mnist``: MNIST from IDX files (data root) or torchvision download; else Fashion-MNIST's IDX
-  files as a disclosed substitute; else sklearn's digits.
+- ``mnist``: MNIST from IDX files (data root) or torchvision download; else MNIST's test set alone,
+  split 8,000 train / 2,000 test (seeded, disclosed as "mnist test set only"); else Fashion-MNIST's
+  IDX files as a disclosed substitute; else sklearn's digits.
 - ``wikitext``: WikiText-2 token streams for RAM-LM (raw or tokenised layout; validation + test only
   when that is all there is), GPT-2 BPE through tiktoken or a word tokenizer.
 - ``cifar10``: CIFAR-10 for the credit-bridge workload; else Fashion-MNIST as a disclosed substitute.

@@ -2,18 +2,29 @@
 
 Sources (``data`` config key):
   real     MNIST, 28x28 flattened to 784 values in [0, 1], no normalisation. Read from the IDX files
-           (``train-images-idx3-ubyte``, ``t10k-images-idx3-ubyte``, plain or ``.gz``) found in
+           (``train-images-idx3-ubyte``, ``t10k-images-idx3-ubyte``, plain or ``.gz``) found in one of
            ``<data_root>/MNIST/raw``, ``<data_root>/mnist`` or ``<data_root>``; else downloaded
-           through torchvision into ``<cache_dir>`` when online.
+           through torchvision into ``<cache_dir>`` when online. Never a fallback: with only MNIST's
+           test set on disk (and no download) it raises DataUnavailable.
   standin  scikit-learn's ``load_digits`` (1797 images, 8x8 = 64 values), scaled to [0, 1]; a
            fixed 80/20 split (random_state 0) gives 1437 train and 360 test images.
-  auto     MNIST if found or downloadable; else Fashion-MNIST when its IDX files are in
-           ``<data_root>/fashion-mnist`` (or ``FashionMNIST/raw``, ``fashion_mnist``), with
-           ``data_source`` = ``fashion-mnist (substitute for MNIST)``: a real image set of the same
-           format (60,000/10,000 28x28 grey images) but not MNIST; else standin. At full scale the
-           preflight check (``workloads.data.require``) demands MNIST itself.
+  auto     in this order:
+           1. the full MNIST on disk (``data_source`` ``mnist``), else downloaded when allowed;
+           2. MNIST's test set alone (``t10k-images-idx3-ubyte`` in the same directories, no train
+              file), split into disjoint parts: a ``numpy.random.default_rng(0)`` permutation of its
+              10,000 images, the first 8,000 of it train and the last 2,000 test. ``data_source`` =
+              MNIST_TEST_ONLY_SOURCE, ``mnist test set only (t10k, 10,000 digits; seeded split, rng 0:
+              8,000 train / 2,000 test, disjoint)``: real MNIST digits, but not the training set the
+              study names;
+           3. Fashion-MNIST when its IDX files are in ``<data_root>/fashion-mnist`` (or
+              ``FashionMNIST/raw``, ``fashion_mnist``), with ``data_source`` = ``fashion-mnist
+              (substitute for MNIST)``: a real image set of the same format (60,000/10,000 28x28 grey
+              images) but not MNIST;
+           4. standin.
+           At full scale the workload turns ``auto`` into ``real`` (``locate.at_scale``) and the
+           preflight check (``workloads.data.locate.require``) demands the full MNIST itself.
 
-Labels are loaded too but the autoencoder does not use them.
+Labels are not loaded: the autoencoder does not use them.
 """
 from __future__ import annotations
 
@@ -25,10 +36,17 @@ import numpy as np
 import torch
 
 from .idx import read_idx, write_idx  # noqa: F401  (write_idx: fixtures in the real format)
-from .locate import IDX_FILES, idx_files  # noqa: F401  (IDX_FILES: kept importable from here)
+from .locate import IDX_FILES, find_idx, idx_dirs, idx_files  # noqa: F401  (IDX_FILES: kept importable from here)
 from .shakespeare import NEGATIVE_CACHE_S, DataUnavailable, _offline
 
 FASHION_MNIST_SOURCE = "fashion-mnist (substitute for MNIST)"
+# MNIST's test set alone (the training images absent): a fixed, seeded split into disjoint parts
+MNIST_TEST_IMAGES = 10_000
+MNIST_TEST_ONLY_SEED = 0
+MNIST_TEST_ONLY_TRAIN = 8_000
+MNIST_TEST_ONLY_TEST = 2_000
+MNIST_TEST_ONLY_SOURCE = ("mnist test set only (t10k, 10,000 digits; seeded split, rng 0: "
+                          "8,000 train / 2,000 test, disjoint)")
 
 
 @dataclass
@@ -51,6 +69,31 @@ def mnist_from_dir(root: Path) -> ImageSplits | None:
     if found is None:
         return None
     return ImageSplits(_flat(read_idx(found["train"])), _flat(read_idx(found["test"])), "mnist")
+
+
+def mnist_test_images(root: Path) -> Path | None:
+    """MNIST's test images (``t10k-images-idx3-ubyte``, plain or .gz) in the first directory of
+    ``locate.idx_dirs(root, "mnist")`` holding them; None when absent."""
+    return find_idx(Path(root), IDX_FILES["test"], "mnist")
+
+
+def split_indices(n: int = MNIST_TEST_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) of MNIST's test set: a default_rng(0) permutation, the first
+    8,000 train and the last 2,000 test."""
+    perm = np.random.default_rng(MNIST_TEST_ONLY_SEED).permutation(n)
+    return perm[:MNIST_TEST_ONLY_TRAIN], perm[MNIST_TEST_ONLY_TRAIN:]
+
+
+def mnist_test_only_from_dir(root: Path) -> ImageSplits | None:
+    """MNIST's test set alone, split (split_indices); data_source MNIST_TEST_ONLY_SOURCE."""
+    path = mnist_test_images(root)
+    if path is None:
+        return None
+    X = read_idx(path)
+    if len(X) != MNIST_TEST_IMAGES:
+        raise DataUnavailable(f"{path} holds {len(X)} images, not MNIST's {MNIST_TEST_IMAGES:,} test images")
+    tr, te = split_indices(len(X))
+    return ImageSplits(_flat(X[tr]), _flat(X[te]), MNIST_TEST_ONLY_SOURCE)
 
 
 def fashion_mnist_from_dir(root: Path) -> ImageSplits | None:
@@ -92,11 +135,13 @@ def digits_standin() -> ImageSplits:
 
 def load_images(data: str = "auto", data_root: Path | None = None, cache_dir: Path | None = None,
                 download: bool = True) -> ImageSplits:
+    """The images ``data`` asks for (the module docstring gives the order of ``auto``)."""
     if data not in ("auto", "real", "standin"):
         raise ValueError(f"data must be auto|real|standin, got {data!r}")
     if data in ("auto", "real"):
-        for root in [p for p in (data_root, cache_dir) if p is not None]:
-            found = mnist_from_dir(Path(root))
+        roots = [Path(p) for p in (data_root, cache_dir) if p is not None]
+        for root in roots:
+            found = mnist_from_dir(root)
             if found is not None:
                 return found
         if download and cache_dir is not None and _download_mnist(Path(cache_dir)):
@@ -104,9 +149,18 @@ def load_images(data: str = "auto", data_root: Path | None = None, cache_dir: Pa
             if found is not None:
                 return found
         if data == "real":
-            raise DataUnavailable(f"MNIST IDX files not found under {data_root} or {cache_dir} and not downloadable")
-        for root in [p for p in (data_root, cache_dir) if p is not None]:
-            found = fashion_mnist_from_dir(Path(root))
+            looked = ", ".join(str(d) for r in roots for d in idx_dirs(r, "mnist")) or "no data root"
+            partial = next((f.parent for r in roots if (f := mnist_test_images(r)) is not None), None)
+            note = (f"; only MNIST's test set is in {partial}, and data: real needs the full MNIST"
+                    if partial is not None else "")
+            raise DataUnavailable(f"MNIST IDX files (train-images-idx3-ubyte and t10k-images-idx3-ubyte) not found "
+                                  f"in {looked}, and not downloadable{note}")
+        for root in roots:
+            found = mnist_test_only_from_dir(root)
+            if found is not None:
+                return found
+        for root in roots:
+            found = fashion_mnist_from_dir(root)
             if found is not None:
                 return found
     return digits_standin()

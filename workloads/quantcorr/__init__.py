@@ -8,16 +8,43 @@ to bottom as a chain of phases; the pieces they share (quantization, correctors,
 loops, the transformer backbone, the result row) are in workloads/substrate/."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from orchestrator.interface import NotBitIdentical
 from orchestrator.params import validate
-from workloads.data.locate import data_files_for, preflight_for
+from workloads.data.locate import IDX_FILES, data_files_for, dataset_files, find_idx, preflight_for
 
 from .params import (AutoencoderMetrics, AutoencoderParams, ClassificationMetrics, ClassificationParams,
                      TransformerMetrics, TransformerParams, transformer_group_key)
 
 # The task modules import torch: each run imports its own, so loading and validating stay light.
+
+
+def mnist_test_only_files(data_root) -> list[Path]:
+    """MNIST's test-set IDX files under ``data_root``: the images workloads/data/mnist.py reads for
+    its test-set-only split (found as its ``mnist_test_images`` finds them; this module stays
+    torch-free for the driver), and the labels beside them when there."""
+    images = find_idx(Path(data_root), IDX_FILES["test"], "mnist")
+    if images is None:
+        return []
+    labels = [images.parent / n for n in (IDX_FILES["test_labels"], IDX_FILES["test_labels"] + ".gz")]
+    return [images] + [p for p in labels if p.is_file()][:1]
+
+
+def autoencoder_data_files(config: dict[str, Any], data_root) -> list[Path]:
+    """The files an autoencoder trial reads under ``data_root`` (their sha256 go into study.json):
+    ``real``: the full MNIST; ``auto``: the first there of the full MNIST, MNIST's test set alone (the
+    seeded 8,000/2,000 split) and Fashion-MNIST (the disclosed substitute), as workloads/data/mnist.py
+    picks them (``auto`` is ``real`` at full scale, where the preflight demands the full MNIST);
+    ``standin``: none. A download into the cache directory is not listed."""
+    data = config.get("data", "auto")
+    if data == "standin":
+        return []
+    full = dataset_files("mnist", data_root)
+    if full or data == "real":
+        return full
+    return mnist_test_only_files(data_root) or dataset_files("fashion-mnist", data_root)
 
 
 class Classification:
@@ -45,7 +72,7 @@ class Autoencoder:
     Metrics = AutoencoderMetrics
     determinism = ()
     preflight = preflight_for("mnist")  # full scale needs MNIST itself (checked before Ray starts)
-    data_files = data_files_for("mnist", "fashion-mnist")  # Fashion-MNIST: the disclosed substitute
+    data_files = staticmethod(autoencoder_data_files)
 
     def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
         from .autoencoder import run
