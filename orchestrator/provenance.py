@@ -2,11 +2,22 @@
 tokenizer each row recorded, counted (every report states the data of its rows); and, per driver
 run, the code, the environment and the sha256 of the data files (run_record, provenance_lines).
 
-Workloads record these as metrics: ``data_source`` (every dataset workload; the stand-ins start
-with ``standin:``, a disclosed substitute names itself, e.g. ``fashion-mnist (substitute for
-MNIST)``) and ``tokenizer_name`` (RAM-LM: ``gpt2``, ``word<V>``, ``word<V> (GPT-2 BPE
-unavailable)``, ``none``). The ``data`` and ``tokenizer`` *parameters* say what was asked for, not
-what was used, so they are not read here.
+Workloads record these as metrics: ``data_source`` (every dataset workload) and ``tokenizer_name``
+(RAM-LM: ``gpt2``, ``word<V>``, ``word<V> (GPT-2 BPE unavailable)``, ``none``). The ``data`` and
+``tokenizer`` *parameters* say what was asked for, not what was used, so they are not read here.
+
+The header's "Not the study's dataset:" line names every row whose data is not the study's own,
+matched on the recorded strings (the orchestrator never imports a workload), one kind at a time:
+  - an offline stand-in: ``data_source`` starts with ``standin:``;
+  - a disclosed substitute: it contains ``substitute`` (``fashion-mnist (substitute for MNIST)``);
+  - part of the dataset: it contains ``validation and test splits only`` (WikiText-2 without its
+    train split, workloads/data/wikitext.py VALID_TEST_ONLY) or ``test set only`` (MNIST's test set
+    split into train and test, workloads/data/mnist.py MNIST_TEST_ONLY_SOURCE);
+  - a synthetic stream: it starts with ``synthetic:`` (RAM-LM's ``synthetic:zipf<s>``), except the
+    sources that are their study's data by design (SYNTHETIC_BY_DESIGN: the credit-bridge ladder's
+    teacher-student task, ``synthetic:teacher``);
+  - a word tokenizer: ``tokenizer_name`` starts with ``word`` (the studies' tokenizer is GPT-2's BPE,
+    ``gpt2``; ``none``, the synthetic stream's, is not flagged by itself).
 """
 from __future__ import annotations
 
@@ -20,6 +31,17 @@ from orchestrator.environment import code_version, describe
 DATA_COLUMNS = ("data_source",)
 TOKENIZER_COLUMNS = ("tokenizer_name",)
 NOT_RECORDED = "not recorded"
+# data_source values that are synthetic by the study's design (its dataset), not a stand-in for one
+SYNTHETIC_BY_DESIGN = ("synthetic:teacher",)
+# (test on a data_source value, what the note says of the rows), in the order the notes are written
+NOT_THE_DATASET = (
+    (lambda v: v.startswith("standin:"), "ran on an offline stand-in"),
+    (lambda v: "substitute" in v, "ran on a disclosed substitute"),
+    (lambda v: "validation and test splits only" in v, "ran on part of the dataset (validation and test splits only)"),
+    (lambda v: "test set only" in v, "ran on part of the dataset (test set only)"),
+    (lambda v: v.startswith("synthetic:") and v not in SYNTHETIC_BY_DESIGN, "ran on a synthetic stream"),
+)
+WORD_TOKENIZER = ("is a word tokenizer", "are word tokenizers")   # one value, several values
 
 
 def _rows(n: int) -> str:
@@ -46,8 +68,9 @@ def data_summary(rows: Any) -> list[str]:
     """The report-header lines for ``rows`` (a pandas DataFrame of a study's rows):
 
     ``Data: <data_source> (<n> rows)[, ...]; tokenizer: <tokenizer> (<n> rows)[, ...]`` (the tokenizer
-    part only when the rows have a tokenizer column), then, when some rows ran on a stand-in or a
-    substitute, one line saying which and that they are not the study's dataset. No rows: no lines.
+    part only when the rows have a tokenizer column), then, when some rows ran on data that is not
+    the study's own (a stand-in, a substitute, part of the dataset, a synthetic stream, a word
+    tokenizer: the module docstring), one line naming them by kind. No rows: no lines.
     Rows of a workload that records no data source: ``Data: not recorded by the workload (<n> rows)``.
     """
     if rows is None or len(rows) == 0:
@@ -61,13 +84,15 @@ def data_summary(rows: Any) -> list[str]:
     if tok_col is not None:
         line += f"; tokenizer: {_joined(_counts(rows, tok_col))}"
     lines = [line]
-    standins = [(v, n) for v, n in data if v.startswith("standin:")]
-    substitutes = [(v, n) for v, n in data if "substitute" in v]
     notes = []
-    if standins:
-        notes.append(f"{_joined(standins)} ran on an offline stand-in")
-    if substitutes:
-        notes.append(f"{_joined(substitutes)} ran on a disclosed substitute")
+    for test, says in NOT_THE_DATASET:
+        hits = [(v, n) for v, n in data if v != NOT_RECORDED and test(v)]
+        if hits:
+            notes.append(f"{_joined(hits)} {says}")
+    if tok_col is not None:
+        words = [(v, n) for v, n in _counts(rows, tok_col) if v.startswith("word")]
+        if words:
+            notes.append(f"{_joined(words)} {WORD_TOKENIZER[len(words) > 1]}, not the study's GPT-2 BPE")
     if notes:
         lines.append("Not the study's dataset: " + "; ".join(notes) + ".")
     return lines
