@@ -241,6 +241,10 @@ def status(dataset: str, data_root: Path | str, scale: str = "full", *, download
                    "MNIST (IDX files train-images-idx3-ubyte, t10k-images-idx3-ubyte, plain or .gz)",
                    f"put MNIST's IDX files in {root / 'MNIST' / 'raw'}, or run online with download on "
                    f"(torchvision fetches them)" + _substitute_note(root, "MNIST"))
+        test_only = find_idx(root, IDX_FILES["test"], "mnist")
+        if not s.present and test_only is not None:
+            s.partial = (f"only MNIST's test set is in {test_only.parent} (data: auto below full scale splits it "
+                         f"8,000 / 2,000, disclosed); full scale and data: real need the training images too")
     elif dataset == "cifar10":
         s = Status(cifar10_dir(root) is not None, [str(root / d) for d in CIFAR10_DIRS],
                    "CIFAR-10 (python batches data_batch_1..5, test_batch)",
