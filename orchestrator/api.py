@@ -68,9 +68,31 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
         say(f"{study.name}/{prep.scale}: {len(trials)} trials, {len(trials) - len(plan.pending)} already finished, "
             f"{len(plan.pending)} to run" + (f" ({resumed} resume from checkpoints)" if resumed else "")
             + f"; results in {store.location}")
+        note = shared_cwd_note(prep, len(plan.pending), max_concurrent)
+        if note:
+            say(note)
         out = execute.run(plan, address=address, max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus,
                           bundle=bundle)
     return out, store
+
+
+def shared_cwd_note(prep, pending: int, max_concurrent: int | None = None) -> str | None:
+    """For a command workload whose trials run at once in one working directory, without a folder
+    of their own in argv or env: one line saying what that means, and what to use instead."""
+    from orchestrator.command import placeholders
+
+    command = prep.study.command
+    limit = max_concurrent or prep.study.max_concurrent
+    if command is None or command.cwd == "trial" or pending < 2 or (limit is not None and limit < 2):
+        return None
+    texts = list(command.argv) + list(command.env.values())
+    if any(name in ("trial_dir", "checkpoint_dir") for t in texts for name in placeholders(t)):
+        return None
+    cwd = (Path((prep.workload_spec or {}).get("base_dir") or ".") / command.cwd).resolve()
+    return (f"note: the trials run at the same time in one working directory, {cwd}: files the program writes "
+            f"there (e.g. a checkpoint under a relative path) are shared by them, and a resumed trial may read "
+            f"another's. Give each trial its own: {{checkpoint_dir}} (saved, handed back on resume; e.g. "
+            f"--out_dir={{checkpoint_dir}}) or {{trial_dir}} in command.argv, or cwd: trial")
 
 
 def _check_bundle(value: Any, source: str) -> int | str:

@@ -1,31 +1,53 @@
 """`workload: command`: any training program as a workload, one process per trial.
 
 The study says how to start the program (``command:``) and declares its parameters (``params:``)
-and metrics (``metrics:``); they are checked like a built-in workload's. Per trial the program
-gets, in its environment:
+and metrics (``metrics:``); they are checked like a built-in workload's. ``command.argv``,
+``resume_args`` and ``env`` take placeholders: ``{param}`` for a parameter's value, and
+(BUILTINS) ``{trial_id}``, ``{seed}``, ``{attempt}``, ``{python}``, ``{data_root}``,
+``{study_dir}``, and the trial's folders:
 
-    OVERNIGHT_TRIAL_ID        the trial id                 OVERNIGHT_SEED     the trial's seed
-    OVERNIGHT_CHECKPOINT_DIR  a folder that outlives the process: whatever the program leaves
-                              there is saved to the results location (local or s3://) as it
-                              changes, and handed back (on any node) when the trial resumes
+    {checkpoint_dir}  saved to the results location (local or s3://) as it changes, and handed
+                      back (on any node) when the trial resumes; when it comes back with files,
+                      ``resume_args`` (e.g. [--init_from=resume]) are appended to argv
+    {trial_dir}       a fresh empty folder of this try's own (not saved); ``cwd: trial`` runs the
+                      program there (the default, ``cwd: .``, is the study file's folder)
+
+Every placeholder must be a parameter or a built-in when the study loads. The program also
+finds, in its environment:
+
+    OVERNIGHT_TRIAL_ID, OVERNIGHT_SEED, OVERNIGHT_ATTEMPT, OVERNIGHT_CHECKPOINT_DIR,
+    OVERNIGHT_TRIAL_DIR, OVERNIGHT_DATA_ROOT, OVERNIGHT_SCALE
     OVERNIGHT_METRICS_FILE    append JSON lines here: every line is a step of the history, the
                               last line's values are the row's metrics
     OVERNIGHT_DEVICE, CUDA_VISIBLE_DEVICES, OVERNIGHT_GPU_IDS   what Ray assigned
-    OVERNIGHT_DATA_ROOT, OVERNIGHT_SCALE, OVERNIGHT_ATTEMPT
+
+A program that knows nothing of overnight reports through ``command.metrics_from`` instead
+(class MetricsFrom): regular expressions over its stdout and stderr lines, whose named groups are
+declared metrics or ``step`` (read as the lines arrive), and CSV, JSON-lines or TensorBoard files
+it writes, their columns or tags mapped to declared metrics (read every second and at the end).
+What they give is saved with the checkpoint as it arrives, so a killed try loses none of it. One
+value per step and metric (a resumed program that repeats steps replaces them); the row takes
+each metric's value at its last step, and OVERNIGHT_METRICS_FILE's last line wins over them.
 
 The exit code decides the status (non-zero: failed after retries, with the last line of stderr as
-the error; a non-finite metric: diverged). The tails of stdout and stderr are kept as the trial's
-``output`` artifact. See README "Writing a workload".
+the error; a non-finite metric: diverged; exit 0 without the study's metric: failed, saying
+where it looked, unless the study sets ``allow_missing_metric: true``). The tails of stdout and
+stderr are kept as the trial's ``output`` artifact. See README "Writing a workload".
 """
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import shlex
+import shutil
 import signal
+import string
 import subprocess
 import sys
 import tempfile
@@ -33,10 +55,10 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from orchestrator.interface import Diverged
-from orchestrator.params import Metrics, Params, knob, metric, param
+from orchestrator.params import Metrics, Params, knob, metric, param, suggest
 
 TAIL_LINES = 200
 SYNC_EVERY_S = 1.0
@@ -47,18 +69,153 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# placeholders every template (argv, resume_args, env, metrics_from paths) may use besides the parameters
+BUILTINS = {
+    "python": "the interpreter overnight runs on",
+    "trial_id": "the trial id",
+    "seed": "the trial's seed",
+    "attempt": "1 on the first try, 2 on the first retry or resume, ...",
+    "checkpoint_dir": "a folder saved to the results location as it changes and handed back on resume",
+    "trial_dir": "a fresh empty folder of this try's own (not saved)",
+    "metrics_file": "append JSON lines here: a step of the history each",
+    "data_root": "where datasets are (--data-root)",
+    "study_dir": "the folder of the study file",
+}
+TENSORBOARD_MISSING = "install tensorboard to read event files"
+
+
+def _regex(text: str) -> str:
+    try:
+        rx = re.compile(text)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e.msg} at position {e.pos}") from None
+    if not rx.groupindex:
+        raise ValueError("has no named group: write (?P<name>...) for each value, named after a declared metric or step")
+    return text
+
+
+class PatternSource(_Strict):
+    """Lines of the program's output that carry metrics."""
+
+    pattern: str = Field(description="a regular expression searched in every line; its named groups are "
+                         "declared metrics (converted to their type) or `step`")
+
+    _pattern = field_validator("pattern")(classmethod(lambda cls, v: _regex(v)))
+
+
+class FileSource(_Strict):
+    """A CSV file (with a header line) or a JSON-lines file the program writes."""
+
+    path: str = Field(description="the file; {placeholders} as in argv, relative to the program's working directory")
+    columns: dict[str, str] | None = Field(None, description="column (or key) -> declared metric; default: every "
+                                           "declared metric under its own name")
+    step: str | None = Field(None, description="the column (or key) with the step; default: `step` when the file "
+                             "has it, else the row number")
+
+
+class TensorBoardSource(_Strict):
+    """TensorBoard event files the program writes (read with the tensorboard package)."""
+
+    path: str = Field(description="a folder searched for event files, its subfolders too; {placeholders} as in argv")
+    tags: dict[str, str] | None = Field(None, description="scalar tag -> declared metric; default: every declared "
+                                        "metric under its own name")
+
+
+def _path_only(v: Any) -> Any:
+    return {"path": v} if isinstance(v, str) else v
+
+
+def _patterns(v: Any) -> Any:
+    return [{"pattern": p} if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
+
+
+class MetricsFrom(_Strict):
+    """Where a program that writes no OVERNIGHT_METRICS_FILE puts its metrics. A string is short for
+    {pattern: ...} (stdout, stderr) or {path: ...} (csv, jsonl, tensorboard)."""
+
+    stdout: list[PatternSource] = Field(default_factory=list)
+    stderr: list[PatternSource] = Field(default_factory=list)
+    csv: FileSource | None = None
+    jsonl: FileSource | None = None
+    tensorboard: TensorBoardSource | None = None
+
+    _lines = field_validator("stdout", "stderr", mode="before")(classmethod(lambda cls, v: _patterns(v)))
+    _files = field_validator("csv", "jsonl", "tensorboard", mode="before")(classmethod(lambda cls, v: _path_only(v)))
+
+    def files(self) -> dict[str, FileSource | TensorBoardSource]:
+        return {k: getattr(self, k) for k in ("csv", "jsonl", "tensorboard") if getattr(self, k) is not None}
+
+
 class CommandSpec(_Strict):
     """How to start the program for one trial."""
 
     argv: list[str] = Field(min_length=1, description="program and arguments; {key} is replaced by the "
-                            "config value (also {trial_id}, {seed}, {checkpoint_dir}, {metrics_file}, and {python}: "
-                            "the interpreter overnight runs on)")
+                            "config value, {trial_dir}, {checkpoint_dir}, {python}, ... by what BUILTINS says")
     append: Literal["none", "flags", "hydra"] = Field(
         "none", description="also pass every parameter: flags = `--key value`, hydra = `key=value`")
-    cwd: str = Field(".", description="working directory, relative to the study file")
+    cwd: str = Field(".", description="working directory, relative to the study file; `trial`: the try's own "
+                     "empty folder, {trial_dir}")
     timeout_s: float | None = Field(None, gt=0, description="kill the program after this many seconds")
-    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables ({placeholders} as in argv)")
+    resume_args: list[str] = Field(default_factory=list, description="appended to argv when the trial resumes with "
+                                   "files in its checkpoint folder, e.g. [--init_from=resume]")
+    metrics_from: MetricsFrom | None = Field(None, description="read metrics from the output or from files "
+                                             "(besides OVERNIGHT_METRICS_FILE)")
     version: str = Field("1", description="bump when the program changes its results (part of every trial id)")
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(field, text) of every text with {placeholders}."""
+        out = [(f"argv.{i}", a) for i, a in enumerate(self.argv)]
+        out += [(f"resume_args.{i}", a) for i, a in enumerate(self.resume_args)]
+        out += [(f"env.{k}", v) for k, v in self.env.items()]
+        if self.metrics_from is not None:
+            out += [(f"metrics_from.{k}.path", src.path) for k, src in self.metrics_from.files().items()]
+        return out
+
+
+def placeholders(text: str) -> list[str]:
+    """The {names} in ``text`` (ValueError for unbalanced braces)."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+
+
+def check_command(command: CommandSpec, params: set[str], metrics: dict[str, str]) -> None:
+    """What the study file's command: section refers to exists: every {placeholder} is a parameter
+    or a built-in, every metric a pattern, column or tag names is declared. Raises
+    ValueError("command.FIELD: message")."""
+    known = set(params) | set(BUILTINS)
+    for where, text in command.templates():
+        try:
+            names = placeholders(text)
+        except ValueError as e:
+            raise ValueError(f"command.{where}: {e} (write {{{{ and }}}} for literal braces)") from None
+        for name in names:
+            if name not in known:
+                hint = suggest(name, known)
+                raise ValueError(f"command.{where}: no parameter {name!r} for the placeholder {{{name}}}{hint} "
+                                 f"(parameters: {', '.join(sorted(params)) or 'none'}; built-in: "
+                                 f"{', '.join(BUILTINS)})")
+    src = command.metrics_from
+    if src is None:
+        return
+    declared = f"declared metrics: {', '.join(metrics)}" if metrics else "no metrics are declared (metrics:)"
+    for stream in ("stdout", "stderr"):
+        for i, p in enumerate(getattr(src, stream)):
+            groups = list(re.compile(p.pattern).groupindex)
+            for g in groups:
+                if g != "step" and g not in metrics:
+                    raise ValueError(f"command.metrics_from.{stream}.{i}.pattern: group {g!r} is not a declared "
+                                     f"metric{suggest(g, metrics)} ({declared}; or `step`)")
+            if groups == ["step"]:
+                raise ValueError(f"command.metrics_from.{stream}.{i}.pattern: names no metric, only the step ({declared})")
+    for kind, f in src.files().items():
+        key = "tags" if kind == "tensorboard" else "columns"
+        mapping = getattr(f, key)
+        if mapping is None and not metrics:
+            raise ValueError(f"command.metrics_from.{kind}: {declared}")
+        for name, metric_name in (mapping or {}).items():
+            if metric_name not in metrics:
+                raise ValueError(f"command.metrics_from.{kind}.{key}.{name}: {metric_name!r} is not a declared "
+                                 f"metric{suggest(metric_name, metrics)} ({declared})")
 
 
 class ParamSpec(_Strict):
@@ -110,6 +267,7 @@ def make_workload(spec: dict[str, Any]) -> type:
     every trial's payload so each worker builds the same class."""
     command = CommandSpec.model_validate(spec["command"])
     declared = {k: ParamSpec.model_validate(v) for k, v in (spec.get("params") or {}).items()}
+    types = dict(spec.get("metrics") or {})
     base_dir = Path(spec.get("base_dir") or ".")
 
     program = hashlib.sha256(json.dumps([command.argv, command.append]).encode()).hexdigest()[:8]
@@ -119,50 +277,92 @@ def make_workload(spec: dict[str, Any]) -> type:
         name = "command"
         version = f"{command.version}:{program}"  # another program or argument template: other trials
         Params = params_model(declared)
-        Metrics = metrics_model(spec.get("metrics") or {}) if spec.get("metrics") else None
+        Metrics = metrics_model(types) if types else None
         artifacts = {"output": OutputLine}
+        looked_in = ""
 
         def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-            return run_command(command, base_dir, config, ctx)
+            metrics, self.looked_in = run_command(command, base_dir, config, ctx, types)
+            return metrics
+
+        def missing_metric(self, name: str) -> str:
+            """The error of a trial that exited 0 without the study's metric (orchestrator/trial.py)."""
+            return f"exited 0 but reported no `{name}` (looked in: {self.looked_in or 'nothing'})"
 
     return Command
 
 
 # --------------------------------------------------------------------------------------------
-def run_command(command: CommandSpec, base_dir: Path, config: dict[str, Any], ctx) -> dict[str, Any]:
+def run_command(command: CommandSpec, base_dir: Path, config: dict[str, Any], ctx,
+                types: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """Run the program for one try of a trial: (the row's metrics, where they were looked for)."""
     work = Path(tempfile.mkdtemp(prefix=f"overnight-{ctx.trial_id}-"))
-    state = TrialFiles(work)
-    state.restore(ctx.load_checkpoint())
-    argv = render_argv(command, config, ctx, state)
-    env = trial_env(command, ctx, state)
-    cwd = (base_dir / command.cwd).resolve()
-    proc, tails, drains = start(argv, cwd, env)
-    stop = threading.Event()
-    syncer = threading.Thread(target=state.sync_loop, args=(ctx, stop), daemon=True)
-    syncer.start()
-    code = wait(proc, command.timeout_s)
-    stop.set()
-    syncer.join()
-    for t in drains:
-        t.join(timeout=5)
-    state.sync(ctx)
-    ctx.write_artifact("output", [{"stream": s, "line": i, "text": t}
-                                  for s in ("stdout", "stderr") for i, t in enumerate(tails[s])])
-    return finish(code, state.records(), tails, command, ctx)
-
-
-def render_argv(command: CommandSpec, config: dict[str, Any], ctx, state: "TrialFiles") -> list[str]:
-    values = {**{k: _text(v) for k, v in config.items()}, "trial_id": ctx.trial_id, "seed": str(ctx.seed),
-              "python": sys.executable,
-              "checkpoint_dir": str(state.checkpoint_dir), "metrics_file": str(state.metrics_file)}
     try:
-        argv = [a.format_map(values) for a in command.argv]
+        state = TrialFiles(work)
+        saved = ctx.load_checkpoint()
+        resumed = state.restore(saved)
+        values = placeholder_values(config, ctx, state, base_dir)
+        parsed = Parsed(command.metrics_from, types or {}, lambda text: _resolve(text, values, state, command, base_dir))
+        parsed.restore(saved.get("parsed", []) if isinstance(saved, dict) else [])
+        state.parsed = parsed
+        argv = render_argv(command, config, values, resumed)
+        env = trial_env(command, ctx, state, values)
+        cwd = state.trial_dir if command.cwd == "trial" else (base_dir / command.cwd).resolve()
+        if command.metrics_from is not None and command.metrics_from.tensorboard is not None:
+            _event_accumulator()   # the reader is missing: say so before the program runs for hours
+        proc, tails, drains = start(argv, cwd, env, parsed.line)
+        stop = threading.Event()
+        syncer = threading.Thread(target=state.sync_loop, args=(ctx, stop), daemon=True)
+        syncer.start()
+        code = wait(proc, command.timeout_s)
+        stop.set()
+        syncer.join()
+        for t in drains:
+            t.join(timeout=5)
+        parsed.poll()
+        state.sync(ctx)
+        ctx.write_artifact("output", [{"stream": s, "line": i, "text": t}
+                                      for s in ("stdout", "stderr") for i, t in enumerate(tails[s])])
+        records = state.records()
+        looked_in = parsed.looked_in(len(records))
+        return finish(code, records, parsed.records, tails, command, ctx), looked_in
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def placeholder_values(config: dict[str, Any], ctx, state: "TrialFiles", base_dir: Path) -> dict[str, str]:
+    return {**{k: _text(v) for k, v in config.items()}, "trial_id": ctx.trial_id, "seed": str(ctx.seed),
+            "attempt": str(ctx.attempt), "python": sys.executable, "checkpoint_dir": str(state.checkpoint_dir),
+            "trial_dir": str(state.trial_dir), "metrics_file": str(state.metrics_file),
+            "data_root": str(ctx.data_root), "study_dir": str(base_dir.resolve())}
+
+
+def _format(text: str, values: dict[str, str], where: str) -> str:
+    try:
+        return text.format_map(values)
     except KeyError as e:
-        raise ValueError(f"command.argv: no parameter {e.args[0]!r} for the placeholder") from None
+        raise ValueError(f"command.{where}: no parameter {e.args[0]!r} for the placeholder") from None
+    except (ValueError, IndexError, AttributeError) as e:
+        raise ValueError(f"command.{where}: {e}") from None
+
+
+def _resolve(text: str, values: dict[str, str], state: "TrialFiles", command: CommandSpec, base_dir: Path) -> Path:
+    """A metrics_from path: placeholders filled, relative to the program's working directory."""
+    path = Path(_format(text, values, "metrics_from"))
+    if path.is_absolute():
+        return path
+    cwd = state.trial_dir if command.cwd == "trial" else (base_dir / command.cwd).resolve()
+    return cwd / path
+
+
+def render_argv(command: CommandSpec, config: dict[str, Any], values: dict[str, str], resumed: bool = False) -> list[str]:
+    argv = [_format(a, values, f"argv.{i}") for i, a in enumerate(command.argv)]
     if command.append == "flags":
         argv += [x for k, v in config.items() if v is not None for x in (f"--{k}", _text(v))]
     elif command.append == "hydra":
         argv += [f"{k}={_text(v)}" for k, v in config.items() if v is not None]
+    if resumed:
+        argv += [_format(a, values, f"resume_args.{i}") for i, a in enumerate(command.resume_args)]
     return argv
 
 
@@ -172,10 +372,11 @@ def _text(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
-def trial_env(command: CommandSpec, ctx, state: "TrialFiles") -> dict[str, str]:
-    env = {**os.environ, **command.env,
+def trial_env(command: CommandSpec, ctx, state: "TrialFiles", values: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **{k: _format(v, values, f"env.{k}") for k, v in command.env.items()},
            "OVERNIGHT_TRIAL_ID": ctx.trial_id, "OVERNIGHT_SEED": str(ctx.seed),
            "OVERNIGHT_CHECKPOINT_DIR": str(state.checkpoint_dir), "OVERNIGHT_METRICS_FILE": str(state.metrics_file),
+           "OVERNIGHT_TRIAL_DIR": str(state.trial_dir),
            "OVERNIGHT_DEVICE": ctx.device, "OVERNIGHT_DATA_ROOT": str(ctx.data_root),
            "OVERNIGHT_SCALE": ctx.scale, "OVERNIGHT_ATTEMPT": str(ctx.attempt),
            "OVERNIGHT_GPU_IDS": _gpu_ids(), "PYTHONUNBUFFERED": "1"}
@@ -202,23 +403,30 @@ def _die_with_parent() -> None:
     os.setpgrp()
 
 
-def start(argv: list[str], cwd: Path, env: dict[str, str]):
+def start(argv: list[str], cwd: Path, env: dict[str, str], on_line=None):
+    """Start the program; its output is kept (the tails) and handed line by line to ``on_line(stream, text)``."""
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     except OSError as e:
         raise RuntimeError(f"cannot start {argv[0]!r} in {cwd}: {e.strerror or e}") from None
     tails = {"stdout": collections.deque(maxlen=TAIL_LINES), "stderr": collections.deque(maxlen=TAIL_LINES)}
-    drains = [threading.Thread(target=_drain, args=(pipe, tails[name]), daemon=True)
+    drains = [threading.Thread(target=_drain, args=(pipe, name, tails[name], on_line), daemon=True)
               for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))]
     for t in drains:
         t.start()
     return proc, tails, drains
 
 
-def _drain(pipe, tail: collections.deque) -> None:
+def _drain(pipe, name: str, tail: collections.deque, on_line=None) -> None:
     for line in pipe:
-        tail.append(line.rstrip("\n"))
+        text = line.rstrip("\n")
+        tail.append(text)
+        if on_line is not None:
+            try:
+                on_line(name, text)
+            except Exception:  # noqa: BLE001 - the pipe must be drained whatever a line holds
+                pass
 
 
 def wait(proc: subprocess.Popen, timeout_s: float | None) -> int | str:
@@ -234,65 +442,420 @@ def wait(proc: subprocess.Popen, timeout_s: float | None) -> int | str:
         return "timeout"
 
 
-def finish(code: int | str, records: list[dict], tails, command: CommandSpec, ctx) -> dict[str, Any]:
+def finish(code: int | str, records: list[dict], parsed: list[dict], tails, command: CommandSpec, ctx) -> dict[str, Any]:
+    """Report the history, then the row's metrics (or raise for a failed or diverged program).
+    ``records``: the lines of OVERNIGHT_METRICS_FILE (each a step; the last is the row);
+    ``parsed``: what metrics_from read (one value per step and metric, the later one winning;
+    the row takes each metric's value at its last step)."""
     for i, rec in enumerate(records):
         step = rec.get("step", i)
         phase = rec.get("phase")
         numbers = {k: v for k, v in rec.items() if k not in ("step", "phase") and _is_number(v)}
         ctx.report(int(step) if _is_number(step) else i, phase=phase if isinstance(phase, str) else None, **numbers)
+    steps = merge_steps(parsed)
+    row: dict[str, Any] = {}
+    for step, values in steps.items():
+        numbers = {k: v for k, v in values.items() if _is_number(v)}
+        if numbers:
+            ctx.report(step, **numbers)
+        row.update(values)
     if code == "timeout":
         raise TimeoutError(f"command timed out after {command.timeout_s:g} s")
     if code != 0:
         last = next((line for line in reversed(tails["stderr"]) if line.strip()), "")
         raise RuntimeError(f"command exited with code {code}" + (f": {last.strip()[:500]}" if last else ""))
-    metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
+    metrics = {**row, **{k: v for k, v in (records[-1] if records else {}).items() if k != "step"}}
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        raise Diverged(f"non-finite {', '.join(bad)} in the last metrics record", metrics=metrics)
+        raise Diverged(f"non-finite {', '.join(bad)} in the last metrics", metrics=metrics)
     return metrics
+
+
+def merge_steps(parsed: list[dict]) -> dict[int, dict[str, Any]]:
+    """step -> {metric: value}, in step order: a later value for a step replaces an earlier one
+    (a resumed program repeats the steps after its checkpoint)."""
+    steps: dict[int, dict[str, Any]] = {}
+    for rec in parsed:
+        steps.setdefault(int(rec["step"]), {}).update({k: v for k, v in rec.items() if k not in ("step", "source")})
+    return dict(sorted(steps.items()))
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# --------------------------------------------------------------------------------------------
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def convert(value: Any, typ: str) -> Any:
+    """``value`` (text from a line or a file, or a JSON value) as a declared metric type; ValueError if it is not one."""
+    if typ == "str":
+        return value if isinstance(value, str) else json.dumps(value)
+    if typ == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"{value!r} is not a bool")
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a {typ}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a {'number' if typ == 'float' else 'whole number'}") from None
+    if typ == "float":
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
+class Parsed:
+    """The records the study's ``metrics_from`` sources give: output lines as they arrive, files
+    when polled (every SYNC_EVERY_S and at the end). They are saved with the trial's checkpoint
+    (TrialFiles.sync), so a killed try loses none, and handed back to the next try. A record is
+    {"source": "stdout.0", "step": 20, "val_loss": 3.75, ...}."""
+
+    def __init__(self, spec: MetricsFrom | None, types: dict[str, str], resolve=None):
+        self.records: list[dict[str, Any]] = []
+        self.types = types
+        self.lock = threading.Lock()
+        self.problems: list[str] = []
+        self.last_step: int | None = None
+        self.counts: collections.Counter = collections.Counter()   # records per source
+        self.patterns = {stream: [re.compile(p.pattern) for p in getattr(spec, stream)] if spec else []
+                         for stream in ("stdout", "stderr")}
+        self.readers: list[FileReader] = []
+        for kind, src in (spec.files().items() if spec else []):
+            self.readers.append({"csv": CsvReader, "jsonl": JsonlReader, "tensorboard": TensorBoardReader}[kind](
+                kind, src, types, resolve(src.path) if resolve else Path(src.path)))
+        self._seen: dict[tuple, Any] = {}   # (source, step, metric) -> value, of file sources
+
+    def restore(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            self._add(rec)
+
+    def _stepped(self, source: str) -> bool:
+        """Whether a source's records carry their own step (a pattern without a `step` group counts)."""
+        stream, _, i = source.partition(".")
+        if stream not in self.patterns:
+            return True
+        patterns = self.patterns[stream]
+        return int(i) < len(patterns) and "step" in patterns[int(i)].groupindex
+
+    def _add(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        self.counts[rec["source"]] += 1
+        if self._stepped(rec["source"]):
+            self.last_step = rec["step"]
+        if not rec["source"].startswith(("stdout.", "stderr.")):
+            for k, v in rec.items():
+                if k not in ("source", "step"):
+                    self._seen[(rec["source"], rec["step"], k)] = v
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < 3 and text not in self.problems:
+            self.problems.append(text)
+
+    def line(self, stream: str, text: str) -> None:
+        """One line of the program's output (called by the threads that read stdout and stderr)."""
+        for i, rx in enumerate(self.patterns[stream]):
+            m = rx.search(text)
+            if m is None:
+                continue
+            source = f"{stream}.{i}"
+            values: dict[str, Any] = {}
+            step = None
+            for name, raw in m.groupdict().items():
+                if raw is None:
+                    continue
+                try:
+                    if name == "step":
+                        step = convert(raw, "int")
+                    else:
+                        values[name] = convert(raw, self.types.get(name, "float"))
+                except ValueError as e:
+                    self._problem(f"{source}: {name} {e}")
+            with self.lock:
+                if step is None:   # the step of the last line that had one, else 0, 1, 2, ...
+                    step = self.last_step if self.last_step is not None else self.counts[source]
+                elif not values:
+                    self.last_step = step
+                if values:
+                    self._add({"source": source, "step": step, **values})
+
+    def poll(self) -> None:
+        """Read the file sources again; what is new or changed becomes records."""
+        for reader in self.readers:
+            try:
+                rows = reader.read()
+            except OSError:
+                continue   # a file replaced while read: the next poll reads it
+            except Exception as e:  # noqa: BLE001 - e.g. a corrupt event file: said where the metric is looked for
+                self._problem(f"{reader.kind} {reader.path}: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            for problem in reader.problems:
+                self._problem(f"{reader.kind} {reader.path}: {problem}")
+            with self.lock:
+                for step, values in rows:
+                    new = {k: v for k, v in values.items() if self._seen.get((reader.kind, step, k), _NONE) != v}
+                    if new:
+                        self._add({"source": reader.kind, "step": step, **new})
+
+    def looked_in(self, metrics_file_lines: int) -> str:
+        """Where metrics were looked for, and what was found there (for a trial without its metric)."""
+        parts = []
+        for stream, patterns in self.patterns.items():
+            if patterns:
+                found = sum(self.counts[f"{stream}.{i}"] for i in range(len(patterns)))
+                parts.append(f"{stream}: {len(patterns)} pattern{'s' if len(patterns) > 1 else ''}, "
+                             f"{found} matching line{'' if found == 1 else 's'}")
+        for reader in self.readers:
+            parts.append(f"{reader.kind} {reader.path}: {reader.found()}")
+        parts.append(f"OVERNIGHT_METRICS_FILE: {metrics_file_lines or 'no'} line{'' if metrics_file_lines == 1 else 's'}")
+        text = "; ".join(parts)
+        return text + (f"; problems: {'; '.join(self.problems)}" if self.problems else "")
+
+
+_NONE = object()
+
+
+class FileReader:
+    """A file source: ``read()`` -> [(step, {metric: value})] of the whole file as it is now."""
+
+    def __init__(self, kind: str, spec: Any, types: dict[str, str], path: Path):
+        self.kind, self.spec, self.types, self.path = kind, spec, types, path
+        self.problems: list[str] = []
+        self.rows = 0
+        self._sig: tuple | None = None
+        self._last: list = []
+
+    def mapping(self) -> dict[str, str]:
+        """file name (column, key, tag) -> declared metric."""
+        explicit = self.spec.tags if self.kind == "tensorboard" else self.spec.columns
+        if explicit is not None:
+            return dict(explicit)
+        return {m: m for m in self.types}
+
+    def found(self) -> str:
+        if not self.path.exists():
+            return "not found"
+        return f"{self.rows} {'event' if self.kind == 'tensorboard' else 'row'}{'' if self.rows == 1 else 's'}"
+
+    def _values(self, record: dict[str, Any], mapping: dict[str, str], where: str) -> dict[str, Any]:
+        out = {}
+        for name, metric_name in mapping.items():
+            raw = record.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                out[metric_name] = convert(raw, self.types.get(metric_name, "float"))
+            except ValueError as e:
+                self._note(f"{where}: {name} {e}")
+        return out
+
+    def _note(self, text: str) -> None:
+        if len(self.problems) < 3 and text not in self.problems:
+            self.problems.append(text)
+
+    def _changed(self) -> bool:
+        st = self.path.stat()
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig == self._sig:
+            return False
+        self._sig = sig
+        return True
+
+    def _step(self, record: dict[str, Any], index: int, keys) -> int | None:
+        name = self.spec.step or "step"
+        if name not in keys:
+            if self.spec.step is not None:
+                self._note(f"no column {name!r} for the step")
+                return None
+            return index
+        try:
+            return convert(record.get(name), "int")
+        except ValueError as e:
+            self._note(f"step {e}")
+            return None
+
+    def read(self) -> list[tuple[int, dict[str, Any]]]:
+        if not self.path.is_file():
+            return []
+        if not self._changed():
+            return self._last
+        text = self.path.read_text(errors="replace")
+        text = text[:text.rfind("\n") + 1]   # complete lines only: the program may be writing the last
+        self._last = self.parse(text)
+        return self._last
+
+    def parse(self, text: str) -> list[tuple[int, dict[str, Any]]]:
+        raise NotImplementedError
+
+
+class CsvReader(FileReader):
+    def parse(self, text: str) -> list[tuple[int, dict[str, Any]]]:
+        reader = csv.DictReader(io.StringIO(text))
+        keys = reader.fieldnames or []
+        mapping = self.mapping()
+        if self.spec.columns is None:   # the declared metrics the file has
+            mapping = {k: v for k, v in mapping.items() if k in keys}
+        elif keys:
+            for name in mapping:
+                if name not in keys:
+                    self._note(f"no column {name!r}")
+        out = []
+        self.rows = 0
+        for i, rec in enumerate(reader):
+            self.rows += 1
+            step = self._step(rec, i, keys)
+            values = self._values(rec, mapping, f"line {i + 2}")
+            if step is not None and values:
+                out.append((step, values))
+        return out
+
+
+class JsonlReader(FileReader):
+    def parse(self, text: str) -> list[tuple[int, dict[str, Any]]]:
+        out = []
+        self.rows = 0
+        for i, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                self._note(f"line {i + 1} is not JSON")
+                continue
+            if not isinstance(rec, dict):
+                self._note(f"line {i + 1} is not a JSON object")
+                continue
+            mapping = self.mapping()
+            step = self._step(rec, self.rows, rec)
+            self.rows += 1
+            values = self._values(rec, mapping, f"line {i + 1}")
+            if step is not None and values:
+                out.append((step, values))
+        return out
+
+
+def _event_accumulator():
+    """tensorboard's reader of event files, or RuntimeError(TENSORBOARD_MISSING)."""
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError:
+        raise RuntimeError(TENSORBOARD_MISSING) from None
+    return event_accumulator
+
+
+class TensorBoardReader(FileReader):
+    """Scalars of the event files under a folder (each folder with event files is one run, read
+    incrementally by tensorboard's EventAccumulator)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._runs: dict[Path, Any] = {}
+
+    def found(self) -> str:
+        if not self.path.exists():
+            return "not found"
+        if not self._runs:
+            return "no event files"
+        return f"{self.rows} scalar{'' if self.rows == 1 else 's'} of the mapped tags"
+
+    def read(self) -> list[tuple[int, dict[str, Any]]]:
+        if not self.path.exists():
+            return []
+        ea = _event_accumulator()
+        files = [self.path] if self.path.is_file() else sorted(self.path.rglob("*tfevents*"))
+        for folder in sorted({p if p.is_dir() else p.parent for p in files if p.is_file()}):
+            if folder not in self._runs:
+                self._runs[folder] = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+        steps: dict[int, dict[str, Any]] = {}
+        self.rows = 0
+        for folder, acc in self._runs.items():
+            acc.Reload()
+            tags = acc.Tags()
+            mapping = self.mapping()
+            for tag in tags.get("scalars", []):
+                if tag in mapping:
+                    for e in acc.Scalars(tag):
+                        self._put(steps, e.step, mapping[tag], e.value)
+            for tag in tags.get("tensors", []):
+                if tag in mapping:
+                    for e in acc.Tensors(tag):
+                        self._put(steps, e.step, mapping[tag], _scalar(e.tensor_proto))
+        return sorted(steps.items())
+
+    def _put(self, steps: dict, step: int, metric_name: str, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            steps.setdefault(int(step), {})[metric_name] = convert(value, self.types.get(metric_name, "float"))
+            self.rows += 1
+        except ValueError as e:
+            self._note(f"step {step}: {metric_name} {e}")
+
+
+def _scalar(proto) -> Any:
+    from tensorboard.util import tensor_util
+
+    arr = tensor_util.make_ndarray(proto)
+    return arr.item() if arr.size == 1 else None
+
+
+# --------------------------------------------------------------------------------------------
 class TrialFiles:
-    """The program's checkpoint folder and metrics file, saved through ctx as they change."""
+    """The program's folders and metrics file, and the parsed records, saved through ctx as they change."""
 
     def __init__(self, work: Path):
         self.checkpoint_dir = work / "checkpoint"
+        self.trial_dir = work / "trial"
         self.metrics_file = work / "metrics.jsonl"
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        self.parsed: Parsed | None = None
         self._seen: tuple = ()
 
-    def restore(self, saved: Any) -> None:
+    def restore(self, saved: Any) -> bool:
+        """Put a saved checkpoint back; True when the checkpoint folder has files again."""
         if not isinstance(saved, dict):
-            return
+            return False
         for rel, data in saved.get("files", {}).items():
             path = self.checkpoint_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         self.metrics_file.write_bytes(saved.get("metrics", b""))
         self._seen = self._signature()
+        return bool(saved.get("files"))
 
     def _signature(self) -> tuple:
         files = [p for p in [self.metrics_file, *self.checkpoint_dir.rglob("*")] if p.is_file()]
-        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+        parsed = len(self.parsed.records) if self.parsed is not None else 0
+        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)) + (parsed,)
 
     def sync(self, ctx) -> None:
-        """Save the folder and the metrics file if anything changed since the last save."""
+        """Save the folder, the metrics file and the parsed records if anything changed since the last save."""
         sig = self._signature()
         if sig == self._seen:
             return
         files = {str(p.relative_to(self.checkpoint_dir)): p.read_bytes()
                  for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
         metrics = self.metrics_file.read_bytes() if self.metrics_file.exists() else b""
-        ctx.save_checkpoint({"files": files, "metrics": metrics})
+        state: dict[str, Any] = {"files": files, "metrics": metrics}
+        if self.parsed is not None:
+            with self.parsed.lock:
+                state["parsed"] = list(self.parsed.records)
+        ctx.save_checkpoint(state)
         self._seen = sig
 
     def sync_loop(self, ctx, stop: threading.Event) -> None:
         while not stop.wait(SYNC_EVERY_S):
             try:
+                if self.parsed is not None:
+                    self.parsed.poll()
                 self.sync(ctx)
             except OSError:  # a file replaced while read: the next round saves it
                 pass

@@ -68,7 +68,7 @@ class Plan:
                     results=self.store.location, stage_cache=self.stage_cache, data_root=self.data_root,
                     metric=self.study.metric, max_failures=self.study.max_failures,
                     cpu=self.study.resources.cpu, gpu=self.study.resources.gpu, schema=self.schema,
-                    workload_spec=self.workload_spec)
+                    workload_spec=self.workload_spec, allow_missing_metric=self.study.allow_missing_metric)
 
     def member(self, trial: Trial) -> dict[str, Any]:
         """What is one trial's own (a bundle carries a list of these)."""
@@ -95,6 +95,8 @@ class Outcome:
     interrupted: bool = False
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    metric: str | None = None
+    without_metric: int = 0   # completed rows without a value for `metric` (allow_missing_metric: true)
 
     @property
     def exit_code(self) -> int:
@@ -438,11 +440,20 @@ def summarize(plan: Plan, reported: dict[str, str] | None = None) -> Outcome:
     out.diverged = statuses.count("diverged")
     out.failures = [(t, store.row_value(t, "error") or "") for t in wanted if known.get(t) == "failed"]
     out.pending = len(wanted) - out.completed - out.failed - out.diverged
+    metric = plan.study.metric
+    if plan.study.allow_missing_metric and metric and out.completed:
+        out.metric = metric
+        done = {t for t in wanted if known.get(t) == "completed"}
+        rows = store.rows(columns=["trial_id", metric]) if done else None
+        if rows is not None and not rows.empty:
+            rows = rows[rows["trial_id"].isin(done)]
+            out.without_metric = int(rows[metric].isna().sum()) if metric in rows else len(rows)
     return out
 
 
 def describe(out: Outcome) -> str:
-    parts = [f"{out.completed} completed", f"{out.failed} failed"]
+    parts = [f"{out.completed} completed" + (f" ({out.without_metric} without `{out.metric}`)" if out.without_metric else ""),
+             f"{out.failed} failed"]
     if out.diverged:
         parts.append(f"{out.diverged} diverged")
     if out.pending:

@@ -165,7 +165,7 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
             left.append(m)
             continue
         try:
-            status, error, metrics = outcome(t.p, result)
+            status, error, metrics = outcome(t.p, result, workload)
             row = close_try(t, store, status, error, metrics, wall_s=share)
         except Exception as e:  # noqa: BLE001 - writing its row failed: a full or read-only location stops here
             _check_writable(store)

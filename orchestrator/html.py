@@ -66,7 +66,7 @@ def header_html(h: R.Header, title_tag: str = "h1", label: str = "") -> str:
     if h.compute_s is not None:
         meta.append(("Compute", escape(f"{fmt_duration(h.compute_s)} of trial time; first start to last finish "
                                        f"{fmt_duration(h.span_s or 0.0)}")))
-    for line in h.aside + h.data + h.provenance:   # "Kept aside: ...", "Data: ...", "Not the study's dataset: ...", "Code: ..."
+    for line in h.missing + h.aside + h.data + h.provenance:   # "Kept aside: ...", "Data: ...", "Not the study's dataset: ...", "Code: ..."
         key, _, text = line.partition(": ")
         meta.append((escape(key.strip("*")), escape(text)))
     if h.location:

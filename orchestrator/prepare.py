@@ -39,6 +39,7 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     path = Path(path)
     raw = spec.load_raw(path) if raw is None else raw
     study = spec.resolve(raw, str(path), scale, sets)
+    _check_readers(study, path)
     workload_spec = _command_spec(study, path)
     try:
         workload = registry.load(study.workload, workload_spec)
@@ -81,6 +82,18 @@ def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload
     if problems:
         field, message = problems[0]
         raise UserError(message, source=str(path), field=field)
+
+
+def _check_readers(study: Study, path: Path) -> None:
+    """A command's metrics_from sources that need a package this environment lacks: exit 2 now,
+    not a failed trial after the program ran."""
+    import importlib.util
+
+    from orchestrator.command import TENSORBOARD_MISSING
+
+    source = study.command.metrics_from if study.command is not None else None
+    if source is not None and source.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+        raise UserError(TENSORBOARD_MISSING, source=str(path), field="command.metrics_from.tensorboard")
 
 
 def _command_spec(study: Study, path: Path) -> dict[str, Any] | None:

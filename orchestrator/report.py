@@ -56,6 +56,7 @@ class Header:
     data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/provenance.py)
     provenance: list[str] = field(default_factory=list)  # code, environment, data files of the rows' runs
     aside: list[str] = field(default_factory=list)       # rows of earlier definitions (orchestrator/definitions.py)
+    missing: list[str] = field(default_factory=list)     # completed rows without the study's metric
     location: str = ""
 
 
@@ -102,7 +103,21 @@ def header(study: Study, scale: str, rows: pd.DataFrame, total: int | None = Non
         h.compute_s = float(rows["wall_s"].sum())
         h.span_s = (pd.to_datetime(rows["finished_at"]).max() - pd.to_datetime(rows["started_at"]).min()).total_seconds()
     h.data = data_summary(rows)
+    h.missing = missing_metric_lines(study, rows)
     return h
+
+
+def missing_metric_lines(study: Study, rows: pd.DataFrame) -> list[str]:
+    """How many completed rows have no value for the study's metric (allow_missing_metric: true
+    lets a trial without it complete; rows of older runs may lack it too)."""
+    if not study.metric or rows.empty:
+        return []
+    done = rows[rows["status"] == COMPLETED]
+    missing = int(done[study.metric].isna().sum()) if study.metric in done else len(done)
+    if not missing:
+        return []
+    why = " (allow_missing_metric: true)" if study.allow_missing_metric else ""
+    return [f"Without the metric: {missing} of {len(done)} completed rows have no `{study.metric}`{why}."]
 
 
 def section(index: int, spec: ReportTable | ReportPlot, completed: pd.DataFrame, labels: set[str],
@@ -192,7 +207,7 @@ def header_lines(h: Header) -> list[str]:
     if h.compute_s is not None:
         lines.append(f"Compute: {fmt_duration(h.compute_s)} of trial time; first start to last finish "
                      f"{fmt_duration(h.span_s or 0.0)}.")
-    return lines + h.aside + h.data + h.provenance + [""]
+    return lines + h.missing + h.aside + h.data + h.provenance + [""]
 
 
 def section_lines(sec: Section, images: str) -> list[str]:

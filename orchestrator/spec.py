@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationError, field_validator,
                       model_validator)
 
 from orchestrator.claims import Claim
-from orchestrator.command import CommandSpec, ParamSpec
+from orchestrator.command import CommandSpec, ParamSpec, check_command
 from orchestrator.errors import UserError
 from orchestrator.rows import RESERVED
 
@@ -243,6 +243,9 @@ class Study(_Strict):
     description: str = ""
     metric: str | None = None
     mode: Literal["min", "max"] = "max"
+    # a trial that finishes without a value for `metric` is failed, unless this is true (then the
+    # run summary and the report count the rows without it)
+    allow_missing_metric: StrictBool = False
     max_failures: int = Field(1, ge=0, le=100)
     max_concurrent: int | None = Field(None, ge=1)
     # trials per Tune trial (orchestrator/bundle.py): "auto", or a number (1: one by one)
@@ -291,6 +294,10 @@ class Study(_Strict):
                     raise ValueError(f"{key}: only for `workload: command` (a Python workload declares its own)")
         for k in sorted(set(self.params) & RESERVED):
             raise ValueError(f"params.{k}: is a reserved result column; rename the parameter")
+        if self.command is not None:
+            check_command(self.command, set(self.params), dict(self.metrics))
+        if self.allow_missing_metric and not self.metric:
+            raise ValueError("allow_missing_metric: the study has no `metric` to miss")
         return self
 
     @model_validator(mode="after")

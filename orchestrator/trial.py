@@ -45,6 +45,7 @@ class TrialPayload:
     rerun: bool = False   # True when --retry-failed sends a trial that already has a (failed) row
     schema: list | None = None   # the study's row schema (params.schema_to_json)
     workload_spec: dict | None = None   # workload: command only (registry.load)
+    allow_missing_metric: bool = False  # the study's: a run without `metric` may still be completed
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -168,7 +169,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
     workload = t.workload_cls()
     retry = False
     try:
-        status, error, metrics = outcome(p, workload.run(t.config, t.ctx))
+        status, error, metrics = outcome(p, workload.run(t.config, t.ctx), workload)
     except Diverged as e:
         status, error, metrics = outcome(p, e)
     except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
@@ -218,13 +219,22 @@ def open_try(p: TrialPayload, store: StudyStore) -> Try:
     return Try(p, workload_cls, config, ctx, attempts, declared_metrics, utcnow(), time.perf_counter())
 
 
-def outcome(p: TrialPayload, result: Mapping[str, Any] | Diverged | None) -> tuple[str, str, dict[str, Any]]:
-    """(status, error, metrics) of what ``run`` returned, or of the Diverged it raised."""
+def outcome(p: TrialPayload, result: Mapping[str, Any] | Diverged | None,
+            workload: Any = None) -> tuple[str, str, dict[str, Any]]:
+    """(status, error, metrics) of what ``run`` returned, or of the Diverged it raised. A run
+    without a value for the study's metric is failed (unless the study allows it): a completed
+    row without it would leave ``best`` and every table of the metric silently empty.
+    ``workload.missing_metric(name)``, where it has one, says what it looked for."""
     if isinstance(result, Diverged):
         return R.DIVERGED, str(result), dict(result.metrics)
     metrics = dict(result or {})
     if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
         return R.DIVERGED, f"{p.metric} is {metrics[p.metric]}", metrics
+    if p.metric and metrics.get(p.metric) is None and p.metric not in p.config and not p.allow_missing_metric:
+        explain = getattr(workload, "missing_metric", None)
+        error = explain(p.metric) if callable(explain) else (
+            f"returned no `{p.metric}` (the study's metric; set allow_missing_metric: true to keep such rows as completed)")
+        return R.FAILED, error, metrics
     return R.COMPLETED, "", metrics
 
 
