@@ -121,21 +121,26 @@ def gpu_names() -> str | None:
     return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
 
 
-def code_version() -> dict:
-    """The code a result came from: the git commit of the checkout overnight runs from, whether
-    its tree had uncommitted changes, and overnight's version. No git (an installed package): the
-    commit is None."""
+# Generated outputs kept in the repository: a change there is not a change of the code (``make
+# results`` writes them, so a second study run from the same checkout would otherwise read as dirty).
+NOT_CODE = ("docs/results",)
+
+
+def code_version(root: Path | None = None) -> dict:
+    """The code a result came from: the git commit of the checkout overnight runs from (``root``,
+    default this one), whether its tracked files had uncommitted changes outside the generated
+    outputs (NOT_CODE), and overnight's version. No git (an installed package): the commit is None."""
     from orchestrator import __version__
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     out = {"commit": None, "dirty": None, "overnight": __version__}
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
         return out
     try:
         head = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."]
+                                + [f":(exclude){p}" for p in NOT_CODE], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return out
     if head.returncode == 0:

@@ -78,6 +78,24 @@ def test_code_version_names_this_checkout():
     assert v["overnight"] and len(v["commit"]) == 40
 
 
+def test_dirty_means_the_code_not_the_generated_pages(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "results" / "README.md").write_text("index\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "docs" / "results" / "README.md").write_text("regenerated index\n")
+    (tmp_path / "new_untracked.py").write_text("")
+    assert code_version(tmp_path)["dirty"] is False    # a regenerated page, an untracked file
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["dirty"] is True
+
+
 def test_the_header_says_what_a_workload_declares_not_bit_identical():
     from orchestrator.report import determinism_lines
     from orchestrator.spec import Study
