@@ -188,60 +188,27 @@ def test_a_named_step_column_that_is_missing_is_said(tmp_path):
     assert f"csv {tmp_path / 'nowhere.csv'}: not found" in missing.looked_in(0)
 
 
-class FakeAccumulator:
-    """tensorboard's EventAccumulator as used by TensorBoardReader (the package is not installed here)."""
-    runs: dict = {}
+def _events(folder: Path, scalars: dict) -> None:
+    """Real event files, written by tensorboardX (installed with Ray)."""
+    from tensorboardX import SummaryWriter
 
-    def __init__(self, path, size_guidance=None):
-        self.path = path
-        self.loaded: dict = {}
-
-    def Reload(self):
-        self.loaded = FakeAccumulator.runs.get(Path(self.path).name, {})
-
-    def Tags(self):
-        return {"scalars": list(self.loaded), "tensors": []}
-
-    def Scalars(self, tag):
-        return [types.SimpleNamespace(wall_time=0.0, step=s, value=v) for s, v in self.loaded[tag]]
+    with SummaryWriter(str(folder)) as w:
+        for tag, points in scalars.items():
+            for step, value in points:
+                w.add_scalar(tag, value, step)
 
 
-def test_tensorboard_tags_map_to_metrics_over_every_run_folder(tmp_path, monkeypatch):
-    module = types.SimpleNamespace(EventAccumulator=FakeAccumulator, SCALARS="scalars", TENSORS="tensors")
-    monkeypatch.setattr(C, "_event_accumulator", lambda: module)
-    for run in ("a", "b"):
-        (tmp_path / "runs" / run).mkdir(parents=True)
-        (tmp_path / "runs" / run / "events.out.tfevents.1.host").write_bytes(b"")
-    FakeAccumulator.runs = {"a": {"val/loss": [(0, 3.0), (10, 2.0)], "lr": [(0, 0.1)]},
-                            "b": {"val/loss": [(10, 1.75), (20, 1.5)], "epoch": [(20, 2.0)]}}
+def test_tensorboard_tags_map_to_metrics_over_every_run_folder(tmp_path):
+    """Two run folders of real event files, read with tensorboard's EventAccumulator (a test
+    dependency): the mapped tags become metrics at their steps, the unmapped ones are ignored."""
+    _events(tmp_path / "runs" / "a", {"val/loss": [(0, 3.0), (10, 2.0)], "lr": [(0, 0.1)]})
+    _events(tmp_path / "runs" / "b", {"val/loss": [(10, 1.75), (20, 1.5)], "epoch": [(20, 2.0)]})
     p = C.Parsed(C.MetricsFrom.model_validate({"tensorboard": {"path": "runs", "tags": {"val/loss": "loss",
                                                                                       "epoch": "epochs"}}}),
                  TYPES, resolve=lambda text: tmp_path / text)
     p.poll()
     assert C.merge_steps(p.records) == {0: {"loss": 3.0}, 10: {"loss": 1.75}, 20: {"loss": 1.5, "epochs": 2}}
     assert f"tensorboard {tmp_path / 'runs'}: 5 scalars of the mapped tags" in p.looked_in(0)
-
-
-def test_the_tensorboard_reader_reads_event_files_or_says_to_install_it(tmp_path):
-    """Event files written by tensorboardX (installed with Ray), read by the tensorboard package
-    where it is installed; where it is not, the one clear error."""
-    from tensorboardX import SummaryWriter
-
-    with SummaryWriter(str(tmp_path / "runs" / "one")) as w:
-        for step, value in [(0, 2.5), (5, 1.5)]:
-            w.add_scalar("val/loss", value, step)
-    p = C.Parsed(C.MetricsFrom.model_validate({"tensorboard": {"path": "runs", "tags": {"val/loss": "loss"}}}),
-                 TYPES, resolve=lambda text: tmp_path / text)
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="^install tensorboard to read event files$"):
-            C._event_accumulator()
-        p.poll()
-        assert p.records == [] and "install tensorboard to read event files" in p.looked_in(0)
-    else:
-        p.poll()
-        assert C.merge_steps(p.records) == {0: {"loss": 2.5}, 5: {"loss": 1.5}}
 
 
 # ---- a function workload without the study's metric ---------------------------------------------
