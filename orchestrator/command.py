@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ from orchestrator.params import Metrics, Params, knob, metric, param, suggest
 
 TAIL_LINES = 200
 SYNC_EVERY_S = 1.0
+QUIET_S = 0.1   # a checkpoint file written more recently than this may be half-written
 _TYPES = {"float": float, "int": int, "str": str, "bool": bool}
 
 
@@ -818,6 +820,9 @@ class TrialFiles:
         self.trial_dir.mkdir(parents=True, exist_ok=True)
         self.parsed: Parsed | None = None
         self._seen: tuple = ()
+        self._polled: tuple = ()              # the checkpoint folder's files at the previous poll
+        self._settled: dict[str, bytes] = {}  # its last settled contents, the ones saved
+        self._settled_sig: tuple = ()
 
     def restore(self, saved: Any) -> bool:
         """Put a saved checkpoint back; True when the checkpoint folder has files again."""
@@ -828,35 +833,57 @@ class TrialFiles:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         self.metrics_file.write_bytes(saved.get("metrics", b""))
-        self._seen = self._signature()
+        self._settled, self._settled_sig = dict(saved.get("files", {})), self._files_signature()
+        self._polled, self._seen = self._settled_sig, self._signature()
         return bool(saved.get("files"))
 
-    def _signature(self) -> tuple:
-        files = [p for p in [self.metrics_file, *self.checkpoint_dir.rglob("*")] if p.is_file()]
-        parsed = len(self.parsed.records) if self.parsed is not None else 0
-        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)) + (parsed,)
+    def _files_signature(self) -> tuple:
+        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")))
 
-    def sync(self, ctx) -> None:
-        """Save the folder, the metrics file and the parsed records if anything changed since the last save."""
+    def _signature(self) -> tuple:
+        meta = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in [self.metrics_file] if p.is_file())
+        parsed = len(self.parsed.records) if self.parsed is not None else 0
+        return meta, self._settled_sig, parsed
+
+    def sync(self, ctx, final: bool = True) -> bool:
+        """Save the checkpoint folder, the metrics file and the parsed records if anything changed
+        since the last save. While the program runs (``final=False``) the folder's files are taken
+        only when settled: none written in the last QUIET_S, and none changed while they are read.
+        So a script that writes its checkpoint in place (``torch.save(..., "ckpt.pt")``) is not
+        saved half-written; meanwhile the last settled copy is kept. At the end the folder is
+        taken as it is. Returns whether the folder's files were settled."""
+        files_sig = self._files_signature()
+        quiet = all(time.time_ns() - mtime >= QUIET_S * 1e9 for _, _, mtime in files_sig)
+        settled = final or quiet or files_sig == self._settled_sig
+        if settled and files_sig != self._settled_sig:
+            files = {str(p.relative_to(self.checkpoint_dir)): p.read_bytes()
+                     for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+            if final or self._files_signature() == files_sig:
+                self._settled, self._settled_sig = files, files_sig
+            else:
+                settled = False
         sig = self._signature()
         if sig == self._seen:
-            return
-        files = {str(p.relative_to(self.checkpoint_dir)): p.read_bytes()
-                 for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+            return settled
         metrics = self.metrics_file.read_bytes() if self.metrics_file.exists() else b""
-        state: dict[str, Any] = {"files": files, "metrics": metrics}
+        state: dict[str, Any] = {"files": dict(self._settled), "metrics": metrics}
         if self.parsed is not None:
             with self.parsed.lock:
                 state["parsed"] = list(self.parsed.records)
         ctx.save_checkpoint(state)
         self._seen = sig
+        return settled
 
     def sync_loop(self, ctx, stop: threading.Event) -> None:
         while not stop.wait(SYNC_EVERY_S):
             try:
                 if self.parsed is not None:
                     self.parsed.poll()
-                self.sync(ctx)
+                # a folder still being written is tried again soon, not a whole round later
+                for _ in range(int(SYNC_EVERY_S / QUIET_S)):
+                    if self.sync(ctx, final=False) or stop.wait(QUIET_S):
+                        break
             except OSError:  # a file replaced while read: the next round saves it
                 pass
 

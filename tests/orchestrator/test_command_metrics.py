@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -370,3 +371,39 @@ def test_a_shared_working_directory_is_said_once_at_the_start(tmp_path, cli, mon
     doc["command"]["cwd"] = "trial"
     path.write_text(yaml.safe_dump(doc))
     assert shared_cwd_note(prepare(path, "fast"), 2) is None
+
+
+# ---- the checkpoint folder is saved only when settled ---------------------------------------------
+class SavingContext:
+    def __init__(self):
+        self.saved: list = []
+
+    def save_checkpoint(self, state):
+        self.saved.append(state)
+
+
+def test_a_checkpoint_written_in_place_is_saved_only_once_settled(tmp_path):
+    """While the program runs, a checkpoint file written within the last QUIET_S is not saved:
+    the last settled copy is kept (a half-written ckpt.pt must never be what a resume reads). At
+    the end the folder is saved as it is."""
+    files = C.TrialFiles(tmp_path / "work")
+    ctx = SavingContext()
+    ckpt = files.checkpoint_dir / "ckpt.pt"
+    ckpt.write_bytes(b"step 10")
+    assert files.sync(ctx, final=False) is False     # just written: not settled, nothing of it saved
+    assert all(s["files"] == {} for s in ctx.saved)
+    time.sleep(C.QUIET_S * 1.5)
+    assert files.sync(ctx, final=False) is True       # quiet since: settled, saved
+    assert ctx.saved[-1]["files"] == {"ckpt.pt": b"step 10"}
+    ckpt.write_bytes(b"step 20 (half")               # being rewritten in place
+    files.metrics_file.write_text('{"step": 20, "loss": 1.5}\n')
+    assert files.sync(ctx, final=False) is False      # the metrics line is saved, with the settled checkpoint
+    assert ctx.saved[-1]["files"] == {"ckpt.pt": b"step 10"}
+    assert ctx.saved[-1]["metrics"] == b'{"step": 20, "loss": 1.5}\n'
+    ckpt.write_bytes(b"step 20 (whole)")
+    files.sync(ctx, final=True)                       # the program has exited: taken as it is
+    assert ctx.saved[-1]["files"] == {"ckpt.pt": b"step 20 (whole)"}
+    n = len(ctx.saved)
+    time.sleep(C.QUIET_S * 1.5)
+    files.sync(ctx, final=False)
+    assert len(ctx.saved) == n                        # nothing changed: nothing saved again
