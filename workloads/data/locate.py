@@ -94,6 +94,17 @@ def find_idx(root: Path, stem: str, kind: str = "mnist") -> Path | None:
     return None
 
 
+def mnist_test_files(root: Path) -> list[Path]:
+    """MNIST's test set under ``root`` (images first, then their labels when there), found where
+    the full MNIST is looked for; empty when the test images are absent. Read alone, it is the
+    test-set-only split of workloads/data/mnist.py."""
+    images = find_idx(Path(root), IDX_FILES["test"], "mnist")
+    if images is None:
+        return []
+    labels = [images.parent / n for n in (IDX_FILES["test_labels"], IDX_FILES["test_labels"] + ".gz")]
+    return [images] + [p for p in labels if p.is_file()][:1]
+
+
 def idx_files(root: Path, kind: str = "mnist", labels: bool = False) -> dict[str, Path] | None:
     """The IDX files of one directory holding train and test images (and labels when asked for);
     files of different directories are never mixed."""
@@ -158,11 +169,9 @@ def bpe_files(root: Path) -> dict[str, Path] | None:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    from orchestrator.provenance import sha256_file  # noqa: PLC0415
+
+    return sha256_file(Path(path))
 
 
 def sha256_of(path: Path) -> str:
@@ -179,6 +188,13 @@ def bpe_mismatches(files: dict[str, Path]) -> list[str]:
         if got != GPT2_BPE_SHA256[name]:
             out.append(f"{path} has sha256 {got[:12]}…, not the original {name}'s {GPT2_BPE_SHA256[name][:12]}…")
     return out
+
+
+def bpe_refusals(root: Path) -> list[str]:
+    """The mismatch lines of ``<root>/gpt2-bpe`` when its files are there and are not the originals
+    (refused whatever was asked); none when they are absent or the originals."""
+    files = bpe_files(root)
+    return bpe_mismatches(files) if files else []
 
 
 def bpe_cache_dirs(root: Path) -> list[Path]:
@@ -241,9 +257,9 @@ def status(dataset: str, data_root: Path | str, scale: str = "full", *, download
                    "MNIST (IDX files train-images-idx3-ubyte, t10k-images-idx3-ubyte, plain or .gz)",
                    f"put MNIST's IDX files in {root / 'MNIST' / 'raw'}, or run online with download on "
                    f"(torchvision fetches them)" + _substitute_note(root, "MNIST"))
-        test_only = find_idx(root, IDX_FILES["test"], "mnist")
-        if not s.present and test_only is not None:
-            s.partial = (f"only MNIST's test set is in {test_only.parent} (data: auto below full scale splits it "
+        test_only = mnist_test_files(root)
+        if not s.present and test_only:
+            s.partial = (f"only MNIST's test set is in {test_only[0].parent} (data: auto below full scale splits it "
                          f"8,000 / 2,000, disclosed); full scale and data: real need the training images too")
     elif dataset == "cifar10":
         s = Status(cifar10_dir(root) is not None, [str(root / d) for d in CIFAR10_DIRS],
@@ -268,7 +284,7 @@ def status(dataset: str, data_root: Path | str, scale: str = "full", *, download
         have_tiktoken = _installed("tiktoken")
         json_file = root / "gpt2" / "tokenizer.json"
         plain = bpe_files(root)
-        bad = bpe_mismatches(plain) if plain else []
+        bad = bpe_refusals(root)
         present = have_tiktoken and ((plain is not None and not bad) or find_bpe_cache(root) is not None)
         present = present or (json_file.is_file() and _installed("tokenizers"))
         s = Status(present, [str(root / GPT2_BPE_DIR)] + [str(d) for d in bpe_cache_dirs(root)] + [str(json_file)],
@@ -303,8 +319,7 @@ def require(dataset: str, data_root: Path | str, scale: str, data: str = "auto",
     gpt2-bpe."""
     explicit = "gpt2" if dataset == "gpt2-bpe" else "real"
     if dataset == "gpt2-bpe" and data != "word":
-        plain = bpe_files(Path(data_root))
-        bad = bpe_mismatches(plain) if plain else []
+        bad = bpe_refusals(Path(data_root))
         if bad:   # a corrupt or other vocabulary is refused whatever was asked: never tokenise with it
             raise DataMissing("the original GPT-2 BPE", "; ".join(bad),
                               f"replace them with the original files or remove {Path(data_root) / GPT2_BPE_DIR}")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .idx import read_idx, write_idx  # noqa: F401  (write_idx: fixtures in the real format)
-from .locate import IDX_FILES, find_idx, idx_dirs, idx_files  # noqa: F401  (IDX_FILES: kept importable from here)
+from .locate import IDX_FILES, idx_dirs, idx_files, mnist_test_files  # noqa: F401  (IDX_FILES: kept importable from here)
 from .shakespeare import NEGATIVE_CACHE_S, DataUnavailable, _offline
 
 FASHION_MNIST_SOURCE = "fashion-mnist (substitute for MNIST)"
@@ -71,12 +71,6 @@ def mnist_from_dir(root: Path) -> ImageSplits | None:
     return ImageSplits(_flat(read_idx(found["train"])), _flat(read_idx(found["test"])), "mnist")
 
 
-def mnist_test_images(root: Path) -> Path | None:
-    """MNIST's test images (``t10k-images-idx3-ubyte``, plain or .gz) in the first directory of
-    ``locate.idx_dirs(root, "mnist")`` holding them; None when absent."""
-    return find_idx(Path(root), IDX_FILES["test"], "mnist")
-
-
 def split_indices(n: int = MNIST_TEST_IMAGES) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, test indices) of MNIST's test set: a default_rng(0) permutation, the first
     8,000 train and the last 2,000 test."""
@@ -86,9 +80,10 @@ def split_indices(n: int = MNIST_TEST_IMAGES) -> tuple[np.ndarray, np.ndarray]:
 
 def mnist_test_only_from_dir(root: Path) -> ImageSplits | None:
     """MNIST's test set alone, split (split_indices); data_source MNIST_TEST_ONLY_SOURCE."""
-    path = mnist_test_images(root)
-    if path is None:
+    files = mnist_test_files(root)
+    if not files:
         return None
+    path = files[0]
     X = read_idx(path)
     if len(X) != MNIST_TEST_IMAGES:
         raise DataUnavailable(f"{path} holds {len(X)} images, not MNIST's {MNIST_TEST_IMAGES:,} test images")
@@ -150,7 +145,7 @@ def load_images(data: str = "auto", data_root: Path | None = None, cache_dir: Pa
                 return found
         if data == "real":
             looked = ", ".join(str(d) for r in roots for d in idx_dirs(r, "mnist")) or "no data root"
-            partial = next((f.parent for r in roots if (f := mnist_test_images(r)) is not None), None)
+            partial = next((f[0].parent for r in roots if (f := mnist_test_files(r))), None)
             note = (f"; only MNIST's test set is in {partial}, and data: real needs the full MNIST"
                     if partial is not None else "")
             raise DataUnavailable(f"MNIST IDX files (train-images-idx3-ubyte and t10k-images-idx3-ubyte) not found "

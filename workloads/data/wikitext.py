@@ -328,9 +328,9 @@ def resolve(data: str, tokenizer: str, data_root: Path | str, download: bool = T
         layout = "hf"
     else:
         layout = "valid-test" if found is not None else "standin"
-    plain = locate.bpe_files(root) if tokenizer != "word" else None
-    if plain is not None and locate.bpe_mismatches(plain):   # altered files are refused, never worked around
-        raise DataCorrupt("GPT-2 BPE refused: " + "; ".join(locate.bpe_mismatches(plain)))
+    bad = locate.bpe_refusals(root) if tokenizer != "word" else []
+    if bad:   # altered files are refused, never worked around
+        raise DataCorrupt("GPT-2 BPE refused: " + "; ".join(bad))
     if tokenizer == "auto":
         bpe = locate.status("gpt2-bpe", root, download=download)
         tokenizer = "gpt2" if bpe.present or bpe.can_download else "word-fallback"

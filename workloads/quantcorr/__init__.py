@@ -13,23 +13,12 @@ from typing import Any
 
 from orchestrator.interface import NotBitIdentical
 from orchestrator.params import validate
-from workloads.data.locate import IDX_FILES, data_files_for, dataset_files, find_idx, preflight_for
+from workloads.data.locate import data_files_for, dataset_files, mnist_test_files, preflight_for
 
 from .params import (AutoencoderMetrics, AutoencoderParams, ClassificationMetrics, ClassificationParams,
                      TransformerMetrics, TransformerParams, transformer_group_key)
 
 # The task modules import torch: each run imports its own, so loading and validating stay light.
-
-
-def mnist_test_only_files(data_root) -> list[Path]:
-    """MNIST's test-set IDX files under ``data_root``: the images workloads/data/mnist.py reads for
-    its test-set-only split (found as its ``mnist_test_images`` finds them; this module stays
-    torch-free for the driver), and the labels beside them when there."""
-    images = find_idx(Path(data_root), IDX_FILES["test"], "mnist")
-    if images is None:
-        return []
-    labels = [images.parent / n for n in (IDX_FILES["test_labels"], IDX_FILES["test_labels"] + ".gz")]
-    return [images] + [p for p in labels if p.is_file()][:1]
 
 
 def autoencoder_data_files(config: dict[str, Any], data_root) -> list[Path]:
@@ -44,7 +33,7 @@ def autoencoder_data_files(config: dict[str, Any], data_root) -> list[Path]:
     full = dataset_files("mnist", data_root)
     if full or data == "real":
         return full
-    return mnist_test_only_files(data_root) or dataset_files("fashion-mnist", data_root)
+    return mnist_test_files(Path(data_root)) or dataset_files("fashion-mnist", data_root)
 
 
 class Classification:
