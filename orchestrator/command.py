@@ -837,9 +837,11 @@ class TrialFiles:
         self._polled, self._seen = self._settled_sig, self._signature()
         return bool(saved.get("files"))
 
+    def _checkpoint_files(self) -> list[Path]:
+        return [p for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
     def _files_signature(self) -> tuple:
-        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                            for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._checkpoint_files()))
 
     def _signature(self) -> tuple:
         meta = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in [self.metrics_file] if p.is_file())
@@ -857,8 +859,7 @@ class TrialFiles:
         quiet = all(time.time_ns() - mtime >= QUIET_S * 1e9 for _, _, mtime in files_sig)
         settled = final or quiet or files_sig == self._settled_sig
         if settled and files_sig != self._settled_sig:
-            files = {str(p.relative_to(self.checkpoint_dir)): p.read_bytes()
-                     for p in self.checkpoint_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+            files = {str(p.relative_to(self.checkpoint_dir)): p.read_bytes() for p in self._checkpoint_files()}
             if final or self._files_signature() == files_sig:
                 self._settled, self._settled_sig = files, files_sig
             else:
