@@ -9,7 +9,6 @@ never through the URI.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -81,7 +80,3 @@ def start_object_store(port: int, bucket: str = "overnight-test") -> ObjectStore
     with urllib.request.urlopen(req, timeout=120) as r:
         assert r.status == 200, r.status
     return store
-
-
-def s3_env(store: ObjectStore) -> dict[str, str]:
-    return {**os.environ, **store.env}

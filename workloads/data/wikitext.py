@@ -108,12 +108,6 @@ def wikitext_sources(data_root: Path, download: bool = True, *, layout: str | No
     return None
 
 
-def wikitext_text(data_root: Path, download: bool = True) -> dict[str, str] | None:
-    """The three WikiText-2 splits as joined strings, or None if not all three are available."""
-    got = wikitext_sources(data_root, download)
-    return got[0] if got is not None and "train" in got[0] else None
-
-
 def _hf_wikitext(data_root: Path) -> dict[str, str] | None:
     if locate.offline() or not _host_resolves("huggingface.co"):
         return None   # offline: fail fast instead of the hub client's minute of retries
