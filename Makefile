@@ -17,7 +17,7 @@ LATEST  := .venv-latest
 SMOKE_SUITE := tests/regression tests/quantcorr tests/geometry tests/ramlm tests/creditbridge tests/data \
 	tests/orchestrator/test_end_to_end.py
 
-.PHONY: install lock demo test test-native test-reliability test-latest results bench bench-peers bench-scale clean-results
+.PHONY: install lock demo test test-native lint test-reliability test-latest results bench bench-peers bench-scale clean-results
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -73,6 +73,13 @@ test: test-native $(STAMP)
 
 test-native: $(STAMP)
 	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo test --quiet
+
+# Static checks, CI's step before the tests: ruff with the bug-finding rules of pyproject.toml's
+# [tool.ruff] (no formatting, no import order), and clippy on the Rust core with every warning an
+# error. clippy builds pyo3, so it needs the same interpreter as test-native.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo clippy --quiet --all-targets -- -D warnings
 
 # The long fault-injection suite (20 driver SIGKILLs, about 8 minutes), left out of `make test`.
 test-reliability: $(STAMP)

@@ -777,7 +777,7 @@ class TensorBoardReader(FileReader):
                 self._runs[folder] = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
         steps: dict[int, dict[str, Any]] = {}
         self.rows = 0
-        for folder, acc in self._runs.items():
+        for acc in self._runs.values():
             acc.Reload()
             tags = acc.Tags()
             mapping = self.mapping()

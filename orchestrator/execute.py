@@ -25,7 +25,6 @@ from orchestrator.grid import Trial
 from orchestrator.progress import Progress, fmt_duration
 from orchestrator.spec import Study
 from orchestrator.store import StudyStore, join, utcnow
-from orchestrator.trial import TrialPayload
 
 # Set before Ray is imported anywhere in this process; embedded workers inherit them.
 _RAY_ENV = {
@@ -78,12 +77,6 @@ class Plan:
         if self.deaths.get(trial.trial_id):
             m["deaths"] = self.deaths[trial.trial_id]
         return m
-
-    def payload(self, trial: Trial) -> dict[str, Any]:
-        """A lone trial's whole payload (orchestrator.trial.TrialPayload)."""
-        m = self.member(trial)
-        m.pop("deaths", None)
-        return TrialPayload(**self.common(), **m).to_dict()
 
 
 @dataclass

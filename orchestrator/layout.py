@@ -26,9 +26,6 @@ CHECKPOINTS = "checkpoints"
 RUNS = "runs"
 REPORT = "report.md"
 REPORT_DIR = "report"
-TUNE = "_tune"
-LOCK = ".lock"
-LOCK_JSON = ".lock.json"
 WRITE_PROBE = ".write-probe"
 STAGE_CACHE = ("_cache", "stages")
 
@@ -94,10 +91,6 @@ def stage_cache_location(results: str) -> str:
     if is_uri(results):
         return join(str(results), *STAGE_CACHE)
     return str(Path(results).expanduser().resolve().joinpath(*STAGE_CACHE))
-
-
-def tune_location(study_location: str) -> str:
-    return join(study_location, TUNE)
 
 
 SCRATCH = Path.home() / ".cache" / "overnight" / "scratch"  # local scratch when the cache is remote

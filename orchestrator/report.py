@@ -29,10 +29,6 @@ _stat_label = T.stat_label
 STUDY_DIR = Path("configs/studies")   # where `overnight` finds a study by name (run from the project root)
 
 
-def _stat(series: pd.Series, stat: str) -> float:
-    return T.stat(series.to_frame("v"), "v", stat)
-
-
 def table(rows: pd.DataFrame, spec: ReportTable | ReportPlot,
           artifacts: T.Artifacts | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The table and any notes (missing columns, empty selection); of a plot, the numbers it draws."""

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from orchestrator import layout as L
 from orchestrator.errors import LockedError, UserError
-from orchestrator.layout import is_uri, join  # noqa: F401 - part of this module's API
+from orchestrator.layout import is_uri, join  # also part of this module's API
 
 from orchestrator.rows import artifact_table, history_table, row_table
 
@@ -433,7 +433,7 @@ class DriverLock:
                           f"pid {current.get('pid')}", file=sys.stderr)
                     return
                 self._beat()
-            except Exception:  # a missed beat only risks a stale-looking lock
+            except Exception:  # noqa: BLE001 - a missed beat only risks a stale-looking lock
                 pass
 
     # ---- both -----------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
         status, error, metrics = outcome(p, workload.run(t.config, t.ctx), workload)
     except Diverged as e:
         status, error, metrics = outcome(p, e)
-    except Exception as e:  # noqa: BLE001 - any workload error becomes a row once retries are spent
+    except Exception as e:  # any workload error becomes a row once retries are spent
         errors = store.bump(p.trial_id, "errors")
         if errors <= p.max_failures and on_retry is None:
             raise

@@ -228,7 +228,7 @@ def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[
             continue
         keys = list(paired)
 
-        def cells(r: pd.DataFrame) -> pd.Series:  # one value per pairing key (mean of repeats)
+        def cells(r: pd.DataFrame, keys: list = keys) -> pd.Series:  # one value per pairing key (mean of repeats)
             if not keys:
                 return pd.Series({(): float(np.nanmean(_numeric(r[claim.metric])))}) if len(r) else pd.Series(dtype=float)
             k = r[keys].astype(str).agg("|".join, axis=1)

@@ -3,7 +3,8 @@
 - no test reaches the project's own modules through importorskip (native tests call
   tests.conftest.require_native(), which fails them with a message saying what is missing);
 - with OVERNIGHT_NO_SKIP=1, which .ci/run sets, any skipped test counts as failed;
-- .ci/run runs the Rust tests, the default run and the reliability suite.
+- .ci/run runs the static checks (ruff, cargo clippy), the Rust tests, the default run and the
+  reliability suite.
 """
 from __future__ import annotations
 
@@ -55,3 +56,5 @@ def test_ci_runs_every_suite_and_allows_no_skip():
     assert "make test-native" in ci and "cargo test" in make.split("test-native:")[1].split("\n\n")[0]
     assert "make test-reliability" in ci and "-m reliability" in make.split("test-reliability:")[1].split("\n\n")[0]
     assert ".venv/bin/python -m pytest -q" in ci
+    lint = make.split("\nlint:")[1].split("\n\n")[0]
+    assert "make lint" in ci and "ruff check" in lint and "cargo clippy" in lint and "-D warnings" in lint

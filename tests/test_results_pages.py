@@ -4,7 +4,6 @@ findings`. This test regenerates each from the committed data and the current st
 fails on any difference, so a page cannot drift from its rows, its claims or the code."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -42,7 +42,7 @@ pub fn write(m: &TieredMemory) -> Vec<u8> {
                     // EMPTY (public 2) everywhere, then the written cells.
                     let start = out.len();
                     out.resize(start + nbytes, 0xAA);
-                    if cells % 4 != 0 {
+                    if !cells.is_multiple_of(4) {
                         // unused trailing fields of the last byte stay 0
                         let last = start + nbytes - 1;
                         out[last] = (0..cells % 4).fold(0u8, |b, k| b | (2 << (2 * k)));

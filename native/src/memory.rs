@@ -209,6 +209,8 @@ impl FwdScratch {
     }
 }
 
+// The hot loop's state passed as is: bundling it in a struct would only move the same fields.
+#[allow(clippy::too_many_arguments)]
 fn forward_tier<B: CellBackend>(
     store: &B,
     tier_idx: usize,

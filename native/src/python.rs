@@ -12,6 +12,9 @@ use pyo3::exceptions::{PyMemoryError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
+/// Two numpy arrays, returned to Python as one tuple.
+type ArrayPair<'py, A, B> = (Bound<'py, A>, Bound<'py, B>);
+
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
         match e {
@@ -170,7 +173,7 @@ fn targets_arg<'py>(obj: &Bound<'py, PyAny>, name: &str, batch: usize) -> PyResu
 /// Per tier uint64 `[B, neurons_in_tier]`.
 fn addresses_arg<'py>(obj: &Bound<'py, PyAny>, m: &TieredMemory) -> PyResult<(Vec<Arr<'py, u64>>, usize)> {
     const WANT: &str = "a list with one 2-D uint64 numpy array [B, neurons_in_tier] per tier";
-    let Ok(list) = obj.cast::<PyList>().map(|l| l.clone()).or_else(|_| obj.cast::<PyTuple>().map(|t| t.to_list()))
+    let Ok(list) = obj.cast::<PyList>().cloned().or_else(|_| obj.cast::<PyTuple>().map(|t| t.to_list()))
     else {
         return type_err("addresses", WANT, obj);
     };
@@ -393,7 +396,7 @@ impl PyTieredMemory {
         &self,
         py: Python<'py>,
         bits: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray2<u16>>, Bound<'py, PyArray2<u16>>)> {
+    ) -> PyResult<ArrayPair<'py, PyArray2<u16>, PyArray2<u16>>> {
         let x = bits_arg(bits, "bits")?;
         check_width("bits", &x, self.inner.total_input_bits())?;
         let (xs, b, c) = (x.slice(), x.rows, self.inner.num_clusters());
@@ -406,7 +409,7 @@ impl PyTieredMemory {
         &self,
         py: Python<'py>,
         addresses: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray2<u16>>, Bound<'py, PyArray2<u16>>)> {
+    ) -> PyResult<ArrayPair<'py, PyArray2<u16>, PyArray2<u16>>> {
         let (arrs, b) = addresses_arg(addresses, &self.inner)?;
         let slices: Vec<&[u64]> = arrs.iter().map(|a| a.slice()).collect();
         let c = self.inner.num_clusters();
@@ -437,7 +440,7 @@ impl PyTieredMemory {
         bits: &Bound<'py, PyAny>,
         targets: &Bound<'py, PyAny>,
         empty_value: f64,
-    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<ArrayPair<'py, PyArray1<f64>, PyArray1<i64>>> {
         let x = bits_arg(bits, "bits")?;
         check_width("bits", &x, self.inner.total_input_bits())?;
         let tg = targets_arg(targets, "targets", x.rows)?;
@@ -630,7 +633,7 @@ fn encode_contexts<'py>(
     tokens: &Bound<'py, PyAny>,
     context: i64,
     bits_per_token: i64,
-) -> PyResult<(Bound<'py, PyArray2<u8>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<ArrayPair<'py, PyArray2<u8>, PyArray1<i64>>> {
     let tk = ids1(tokens, "tokens")?;
     let n = nonneg("context", context)?;
     let bpt = nonneg("bits_per_token", bits_per_token)?;

@@ -28,9 +28,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.quantcorr.test_studies import expand  # noqa: E402
-from orchestrator.interface import LocalContext  # noqa: E402
-from orchestrator import registry  # noqa: E402
+from tests.quantcorr.test_studies import expand
+from orchestrator.interface import LocalContext
+from orchestrator import registry
 
 ARCH = ("width", "depth", "hidden", "latent", "d_model", "n_heads", "n_layers", "d_ff", "input_dim")
 NOT_BACKBONE = {"bits", "correct_every", "correction_hidden", "lam", "legacy_prenorm_residual_bug",

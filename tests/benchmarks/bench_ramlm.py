@@ -38,14 +38,14 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
-    import torch  # noqa: PLC0415
+    import torch
     torch.set_num_threads(args.threads)
-    import native  # noqa: PLC0415
-    from workloads.data.wikitext import zipf_stream  # noqa: PLC0415
-    from workloads.ramlm.encoding import bits_per_token  # noqa: PLC0415
-    from workloads.ramlm.metrics import SeedScorer, ppl_floor  # noqa: PLC0415
-    from workloads.ramlm.model import TieredRAMLM, make_memory  # noqa: PLC0415
-    from workloads.ramlm.tiers import ClusterMap, parse_tiers, top_k  # noqa: PLC0415
+    import native
+    from workloads.data.wikitext import zipf_stream
+    from workloads.ramlm.encoding import bits_per_token
+    from workloads.ramlm.metrics import SeedScorer, ppl_floor
+    from workloads.ramlm.model import TieredRAMLM, make_memory
+    from workloads.ramlm.tiers import ClusterMap, parse_tiers, top_k
 
     native.set_num_threads(args.threads)
     n_tr, n_va, n_te = (int(x) for x in args.sizes.split(","))

@@ -36,17 +36,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OVERNIGHT_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from orchestrator.interface import LocalContext  # noqa: E402
-from orchestrator.params import validate  # noqa: E402
-from tests.quantcorr.test_studies import expand, load  # noqa: E402
-from workloads.quantcorr import Transformer  # noqa: E402
-from workloads.quantcorr.params import TRANSFORMER_PROTOCOL_DEFAULTS, TransformerParams, with_protocol_defaults  # noqa: E402
-from workloads.quantcorr.transformer import backbone_recipe  # noqa: E402
-from workloads.quantcorr.transformer_group import _Backbone, train_backbones  # noqa: E402
-from workloads.substrate.char_transformer import _train_backbone, load_char_data  # noqa: E402
-from workloads.substrate.stages import Checkpointer  # noqa: E402
+from orchestrator.interface import LocalContext
+from orchestrator.params import validate
+from tests.quantcorr.test_studies import expand, load
+from workloads.quantcorr import Transformer
+from workloads.quantcorr.params import TRANSFORMER_PROTOCOL_DEFAULTS, TransformerParams, with_protocol_defaults
+from workloads.quantcorr.transformer import backbone_recipe
+from workloads.quantcorr.transformer_group import _Backbone, train_backbones
+from workloads.substrate.char_transformer import _train_backbone, load_char_data
+from workloads.substrate.stages import Checkpointer
 
 ARCHS = ((64, 2), (128, 4), (256, 6))
 

@@ -195,7 +195,7 @@ class LoopbackCluster:
             try:
                 if len(self.node_ids()) >= n:
                     return
-            except Exception as e:  # GCS not up yet
+            except Exception as e:  # noqa: BLE001 - GCS not up yet
                 last = e
             time.sleep(0.5)
         raise TimeoutError(f"cluster did not reach {n} nodes in {timeout}s ({last})")

@@ -252,7 +252,7 @@ def test_the_layers_table_has_exactly_the_declared_columns(smoke_outputs):
             seen |= set(r)
     assert seen == set(declared)
     assert "trial_id" not in declared        # the store adds it
-    for case, (_, ctx) in smoke_outputs.items():     # as the store writes it: declared columns, in order
+    for _, ctx in smoke_outputs.values():     # as the store writes it: declared columns, in order
         table = artifact_table("t", ctx.artifacts["layers"], CreditBridge.artifacts["layers"])
         assert table.column_names == ["trial_id", *declared] and table.num_rows == len(ctx.artifacts["layers"])
     cifar_rows = smoke_outputs["cifar_cb"][1].artifacts["layers"]

@@ -88,7 +88,7 @@ def test_features_beat_embedding_when_the_error_depends_on_the_element():
     ds = Q2.element_dataset(pts, total_elements=6000, rng=np.random.default_rng(0))
     split = Q2.split_indices(len(ds["target"]), 0)
     res = {v: Q2.train_variant(v, ds, split, 3, seed=0, epochs=15, batch=256, lr=3e-3)[1] for v in Q2.VARIANTS}
-    for v, m in res.items():
+    for m in res.values():
         assert m["n_train"] + m["n_val"] + m["n_test"] == 6000
         assert 1 <= m["best_epoch"] <= 15
     assert res["features_only"]["test_mse"] < 0.3 * res["embedding_only"]["test_mse"]

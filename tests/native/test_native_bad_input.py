@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.conftest import require_native  # noqa: E402
+from tests.conftest import require_native
 
 native = require_native()  # fails (never skips) without the extension
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.conftest import require_native  # noqa: E402
+from tests.conftest import require_native
 
 native = require_native()  # fails (never skips) without the extension
 
@@ -24,7 +24,7 @@ def memory_case(draw):
         neurons = draw(st.integers(1, 4))
         backend = draw(st.sampled_from(["auto", "dense", "sparse", "lsh"]))
         max_bits = 60 if backend in ("auto", "lsh") else 14
-        bits = draw(st.sampled_from([1, 2, 3, 5, 8, 11, 12, 14, 21, 33, 45, 60]).filter(lambda b: b <= max_bits))
+        bits = draw(st.sampled_from([1, 2, 3, 5, 8, 11, 12, 14, 21, 33, 45, 60]).filter(lambda b, max_bits=max_bits: b <= max_bits))
         tiers.append((count, neurons, bits))
         backends.append(backend)
     if sum(t[0] for t in tiers) == 0:

@@ -6,7 +6,6 @@ trial's own folders as placeholders (``{trial_dir}``, ``cwd: trial``, ``{attempt
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import time
 import types

@@ -30,7 +30,7 @@ def _numeric_with_bound(model):
     """(name, a value below its lower bound) of the first numeric parameter with one."""
     for name, f in model.model_fields.items():
         for m in f.metadata:
-            for attr, below in (("ge", -1), ("gt", 0)):
+            for attr in ("ge", "gt"):
                 bound = getattr(m, attr, None)
                 if bound is not None and isinstance(bound, (int, float)) and not is_knob(model, name):
                     value = bound - 1 if attr == "ge" else bound

@@ -13,7 +13,7 @@ from workloads.ramlm.per_cluster import PCConfig, group_size_of, per_cluster_opt
 from workloads.ramlm.surrogate import SurrogateProblem
 from workloads.ramlm.tiers import ClusterMap, parse_tiers, uniform_tiers
 
-from tests.conftest import require_native  # noqa: E402
+from tests.conftest import require_native
 from tests.ramlm.test_workload import run
 
 native = require_native()  # fails (never skips) without the extension

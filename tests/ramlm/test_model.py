@@ -11,7 +11,7 @@ from workloads.ramlm.model import TieredRAMLM, make_memory
 from workloads.ramlm.search import GAConfig, TSConfig, genetic_algorithm, tabu_search
 from workloads.ramlm.tiers import ClusterMap, parse_tiers, top_k, uniform_tiers
 
-from tests.conftest import require_native  # noqa: E402
+from tests.conftest import require_native
 
 native = require_native()  # fails (never skips) without the extension
 

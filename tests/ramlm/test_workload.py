@@ -9,7 +9,7 @@ from tests.oracles.memory_reference import ReferenceMemory
 from workloads.ramlm import RamLM
 from workloads.ramlm.tiers import TierSpecError
 
-from tests.conftest import require_native  # noqa: E402
+from tests.conftest import require_native
 
 native = require_native()  # fails (never skips) without the extension
 

@@ -9,7 +9,6 @@ never through the URI.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -70,10 +69,10 @@ def start_object_store(port: int, bucket: str = "overnight-test") -> ObjectStore
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
                 break
-        except OSError:
+        except OSError as e:
             if time.monotonic() > deadline:
                 store.stop()
-                raise TimeoutError(f"moto_server did not answer on {endpoint}:\n{log.read_text()[-2000:]}")
+                raise TimeoutError(f"moto_server did not answer on {endpoint}:\n{log.read_text()[-2000:]}") from e
             time.sleep(0.1)
     # the bucket, through the S3 API as any client would create it
     req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
@@ -81,7 +80,3 @@ def start_object_store(port: int, bucket: str = "overnight-test") -> ObjectStore
     with urllib.request.urlopen(req, timeout=120) as r:
         assert r.status == 200, r.status
     return store
-
-
-def s3_env(store: ObjectStore) -> dict[str, str]:
-    return {**os.environ, **store.env}

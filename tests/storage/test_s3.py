@@ -85,7 +85,7 @@ def sweep(object_store, tmp_path_factory):
                 wait_until("the first trial to start", lambda: counts(markers, "start"), proc, family=family)
                 refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
-            def mid_sweep() -> bool:
+            def mid_sweep(before: set = before) -> bool:
                 """A new row in this run, and a trial without a row has a checkpoint in the store."""
                 done = store.finished_ids()
                 if len(done - before) < 1:
@@ -108,7 +108,7 @@ def sweep(object_store, tmp_path_factory):
             family.update(_descendants(proc.pid))
             kill_family(family, proc.pid)            # anything of it still there
         wait_until("the killed driver's processes to go",
-                   lambda: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()
+                   lambda family=family: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()
                                    .rsplit(")", 1)[1].split()[0] for p in family if Path(f"/proc/{p}/stat").exists()),
                    timeout=60)
         ends_at_kill.append(counts(markers, "end"))

@@ -38,7 +38,7 @@ class CreditBridge:
         substitute below full scale) and the stand-in do not count (workloads/data/locate.py)."""
         if config.get("task") != "cifar10":
             return
-        from workloads.data import require  # noqa: PLC0415
+        from workloads.data import require
 
         require("cifar10", data_root, scale, config.get("data", "auto"))
 

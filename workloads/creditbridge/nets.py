@@ -2,8 +2,8 @@
 
 Both nets share one interface so credit sources and metrics never look inside a block:
 ``states(x)`` (all states, detached), ``block_outputs(x)`` (each block's output with a graph only
-inside that block, for the block-local surrogate), ``forward_from(l, h)`` (run blocks l+1..L and the
-head from state h_l) and ``layer_module(l)`` (the parameters trained with credit a_l).
+inside that block, for the block-local surrogate) and ``forward_from(l, h)`` (run blocks l+1..L and
+the head from state h_l).
 """
 from __future__ import annotations
 
@@ -36,9 +36,6 @@ class BlockNet(nn.Module):
     def credit_layers(self) -> list[int]:
         """States whose credit trains parameters: h_0 only when there is a stem (embedding)."""
         return list(range(0 if self.stem is not None else 1, self.depth + 1))
-
-    def layer_module(self, l: int) -> nn.Module:
-        return self.stem if l == 0 else self.blocks[l - 1]
 
     def first_state(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem(x) if self.stem is not None else x

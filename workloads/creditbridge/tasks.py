@@ -72,7 +72,7 @@ def teacher_task(alpha: float, depth: int, width: int, n_classes: int, n_train: 
 
 def cifar_task(data_root: Path, data: str, n_train: int, n_test: int, standin_train: int, standin_test: int,
                seed: int = 0) -> Arrays:
-    from workloads.data.cifar10 import load_cifar10, subset  # noqa: PLC0415
+    from workloads.data.cifar10 import load_cifar10, subset
 
     imgs = load_cifar10(Path(data_root), data, standin_train=standin_train, standin_test=standin_test)
     xtr, ytr = subset(imgs.x_train, imgs.y_train, n_train, seed)

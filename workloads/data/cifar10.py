@@ -109,9 +109,9 @@ def download(data_root: Path) -> Path | None:
     root = Path(data_root) / "cifar10"
     root.mkdir(parents=True, exist_ok=True)
     try:
-        from torchvision.datasets import CIFAR10  # noqa: PLC0415  (heavy import, only when needed)
+        from torchvision.datasets import CIFAR10  # heavy import, only when needed
         CIFAR10(str(root), train=True, download=True)
-    except Exception:  # network or checksum failure: the caller falls back or reports
+    except Exception:  # noqa: BLE001 - network or checksum failure: the caller falls back or reports
         return None
     return batch_dir(data_root)
 
@@ -128,7 +128,7 @@ def load_real(data_root: Path, download_if_missing: bool = True) -> FlatImages |
 
 def fashion_mnist_substitute(data_root: Path) -> FlatImages | None:
     """Fashion-MNIST from its IDX files (images and labels), flat (784) and normalized, or None."""
-    from .idx import read_idx  # noqa: PLC0415
+    from .idx import read_idx
 
     found = idx_files(Path(data_root), "fashion-mnist", labels=True)
     if found is None:

@@ -169,7 +169,7 @@ def bpe_files(root: Path) -> dict[str, Path] | None:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from orchestrator.provenance import sha256_file  # noqa: PLC0415
+    from orchestrator.provenance import sha256_file
 
     return sha256_file(Path(path))
 

@@ -106,12 +106,12 @@ def _download_mnist(cache_dir: Path) -> bool:
     if marker.exists() and time.time() - marker.stat().st_mtime < NEGATIVE_CACHE_S:
         return False
     try:
-        from torchvision.datasets import MNIST  # noqa: PLC0415
+        from torchvision.datasets import MNIST
         cache_dir.mkdir(parents=True, exist_ok=True)
         MNIST(str(cache_dir), train=True, download=True)
         MNIST(str(cache_dir), train=False, download=True)
         return True
-    except Exception:  # offline: remember it for an hour
+    except Exception:  # noqa: BLE001 - offline: remember it for an hour
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             marker.touch()
@@ -121,8 +121,8 @@ def _download_mnist(cache_dir: Path) -> bool:
 
 
 def digits_standin() -> ImageSplits:
-    from sklearn.datasets import load_digits  # noqa: PLC0415
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
     X = load_digits().data.astype(np.float32) / 16.0  # pixel values 0..16
     tr, te = train_test_split(X, test_size=0.2, random_state=0)
     return ImageSplits(torch.from_numpy(tr), torch.from_numpy(te), "standin:sklearn_digits")

@@ -56,7 +56,7 @@ def try_download(url: str, dest: Path, timeout: float = 20.0) -> bool:
             out.write(resp.read())
         os.replace(tmp, dest)
         return True
-    except Exception:  # offline or unreachable: the caller falls back or reports
+    except Exception:  # noqa: BLE001 - offline or unreachable: the caller falls back or reports
         tmp.unlink(missing_ok=True)
         try:
             marker.touch()

@@ -108,25 +108,19 @@ def wikitext_sources(data_root: Path, download: bool = True, *, layout: str | No
     return None
 
 
-def wikitext_text(data_root: Path, download: bool = True) -> dict[str, str] | None:
-    """The three WikiText-2 splits as joined strings, or None if not all three are available."""
-    got = wikitext_sources(data_root, download)
-    return got[0] if got is not None and "train" in got[0] else None
-
-
 def _hf_wikitext(data_root: Path) -> dict[str, str] | None:
     if locate.offline() or not _host_resolves("huggingface.co"):
         return None   # offline: fail fast instead of the hub client's minute of retries
     try:
-        import datasets  # noqa: PLC0415
+        import datasets
         ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", cache_dir=str(Path(data_root) / "hf"))
         return {k: " ".join(ds[s]["text"]) for k, s in HF_SPLITS.items()}
-    except Exception:  # offline, hub unreachable or datasets failing: the caller falls back
+    except Exception:  # noqa: BLE001 - offline, hub unreachable or datasets failing: the caller falls back
         return None
 
 
 def _host_resolves(host: str) -> bool:
-    import socket  # noqa: PLC0415
+    import socket
     try:
         socket.getaddrinfo(host, 443)
         return True
@@ -143,7 +137,7 @@ def standin_text() -> tuple[dict[str, str], str]:
         text = "\n\n".join(f.read_text(encoding="utf-8") for f in files)
         name = "standin:corpus"
     else:
-        import pydoc_data.topics as topics  # noqa: PLC0415  (ships with CPython)
+        import pydoc_data.topics as topics  # ships with CPython
         text = "\n\n".join(topics.topics[k] for k in sorted(topics.topics))
         name = "standin:pydoc_topics"
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
@@ -169,7 +163,7 @@ class WordTokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> "WordTokenizer":
-        from collections import Counter  # noqa: PLC0415
+        from collections import Counter
         counts = Counter(cls.pattern.findall(text))
         counts.pop("<unk>", None)   # WikiText's own <unk> is the tokenizer's id 0
         kept = [w for w, _ in counts.most_common(max(1, vocab_size - 1))]
@@ -208,9 +202,9 @@ def gpt2_from_files(files: dict[str, Path]):
     bad = locate.bpe_mismatches(files)
     if bad:
         raise DataCorrupt("GPT-2 BPE refused: " + "; ".join(bad))
-    import tiktoken  # noqa: PLC0415
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: PLC0415
-    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str  # noqa: PLC0415
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
     with _CacheDir(""):   # an empty TIKTOKEN_CACHE_DIR: read the paths as given, copy them nowhere
         ranks = data_gym_to_mergeable_bpe_ranks(
             vocab_bpe_file=str(files["vocab.bpe"]), encoder_json_file=str(files["encoder.json"]),
@@ -230,7 +224,7 @@ def gpt2_encoder(data_root: Path):
     timeout); a ``gpt2`` tokenizer.json for the ``tokenizers`` package."""
     problems = []
     try:
-        import tiktoken  # noqa: PLC0415
+        import tiktoken
     except ImportError:
         problems.append("the 'tiktoken' package is not installed")
     else:
@@ -251,12 +245,12 @@ def gpt2_encoder(data_root: Path):
                 with _CacheDir(target):
                     enc = tiktoken.get_encoding("gpt2")
                 return lambda s: np.asarray(enc.encode_ordinary(s), dtype=np.int64)
-            except Exception as exc:  # download failed or a corrupt cache
+            except Exception as exc:  # noqa: BLE001 - download failed or a corrupt cache
                 problems.append(f"tiktoken could not load the gpt2 BPE files ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
     tok_file = Path(data_root) / "gpt2" / "tokenizer.json"
     try:
-        from tokenizers import Tokenizer  # noqa: PLC0415
+        from tokenizers import Tokenizer
         if tok_file.is_file():
             tok = Tokenizer.from_file(str(tok_file))
             return lambda s: np.asarray(tok.encode(s, add_special_tokens=False).ids, dtype=np.int64)

@@ -15,7 +15,6 @@ from torch import nn
 
 VARIANTS = ("embedding_only", "features_only", "features_plus_embedding")
 N_FEATURES = 5
-FEATURE_NAMES = ("z_quant", "quant_residual", "sat_mask", "scale", "abs_z_quant")
 Q2_MSE_GAIN = 0.15       # supported: features_only beats embedding_only on test MSE by >= 15% ...
 Q2_LOSS_GAIN = 0.01      # ... and the best feature variant gains >= 0.01 nats downstream
 

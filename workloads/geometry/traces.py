@@ -105,7 +105,7 @@ def collect_traces(model: nn.Module, X: torch.Tensor, keys: Sequence[str], bits:
             if not len(sel):
                 continue
             sel_t = torch.from_numpy(sel).to(X.device)
-            flat = lambda t: t.reshape(-1, t.shape[-1]).index_select(0, sel_t)  # noqa: E731
+            flat = lambda t, sel_t=sel_t: t.reshape(-1, t.shape[-1]).index_select(0, sel_t)  # noqa: E731
             zf, r = flat(acts[key]), rec[key]
             zq, zpre = flat(r["post"]), flat(r["pre"])
             got = {"z_float": zf, "z_quant": zq, "z_pre": zpre, "round_err": flat(r["round_err"]),

@@ -21,7 +21,7 @@ from workloads.ramlm.tiers import ClusterMap, Tier
 
 
 def native_memory_class():
-    import native  # noqa: PLC0415
+    import native
     if not hasattr(native, "TieredMemory"):
         raise RuntimeError("native.TieredMemory is missing: rebuild the extension "
                            "(.venv/bin/maturin develop --release)")

@@ -240,7 +240,7 @@ class RamLM:
         at full scale with data / tokenizer auto, and whenever data: real or tokenizer: gpt2 asks
         for them; a stand-in or synthetic stream asked for on purpose needs neither
         (workloads/data/locate.py)."""
-        from workloads.data import require  # noqa: PLC0415
+        from workloads.data import require
 
         data = config.get("data", "auto")
         if data == "synthetic":
