@@ -68,8 +68,12 @@ demo: $(STAMP)
 
 # The Rust core's own tests (native/tests, native/src), then the Python suite. A test that needs the
 # native extension fails, never skips, when it is missing (tests/conftest.py require_native).
+# The suite runs on $(TEST_WORKERS) pytest-xdist workers, a test file each at a time (module fixtures,
+# such as a killed sweep several tests read, are built once): most tests wait on Ray processes
+# starting and on trial subprocesses, so a second worker uses the time one leaves idle.
+TEST_WORKERS ?= 2
 test: test-native $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-native: $(STAMP)
 	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo test --quiet

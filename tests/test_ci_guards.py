@@ -13,6 +13,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 PROJECT = {"orchestrator", "workloads", "native", "tests"}
@@ -26,26 +28,28 @@ def test_no_importorskip_of_the_projects_own_modules():
     assert not bad, bad
 
 
-def run_pytest(folder, **env) -> subprocess.CompletedProcess:
+def run_pytest(folder, *args: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(folder / "pytest.ini"),
-                           "--rootdir", str(folder), str(folder)], capture_output=True, text=True, timeout=120,
+                           "--rootdir", str(folder), *args, str(folder)], capture_output=True, text=True, timeout=120,
                           cwd=folder, env={**os.environ, **env})
 
 
-def test_a_skip_is_a_failure_when_ci_allows_none(tmp_path):
+# CI runs the suite on pytest-xdist workers: a skip reported by a worker must fail there too
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["serial", "xdist"])
+def test_a_skip_is_a_failure_when_ci_allows_none(tmp_path, workers):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_make_collect_report, pytest_runtest_makereport  # noqa\n")
     (tmp_path / "test_skips.py").write_text(
         "import pytest\n\ndef test_ok():\n    pass\n\ndef test_skipped():\n    pytest.skip('some part is missing')\n")
-    relaxed = run_pytest(tmp_path, OVERNIGHT_NO_SKIP="0")
+    relaxed = run_pytest(tmp_path, *workers, OVERNIGHT_NO_SKIP="0")
     assert relaxed.returncode == 0 and "1 passed, 1 skipped" in relaxed.stdout, relaxed.stdout
-    strict = run_pytest(tmp_path, OVERNIGHT_NO_SKIP="1")
+    strict = run_pytest(tmp_path, *workers, OVERNIGHT_NO_SKIP="1")
     assert strict.returncode == 1 and "1 failed, 1 passed" in strict.stdout, strict.stdout
     assert "OVERNIGHT_NO_SKIP=1 allows no skips: some part is missing" in strict.stdout, strict.stdout
 
     (tmp_path / "test_skips.py").unlink()
     (tmp_path / "test_module.py").write_text("import pytest\npytest.skip('a module-level skip', allow_module_level=True)\n")
-    strict = run_pytest(tmp_path, OVERNIGHT_NO_SKIP="1")
+    strict = run_pytest(tmp_path, *workers, OVERNIGHT_NO_SKIP="1")
     assert strict.returncode != 0 and "allows no skips: a module-level skip" in strict.stdout, strict.stdout
 
 
@@ -55,6 +59,6 @@ def test_ci_runs_every_suite_and_allows_no_skip():
     assert "OVERNIGHT_NO_SKIP=1" in ci
     assert "make test-native" in ci and "cargo test" in make.split("test-native:")[1].split("\n\n")[0]
     assert "make test-reliability" in ci and "-m reliability" in make.split("test-reliability:")[1].split("\n\n")[0]
-    assert ".venv/bin/python -m pytest -q" in ci
+    assert ".venv/bin/python -m pytest -q -n 2 --dist loadfile" in ci
     lint = make.split("\nlint:")[1].split("\n\n")[0]
     assert "make lint" in ci and "ruff check" in lint and "cargo clippy" in lint and "-D warnings" in lint
