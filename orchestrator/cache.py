@@ -14,7 +14,7 @@ import pickle
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from orchestrator.grid import canonical_json
+from orchestrator.formats import canonical_json
 from orchestrator.store import FileStore
 
 

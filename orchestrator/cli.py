@@ -173,7 +173,7 @@ def _study_summary(store, all_rows: bool = False) -> dict[str, Any]:
     """Counts of one study directory, read without starting Ray: of its current trials, and with
     ``all_rows`` of the rows of earlier definitions too (orchestrator/definitions.py)."""
     from orchestrator import definitions as D
-    from orchestrator.progress import fmt_duration
+    from orchestrator.formats import fmt_duration
     from orchestrator.rows import FAILED, count_statuses
 
     m = store.manifest()

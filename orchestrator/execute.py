@@ -22,7 +22,8 @@ from typing import Any, TextIO
 from orchestrator import layout as L
 from orchestrator.errors import UserError
 from orchestrator.grid import Trial
-from orchestrator.progress import Progress, fmt_duration
+from orchestrator.formats import fmt_duration
+from orchestrator.progress import Progress
 from orchestrator.spec import Study
 from orchestrator.store import StudyStore, join, utcnow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from orchestrator.formats import canonical_json
 from orchestrator.spec import Study, Variant
 
 
@@ -16,10 +16,6 @@ from orchestrator.spec import Study, Variant
 class Trial:
     trial_id: str
     config: dict[str, Any]
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 def trial_id(workload: str, version: str, config: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from orchestrator import report as R
 from orchestrator.compare import DELTA, Comparison
-from orchestrator.progress import fmt_duration
+from orchestrator.formats import fmt_duration
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330; margin: 0;

@@ -7,12 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-
-def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+from orchestrator.formats import fmt_duration
 
 
 @dataclass

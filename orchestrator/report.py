@@ -20,7 +20,7 @@ from orchestrator import plots as P
 from orchestrator import tables as T
 from orchestrator import verdicts as V
 from orchestrator.errors import UserError
-from orchestrator.progress import fmt_duration
+from orchestrator.formats import fmt_duration
 from orchestrator.provenance import data_summary, provenance_lines
 from orchestrator.rows import COMPLETED, FAILED, count_statuses
 from orchestrator.spec import ReportPlot, ReportTable, Study

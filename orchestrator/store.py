@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from orchestrator import layout as L
 from orchestrator.errors import LockedError, UserError
+from orchestrator.formats import fmt_duration
 from orchestrator.layout import is_uri, join  # also part of this module's API
 
 from orchestrator.rows import artifact_table, history_table, row_table
@@ -317,8 +318,6 @@ def _pid_alive(pid: int, started: str = "") -> bool:
 
 
 def _ago(seconds: float) -> str:
-    from orchestrator.progress import fmt_duration
-
     return fmt_duration(max(0.0, seconds))
 
 
