@@ -17,6 +17,7 @@ from orchestrator import layout as L
 from orchestrator import registry, spec
 from orchestrator.errors import UserError
 from orchestrator.grid import Trial, expand
+from orchestrator.plan import Plan
 from orchestrator.spec import Study
 
 
@@ -181,8 +182,6 @@ def pending(store, trials: list[Trial], retry_failed: bool = False,
 
 def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: bool = False):
     """Freeze the manifest and build the execution plan. Call with the driver lock held."""
-    from orchestrator.execute import Plan
-
     statuses = store.statuses() if store.exists(L.TRIALS) else {}
     todo, retry = pending(store, prep.trials, retry_failed, statuses)
     schema = R.schema_to_json(prep.schema)
