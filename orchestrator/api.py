@@ -139,7 +139,8 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
     grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``). ``bundle``:
     trials per Tune trial, "auto" or a number (default: the study's ``bundle``, auto). ``group``:
     the most trials per vectorised group, "auto", "off" or a number (default: the study's ``group``)."""
-    from orchestrator.prepare import prepare, study_rows
+    from orchestrator.prepare import prepare
+    from orchestrator.report import study_rows
 
     sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     if isinstance(study, dict):

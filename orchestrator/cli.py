@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(a: argparse.Namespace) -> int:
     from orchestrator.api import _check_bundle, _check_group, execute_study, study_path
     from orchestrator.execute import describe, wait_shutdown
-    from orchestrator.prepare import pending, prepare, write_report
+    from orchestrator.prepare import pending, prepare
     from orchestrator.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
@@ -115,6 +115,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("failed trials keep their rows and are not run again: add --retry-failed to run them again",
               file=sys.stderr)
     if not a.no_report and not out.interrupted:
+        from orchestrator.report import write_report
+
         print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
     wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/execute.py)
     return out.exit_code

@@ -227,18 +227,3 @@ def freeze(store, prep: Prepared, schema: list, run: dict | None = None) -> None
                           "trials": [{"trial_id": t.trial_id, "config": t.config} for t in prep.trials],
                           "earlier": [e for k, e in earlier.items() if k not in current],
                           "runs": old.get("runs", []) + ([run] if run else [])})
-
-
-def study_rows(store, trial_ids: set[str]):
-    """The rows of these trials (a study directory may hold rows of trials no longer in the grid)."""
-    rows = store.rows()
-    if rows.empty:
-        return rows
-    return rows[rows["trial_id"].isin(trial_ids)].reset_index(drop=True)
-
-
-def write_report(store, study: Study, scale: str, trial_ids: set[str]) -> str:
-    """report.md and its plots (report/) into the study's location; returns report.md's text."""
-    from orchestrator import report
-
-    return report.write(store, report.build_for(store, study, scale, trial_ids))

@@ -275,9 +275,11 @@ def study_artifacts(store, trial_ids: set[str]) -> T.Artifacts:
 
 
 def study_rows(store, trial_ids: set[str]) -> pd.DataFrame:
-    from orchestrator.prepare import study_rows as rows
-
-    return rows(store, trial_ids)
+    """The rows of these trials (a study directory may hold rows of trials no longer in the grid)."""
+    rows = store.rows()
+    if rows.empty:
+        return rows
+    return rows[rows["trial_id"].isin(trial_ids)].reset_index(drop=True)
 
 
 def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bool = False,
@@ -343,3 +345,8 @@ def write(store, report: Report) -> str:
     text = markdown(report)
     store.write_bytes(L.REPORT, text.encode())
     return text
+
+
+def write_report(store, study: Study, scale: str, trial_ids: set[str]) -> str:
+    """report.md and its plots (report/) into the study's location; returns report.md's text."""
+    return write(store, build_for(store, study, scale, trial_ids))
