@@ -72,6 +72,24 @@ def split(members: list[dict[str, Any]], size: int, slots: int, taper: bool = Tr
     return out
 
 
+def split_with_groups(members: list[dict[str, Any]], size: int, slots: int, *, taper: bool,
+                      plan: Any) -> list[list[dict[str, Any]]]:
+    """The run's bundles (orchestrator/execute.py): the vectorised groups of ``plan``'s workload
+    first (the longest units of work; orchestrator/groups.py), then the other members as ``split``
+    cuts them. The members are not changed: a group's members are marked copies."""
+    from orchestrator import groups as G
+    from orchestrator import registry
+
+    setting = plan.group if getattr(plan, "group", None) is not None else plan.study.group
+    cap = G.group_cap(setting)
+    groups: list[list[dict[str, Any]]] = []
+    rest = members
+    if cap > 1 and members:
+        workload = registry.load(plan.study.workload, plan.workload_spec)
+        groups, rest = G.form(members, G.keys(workload, members), cap)
+    return groups + (split(rest, size, slots, taper=taper) if rest else [])
+
+
 def name(members: list[dict[str, Any]]) -> str:
     """A Tune trial name: the trial id for a lone trial."""
     first = members[0]["trial_id"]
@@ -174,12 +192,13 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
     """Run a bundle's members one after another (see the module doc), or a vectorised group's
     together (orchestrator/groups.py; those that fail there then run alone). ``report``: tune.report."""
     from orchestrator.store import StudyStore
+    from orchestrator.trial import check_writable, row_status
 
     store = StudyStore(common["results"])
     reporter = Reporter(report) if report is not None else None
 
     def on_retry(tid: str, text: str) -> None:
-        _check_writable(store)   # a full or read-only location: no retries, the driver stops
+        check_writable(store)   # a full or read-only location: no retries, the driver stops
         if reporter is not None:
             reporter.add("retry", tid, text)
 
@@ -208,25 +227,12 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
         reporter.close()
 
 
-class Unwritable(OSError):
-    """The results location refuses writes: every member would fail the same way."""
-
-
-def _check_writable(store) -> None:
-    from orchestrator.errors import UserError
-
-    try:
-        store.check_writable()
-    except UserError as e:
-        raise Unwritable(e.bare) from None
-
-
 def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_before: int = 0,
                on_retry: Callable[[str], None]) -> str:
     """One member to its row; its status, or "skipped" when it had a row already."""
     from orchestrator import layout as L
     from orchestrator import rows as R
-    from orchestrator.trial import _error_text, failed_row, run_trial
+    from orchestrator.trial import Unwritable, error_text, failed_row, run_trial
 
     tid = payload["trial_id"]
     if check_deaths:   # (run_trial itself skips a member that has a row)
@@ -248,14 +254,6 @@ def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_bef
             # as many tries as Ray would give a lone trial
             tries += 1
             if tries > payload["max_failures"] + 2:
-                failed_row(payload, _error_text(e))
+                failed_row(payload, error_text(e))
                 return R.FAILED
             on_retry(f"{type(e).__name__}: {e}"[:300])
-
-
-def row_status(store, trial_id: str) -> str:
-    """The status in a trial's row ("completed" where it cannot be read)."""
-    try:
-        return str(store.row_value(trial_id, "status") or "completed")
-    except Exception:  # noqa: BLE001 - only for the progress line
-        return "completed"

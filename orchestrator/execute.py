@@ -294,7 +294,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int
     size = B.auto_size(len(members), n_slots) if bundle == "auto" else int(bundle)
     # auto: smaller bundles towards the end, so the slots finish together; a number: as asked
     from orchestrator import groups as G   # lists of members; vectorised groups first (orchestrator/groups.py)
-    bundles = G.split(members, size, n_slots, taper=bundle == "auto", plan=plan)
+    bundles = B.split_with_groups(members, size, n_slots, taper=bundle == "auto", plan=plan)
     n_groups = sum(1 for b in bundles if G.is_group(b))
     if size > 1 or n_groups:
         grouped = f", {n_groups} of them vectorised groups (--group off: none)" if n_groups else ""

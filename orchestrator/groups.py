@@ -5,10 +5,10 @@ A workload opts in with two methods (orchestrator/interface.py, ``Workload``): `
 (equal keys: the configs differ only in values, such as the seed or a loss weight; None: this
 trial runs alone) and ``run_group(configs, ctxs)``, one metrics dict or exception per config.
 
-In the driver (``split``), the pending trials with equal keys are cut into groups of up to the
-study's ``group`` (``auto``: 8; ``off``: no groups; ``--group`` overrides it), as evenly as the cap
-allows; each group is one bundle (orchestrator/bundle.py). Trials without a key, trials alone
-under their key and trials sent again by ``--retry-failed`` are bundled as before.
+In the driver (``bundle.split_with_groups``), the pending trials with equal keys are cut into
+groups of up to the study's ``group`` (``auto``: 8; ``off``: no groups; ``--group`` overrides it),
+as evenly as the cap allows; each group is one bundle (orchestrator/bundle.py). Trials without a
+key, trials alone under their key and trials sent again by ``--retry-failed`` are bundled as before.
 
 In the trial process (``run_group_bundle``):
 
@@ -94,23 +94,6 @@ def form(members: list[dict[str, Any]], member_keys: list[Any], cap: int) -> tup
     return groups, rest
 
 
-def split(members: list[dict[str, Any]], size: int, slots: int, *, taper: bool, plan: Any) -> list[list[dict[str, Any]]]:
-    """The run's bundles (orchestrator/execute.py): the groups of ``plan``'s workload first (the
-    longest units of work), then the other members as ``bundle.split`` cuts them. The members
-    are not changed: a group's members are marked copies."""
-    from orchestrator import bundle as B
-    from orchestrator import registry
-
-    setting = plan.group if getattr(plan, "group", None) is not None else plan.study.group
-    cap = group_cap(setting)
-    groups: list[list[dict[str, Any]]] = []
-    rest = members
-    if cap > 1 and members:
-        workload = registry.load(plan.study.workload, plan.workload_spec)
-        groups, rest = form(members, keys(workload, members), cap)
-    return groups + (B.split(rest, size, slots, taper=taper) if rest else [])
-
-
 def is_group(members: list[Mapping[str, Any]]) -> bool:
     return len(members) > 1 and all(m.get(GROUP_KEY) for m in members)
 
@@ -123,9 +106,9 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
     still to run, alone and in order (``bundle.run_member``)."""
     from orchestrator import layout as L
     from orchestrator import registry
-    from orchestrator.bundle import _check_writable, row_status
     from orchestrator.interface import Diverged
-    from orchestrator.trial import TrialPayload, close_try, open_try, outcome, seed_everything
+    from orchestrator.trial import (TrialPayload, check_writable, close_try, open_try, outcome, row_status,
+                                    seed_everything)
 
     todo = []
     for m in members:
@@ -168,7 +151,7 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
             status, error, metrics = outcome(t.p, result, workload)
             row = close_try(t, store, status, error, metrics, wall_s=share)
         except Exception as e:  # noqa: BLE001 - writing its row failed: a full or read-only location stops here
-            _check_writable(store)
+            check_writable(store)
             store.bump(tid, "errors")
             on_retry(tid, f"{type(e).__name__}: {e}"[:300])
             left.append(m)

@@ -15,12 +15,11 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator import bundle as B
 from orchestrator import layout as L
 from orchestrator.errors import UserError
 from orchestrator.progress import Progress
 from orchestrator.store import StudyStore
-from orchestrator.trial import TrialPayload, failed_row
+from orchestrator.trial import TrialPayload, failed_row, row_status
 
 
 class Sweep:
@@ -137,7 +136,7 @@ class Bridge(tune.Callback):
         sweep = self.sweep
         for m in sweep.members_of(trial):  # all reported; this is a safety net
             if m["trial_id"] not in sweep.counted:
-                sweep.count(m["trial_id"], B.row_status(sweep.store, m["trial_id"]))
+                sweep.count(m["trial_id"], row_status(sweep.store, m["trial_id"]))
         sweep.progress.slot_freed()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -153,7 +152,7 @@ class Bridge(tune.Callback):
                 failed_row(sweep.payload(tid), err)
                 sweep.count(tid, "failed")
             elif tid not in sweep.counted:
-                sweep.count(tid, B.row_status(sweep.store, tid))
+                sweep.count(tid, row_status(sweep.store, tid))
         sweep.progress.slot_freed()
 
     def on_step_end(self, iteration, trials, **info):

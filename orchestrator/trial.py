@@ -22,6 +22,7 @@ from orchestrator import params as P
 from orchestrator import rows as R
 from orchestrator import registry
 from orchestrator.cache import StageCache
+from orchestrator.errors import UserError
 from orchestrator.interface import Diverged
 from orchestrator.store import StudyStore, utcnow
 
@@ -51,7 +52,7 @@ class TrialPayload:
         return dict(self.__dict__)
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """The exception line plus the innermost frames: enough to act on, short enough for a cell."""
     tb = traceback.TracebackException.from_exception(exc)
     frames = list(tb.stack)[-3:]
@@ -177,7 +178,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
         if errors <= p.max_failures and on_retry is None:
             raise
         retry = errors <= p.max_failures
-        status, error, metrics = R.FAILED, _error_text(e), {}
+        status, error, metrics = R.FAILED, error_text(e), {}
     if retry:  # outside the except block, so the failed try's frames (and tensors) are freed
         on_retry(error.split(" [")[0][:300])
         return None
@@ -318,3 +319,24 @@ def failed_row(payload: Mapping[str, Any], error: str) -> dict[str, Any]:
            "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
     store.write_row(row, R.schema_from_json(p.schema) if p.schema else None)
     return row
+
+
+class Unwritable(OSError):
+    """The results location refuses writes: every member of a bundle would fail the same way."""
+
+
+def check_writable(store: StudyStore) -> None:
+    """Raise Unwritable where the results location refuses writes (full, read-only): no retries,
+    the driver stops (orchestrator/bundle.py, orchestrator/groups.py)."""
+    try:
+        store.check_writable()
+    except UserError as e:
+        raise Unwritable(e.bare) from None
+
+
+def row_status(store: StudyStore, trial_id: str) -> str:
+    """The status in a trial's row ("completed" where it cannot be read)."""
+    try:
+        return str(store.row_value(trial_id, "status") or "completed")
+    except Exception:  # noqa: BLE001 - only for the progress line
+        return "completed"
