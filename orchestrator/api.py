@@ -95,22 +95,24 @@ def shared_cwd_note(prep, pending: int, max_concurrent: int | None = None) -> st
             f"--out_dir={{checkpoint_dir}}) or {{trial_dir}} in command.argv, or cwd: trial")
 
 
-def _check_bundle(value: Any, source: str) -> int | str:
-    """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=)."""
-    from orchestrator.spec import check_bundle
+def check_bundle(value: Any, source: str) -> int | str:
+    """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=); spec.check_bundle
+    with its error as a UserError from ``source``."""
+    from orchestrator import spec
 
     try:
-        return check_bundle(value)
+        return spec.check_bundle(value)
     except ValueError as e:
         raise UserError(str(e), source=source) from None
 
 
-def _check_group(value: Any, source: str) -> int | str:
-    """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=)."""
-    from orchestrator.spec import check_group
+def check_group(value: Any, source: str) -> int | str:
+    """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=); spec.check_group
+    with its error as a UserError from ``source``."""
+    from orchestrator import spec
 
     try:
-        return check_group(value)
+        return spec.check_group(value)
     except ValueError as e:
         raise UserError(str(e), source=source) from None
 
@@ -149,9 +151,9 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
         prep = prepare(study_path(study), scale, sets, data_root=data_root)
     say = (lambda s: print(s, file=sys.stderr)) if verbose else (lambda s: None)
     if bundle is not None:
-        _check_bundle(bundle, "bundle")
+        check_bundle(bundle, "bundle")
     if group is not None:
-        group = _check_group(group, "group")
+        group = check_group(group, "group")
     out, store = execute_study(prep, results, data_root=data_root, retry_failed=retry_failed, address=address,
                                max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, bundle=bundle,
                                group=group, say=say)

@@ -87,15 +87,15 @@ def _parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.api import _check_bundle, _check_group, execute_study, study_path
+    from orchestrator.api import check_bundle, check_group, execute_study, study_path
     from orchestrator.execute import describe, wait_shutdown
     from orchestrator.prepare import pending, prepare
     from orchestrator.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
-    bundle = _check_bundle(a.bundle, "--bundle") if a.bundle is not None else None
-    group = _check_group(a.group, "--group") if a.group is not None else None
+    bundle = check_bundle(a.bundle, "--bundle") if a.bundle is not None else None
+    group = check_group(a.group, "--group") if a.group is not None else None
     prep = prepare(study_path(a.study), a.scale, a.sets, data_root=a.data_root)
     if a.dry_run:
         store = study_store(a.results, prep.study.name, a.scale)

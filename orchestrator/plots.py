@@ -61,7 +61,7 @@ def _levels(data: pd.DataFrame, col: str | None, spec: ReportPlot) -> list[Any]:
 
 
 def _label(v: Any) -> str:
-    return T._text(v) if not isinstance(v, (np.floating, float)) else T._text(float(v))
+    return T.text(v) if not isinstance(v, (np.floating, float)) else T.text(float(v))
 
 
 # ---------------------------------------------------------------------------- drawing

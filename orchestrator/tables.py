@@ -199,7 +199,7 @@ def pivot(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
             for s in spec.stats:
                 for p in across:
                     parts = ([v] if len(spec.values) > 1 else []) + ([stat_label(s)] if len(spec.stats) > 1 else [])
-                    rec[" ".join(parts + [_text(p)])] = stat(g[g[spec.pivot] == p], v, s)
+                    rec[" ".join(parts + [text(p)])] = stat(g[g[spec.pivot] == p], v, s)
         records.append(rec)
     out = pd.DataFrame.from_records(records)
     if len(spec.stats) == 1 and _is_count(spec.stats[0]):
@@ -233,7 +233,7 @@ def compare(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
 
 
 def _pair_label(value: str, a: Any, b: Any, op: str) -> str:
-    return f"{value} {_text(a)}{'/' if op == 'ratio' else '-'}{_text(b)}"
+    return f"{value} {text(a)}{'/' if op == 'ratio' else '-'}{text(b)}"
 
 
 def _versus(a: float, b: float, op: str, floor: float) -> float:
@@ -252,7 +252,7 @@ def count(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
         rec: dict[str, Any] = dict(zip(spec.by, key))
         for col in spec.count:
             for v in seen[col]:
-                rec[_text(v) if len(spec.count) == 1 else f"{col}={_text(v)}"] = int((g[col] == v).sum())
+                rec[text(v) if len(spec.count) == 1 else f"{col}={text(v)}"] = int((g[col] == v).sum())
         rec["n"] = len(g)
         records.append(rec)
     out = pd.DataFrame.from_records(records)
@@ -261,7 +261,8 @@ def count(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
     return order_rows(out, spec.by, spec.order)
 
 
-def _text(v: Any) -> str:
+def text(v: Any) -> str:
+    """A value as a label (column names, plot legends): a whole float without its ".0"."""
     if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return str(v)
