@@ -1,4 +1,4 @@
-"""Benchmark of the native RAM-neuron memory against the numpy reference (issue 5, item 7).
+"""Benchmark of the native RAM-neuron memory against the numpy reference.
 
 Prints, for the native memory and for ``tests.oracles.memory_reference`` in the same run:
   1. lookups/s on one core for each backend (dense / sparse / lsh), measured by forward_counts;

@@ -1,4 +1,4 @@
-"""Plain functions as workloads and the Python API (issue 16), each from a fresh interpreter in a
+"""Plain functions as workloads and the Python API, each from a fresh interpreter in a
 user's own repository: `workload: mypkg.train:run`, `import orchestrator as overnight`."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`workload: command` reading a program's metrics from its output and files (issue 24): the
+"""`workload: command` reading a program's metrics from its output and files: the
 study's ``command.metrics_from`` patterns and file sources, checked when the study loads; the
 trial's own folders as placeholders (``{trial_dir}``, ``cwd: trial``, ``{attempt}``,
 ``resume_args``); and no ``completed`` row without the study's metric unless

@@ -1,4 +1,4 @@
-"""`workload: command` (issue 16): an external training script run once per trial through Ray,
+"""`workload: command`: an external training script run once per trial through Ray,
 with its parameters declared in the study, its checkpoint folder kept in the results location and
 handed back after a kill, its metrics file read into the row and the history."""
 from __future__ import annotations

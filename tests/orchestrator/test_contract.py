@@ -1,4 +1,4 @@
-"""The typed contract at both ends (issue 11): declared parameters are checked before anything
+"""The typed contract at both ends: declared parameters are checked before anything
 runs, trial ids hash the canonical config, and every part file of a study has one schema that
 pandas, pyarrow, DuckDB and polars read whole."""
 from __future__ import annotations

@@ -10,7 +10,7 @@ the report gets it from ``orchestrator.registry.determinism_note``).
   --max-concurrent 2) and *lone* (--bundle 1 --group off --max-concurrent 1): every column of every
   row is the same bit for bit, but for timings (the VOLATILE names of the regression tests) and
   the metrics the workload declares for these knobs on the CPU. The transformer runs its grid
-  protocol (the issue's transformer_grid, at d_model 128, where grouped members once differed from
+  protocol (as in the transformer_grid study, at d_model 128, where grouped members once differed from
   their lone runs in the last bits: per-member gradient clipping reduced in another order) and its
   lambda protocol (corrector QAT);
 - resume: a transformer group whose driver is SIGKILLed mid-way through the correction epochs
