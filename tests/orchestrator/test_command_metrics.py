@@ -17,7 +17,7 @@ import yaml
 from orchestrator import command as C
 from orchestrator.store import StudyStore
 from orchestrator.trial import run_trial
-from tests.conftest import overnight_subprocess
+from tests.processes import overnight_subprocess
 
 PATTERN = r"step (?P<step>\d+): loss (?P<loss>[\d.naif]+)"
 

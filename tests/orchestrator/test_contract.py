@@ -15,7 +15,7 @@ from orchestrator import rows as R
 from orchestrator.errors import UserError
 from orchestrator.prepare import prepare
 from orchestrator.store import StudyStore
-from tests.conftest import overnight_subprocess
+from tests.processes import overnight_subprocess
 
 TOY = "tests.orchestrator.toy_workloads:Toy"
 
