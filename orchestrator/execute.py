@@ -3,7 +3,7 @@
 Tune is the executor, not the database: the results directory decides what is done, every run
 submits only the missing trials to a fresh Tuner, and in-flight trials resume from the checkpoint
 they saved in the results location (so grid extensions and crashed drivers are handled the same
-way). See ../shared/specs/ray-notes.md §1.5 and §4 for why.
+way). Why: docs/execution.md, 'Executor, not database' and 'Kill and restore'.
 """
 from __future__ import annotations
 

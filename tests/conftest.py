@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -116,12 +115,6 @@ def wait_until(what: str, check, proc: subprocess.Popen | None = None, timeout: 
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
         time.sleep(0.05)
     return True
-
-
-def overnight_subprocess(*args: str, **kw) -> subprocess.CompletedProcess:
-    """`overnight ...` as a real process (for exit codes and stderr exactly as a user sees them)."""
-    exe = Path(sys.executable).with_name("overnight")
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=kw.pop("cwd", ROOT), **kw)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-//! Neuron addresses from input bits (spec §3): `addr = sum_i x[conn[i]] << (b-1-i)`.
+//! Neuron addresses from input bits: `addr = sum_i x[conn[i]] << (b-1-i)` (docs/studies/ramlm.md,
+//! 'Architecture').
 //!
 //! Batched forms work on *bit planes* (the input transposed to `[T][examples]`), so that one
 //! neuron's addresses for a block of examples are a few vectorisable shift-or passes.
@@ -181,9 +182,10 @@ pub fn address_from_row(row: &[u8], conn: &[u32]) -> u64 {
     a
 }
 
-/// Sliding windows over a token stream (spec §1-§2): example i has context
-/// `tokens[i..i+context]` (oldest first, each token MSB first in `bits_per_token` bits) and
-/// target `tokens[i+context]`. Returns (`[L-N, N*bpt]` bits, `[L-N]` targets).
+/// Sliding windows over a token stream (docs/studies/ramlm.md, 'Data and tokenizers' and
+/// 'Input encoding'): example i has context `tokens[i..i+context]` (oldest first, each token MSB
+/// first in `bits_per_token` bits) and target `tokens[i+context]`. Returns (`[L-N, N*bpt]` bits,
+/// `[L-N]` targets).
 pub fn encode_contexts(tokens: &[i64], context: usize, bits_per_token: usize) -> crate::error::Result<(Vec<u8>, Vec<i64>)> {
     use crate::error::value_err;
     if context == 0 {

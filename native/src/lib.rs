@@ -1,4 +1,5 @@
-//! Native extension for overnight: memory for RAM neurons (spec ramlm §4-§8).
+//! Native extension for overnight: memory for RAM neurons (docs/studies/ramlm.md,
+//! 'Memory' to 'Connectivity optimisation').
 //!
 //! The core (`tiers`, `rng`, `store`, `address`, `memory`, `format`, `pool`) is plain Rust and
 //! is tested with `cargo test`; `python` is the thin PyO3 layer that exposes it as

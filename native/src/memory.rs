@@ -1,6 +1,7 @@
 //! The tiered memory: tiers of clusters of RAM neurons over one logical<->token mapping
-//! (spec §3-§6), with batched order-independent training, forward counts/scores, evaluation
-//! (softmax CE, argmax) and parallel candidate evaluation (spec §8).
+//! (docs/studies/ramlm.md, 'Architecture' to 'Tiered architecture'), with batched
+//! order-independent training, forward counts/scores, evaluation (softmax CE, argmax) and parallel
+//! candidate evaluation (docs/studies/ramlm.md, 'Fitness and candidate evaluation').
 use crate::address::{address_from_row, addresses_from_planes, fill_planes};
 use crate::dispatch;
 use crate::error::{try_vec, value_err, CoreError, Result};

@@ -1,5 +1,6 @@
-//! SplitMix64 and the "guaranteed coverage" connectivity initialisation (spec §3). The numpy
-//! reference reproduces both exactly, so the same seed gives the same connectivity in each.
+//! SplitMix64 and the "guaranteed coverage" connectivity initialisation (docs/studies/ramlm.md,
+//! 'Connectivity initialisation'). The numpy reference reproduces both exactly, so the same seed
+//! gives the same connectivity in each.
 use crate::error::{value_err, Result};
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and easy to reproduce in Python.

@@ -1,4 +1,5 @@
-//! Cell storage backends behind one trait (spec §4, §7).
+//! Cell storage backends behind one trait (docs/studies/ramlm.md, 'Memory' and
+//! 'Memory backends').
 //!
 //! Internal 2-bit cell codes are EMPTY=00, FALSE=01, TRUE=11: zeroed memory is all EMPTY (fresh
 //! allocations come lazily zeroed from the OS), and both training writes are a plain OR (FALSE

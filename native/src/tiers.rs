@@ -1,12 +1,12 @@
 //! Tier configuration: `(count, neurons_per_cluster, bits)` per tier, the spec-string parser and
-//! the backend choice (spec §6, §7).
+//! the backend choice (docs/studies/ramlm.md, 'Tiered architecture' and 'Memory backends').
 use crate::error::{value_err, CoreError, Result};
 
 /// Largest bits per neuron accepted anywhere.
 pub const MAX_BITS: u32 = 60;
-/// DENSE up to this many bits in `auto` (spec §7 `SPARSE_THRESHOLD_BITS`).
+/// DENSE up to this many bits in `auto` (docs/studies/ramlm.md, 'Memory backends').
 pub const SPARSE_THRESHOLD_BITS: u32 = 10;
-/// SPARSE up to this many bits in `auto`; LSH above (spec §7 `LSH_THRESHOLD_BITS`).
+/// SPARSE up to this many bits in `auto`; LSH above (the same table).
 pub const LSH_THRESHOLD_BITS: u32 = 30;
 /// Dense and sparse store unfolded addresses and accept at most this many bits.
 pub const MAX_UNFOLDED_BITS: u32 = 30;
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t[2], TierSpec { count: 49757, neurons: 5, bits: 8 });
         let neurons: usize = t.iter().map(|t| t.total_neurons()).sum();
-        assert_eq!(neurons, 254_285); // spec §6
+        assert_eq!(neurons, 254_285); // docs/studies/ramlm.md, 'Tiered architecture'
         let conns: usize = t.iter().map(|t| t.total_neurons() * t.bits as usize).sum();
         assert_eq!(conns, 2_068_280);
     }

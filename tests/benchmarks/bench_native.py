@@ -1,4 +1,4 @@
-"""Benchmark of the native RAM-neuron memory against the numpy reference (issue 5, item 7).
+"""Benchmark of the native RAM-neuron memory against the numpy reference.
 
 Prints, for the native memory and for ``tests.oracles.memory_reference`` in the same run:
   1. lookups/s on one core for each backend (dense / sparse / lsh), measured by forward_counts;
@@ -45,7 +45,8 @@ def zipf_stream(n: int, seed: int = 0, s: float = 1.0) -> np.ndarray:
 
 
 def frequency_order(tokens: np.ndarray) -> np.ndarray:
-    """Descending train count, ties (and unseen tokens) by increasing id (spec §6)."""
+    """Descending train count, ties (and unseen tokens) by increasing id
+    (docs/studies/ramlm.md, 'Tiered architecture')."""
     counts = np.bincount(tokens, minlength=V)
     return np.lexsort((np.arange(V), -counts)).astype(np.int64)
 
@@ -160,9 +161,10 @@ def phase_tiered(name: str, args) -> dict:
 
 
 def phase_candidates(args) -> dict:
-    """Parallel candidate evaluation (spec §8): K genomes, each a fresh tier0_20bit memory
-    trained on a 10K-token window set and scored (softmax CE) on 4K tokens. Native only: the
-    reference's cost per candidate is its train + evaluate cost measured above."""
+    """Parallel candidate evaluation (docs/studies/ramlm.md, 'Fitness and candidate evaluation'):
+    K genomes, each a fresh tier0_20bit memory trained on a 10K-token window set and scored
+    (softmax CE) on 4K tokens. Native only: the reference's cost per candidate is its train +
+    evaluate cost measured above."""
     import native
     native.set_num_threads(args.threads)
     tokens = zipf_stream(args.tokens, seed=0)

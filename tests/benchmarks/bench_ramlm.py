@@ -1,4 +1,4 @@
-"""RAM-LM at full WikiText-2 size on the synthetic Zipf stream (issue 6 item 8).
+"""RAM-LM at full WikiText-2 size on the synthetic Zipf stream.
 
 Trains tier0_20bit (``100,15,20;400,10,12;rest,5,8``, context 4, top-k negatives) on 2.4M tokens
 with V = 50,257 through the native memory, then evaluates the full 288K-token test split (fused

@@ -1,4 +1,4 @@
-"""Vectorised trials (issue 17 item 4): the transformer_grid's trials of one group (the three seeds
+"""Vectorised trials on the CPU: the transformer_grid's trials of one group (the three seeds
 of one configuration) run member by member (A) and as one batched group (B), side by side and
 interleaved (A B A B ..., ``--rounds``), in-process on ``--threads`` torch threads, and the fast
 grid's wall time projected from the median times.

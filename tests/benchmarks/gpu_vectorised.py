@@ -1,4 +1,4 @@
-"""GPU figures for vectorised trials (issue 17 item 5): the transformer_grid at its full budget,
+"""GPU figures for vectorised trials: the transformer_grid at its full budget,
 four ways, on one GPU, in about 8 minutes. Run it with ``bash tests/benchmarks/gpu_vectorised.sh``.
 
   gpu: 1                one trial at a time on the GPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17 item 5: GPU figures for vectorised trials (tests/benchmarks/gpu_vectorised.py says what
+# GPU figures for vectorised trials (tests/benchmarks/gpu_vectorised.py says what
 # is measured). On a 1-GPU machine, from the repository root:
 #
 #     bash tests/benchmarks/gpu_vectorised.sh                  # about 8 minutes: the four ways

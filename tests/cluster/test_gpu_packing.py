@@ -2,11 +2,8 @@
 its own memory share. Checked with Ray's fake GPUs (`--num-gpus` on a CPU machine)."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,7 +11,7 @@ import yaml
 
 from orchestrator import trial as trialmod
 from orchestrator.store import StudyStore
-from tests.conftest import ROOT
+from tests.processes import overnight_subprocess, ray_env
 
 pytestmark = pytest.mark.cluster
 
@@ -41,10 +38,8 @@ def test_half_gpu_trials_pack_two_per_fake_gpu(tmp_path):
     path = tmp_path / "packing.yaml"
     path.write_text(yaml.safe_dump(study))
     res = tmp_path / "res"
-    exe = Path(sys.executable).with_name("overnight")
-    run = subprocess.run([str(exe), "run", str(path), "--results", str(res), "--num-cpus", "2", "--num-gpus", "2",
-                          "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    run = overnight_subprocess("run", path, "--results", res, "--num-cpus", "2", "--num-gpus", "2", "--no-report",
+                               timeout=300, env=ray_env())
     assert run.returncode == 0, run.stderr[-3000:]
 
     rows = StudyStore(str(res / "packing" / "fast")).rows()

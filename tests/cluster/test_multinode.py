@@ -8,9 +8,7 @@ Nodes: head (1 CPU, slot=2, job server when ray[default] is installed) and two w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,9 +19,9 @@ import yaml
 from orchestrator.store import StudyStore
 from tests.cluster.loopback import RAY, LoopbackCluster, job_server_available, private_mounts_available
 from tests.conftest import ROOT, wait_until
+from tests.processes import kill_family, overnight_subprocess, start_overnight
 
 pytestmark = pytest.mark.cluster
-OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +81,8 @@ def test_study_spreads_over_every_node(cluster, tmp_path):
                         "barrier_timeout_s": 90},
                        {"lr": [0.1, 0.2, 0.3], "seed": [0, 1]}, {"cpu": 0.25, "custom": {"slot": 1}})
     res = tmp_path / "res"
-    run = subprocess.run([OVERNIGHT, "run", str(path), "--address", cluster.address, "--results", str(res),
-                          "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=cluster.env)
+    run = overnight_subprocess("run", path, "--address", cluster.address, "--results", str(res), "--no-report",
+                               timeout=300, env=cluster.env)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = StudyStore(str(res / "spread" / "fast")).rows()
     assert len(rows) == 6 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}
@@ -105,8 +103,8 @@ def test_study_with_results_on_the_object_store_spreads_over_every_node(cluster,
                         "barrier_timeout_s": 90},
                        {"lr": [0.1, 0.2, 0.3], "seed": [0, 1]}, {"cpu": 0.25, "custom": {"slot": 1}})
     root = object_store.uri("cluster")
-    run = subprocess.run([OVERNIGHT, "run", str(path), "--address", cluster.address, "--results", root,
-                          "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=cluster.env)
+    run = overnight_subprocess("run", path, "--address", cluster.address, "--results", root, "--no-report",
+                               timeout=300, env=cluster.env)
     assert run.returncode == 0, run.stderr[-3000:]
     store = StudyStore(f"{root}/spread_s3/fast")
     rows = store.rows()
@@ -182,9 +180,8 @@ def test_node_lost_mid_sweep_trials_continue_elsewhere(cluster, tmp_path):
     res = tmp_path / "res"
     store = StudyStore(str(res / "lossy" / "fast"))
     log = tmp_path / "driver.log"
-    driver = subprocess.Popen([OVERNIGHT, "run", str(path), "--address", cluster.address, "--results", str(res),
-                               "--no-report"], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                              env=cluster.env, start_new_session=True)
+    driver = start_overnight("run", path, "--address", cluster.address, "--results", res, "--no-report",
+                             log=log, env=cluster.env)
     try:
         # wait until some trial has checkpointed step >= 2, then kill the node it runs on
         deadline = time.time() + 240
@@ -206,7 +203,7 @@ def test_node_lost_mid_sweep_trials_continue_elsewhere(cluster, tmp_path):
         assert driver.wait(300) == 0, log.read_text()[-3000:]
     finally:
         if driver.poll() is None:
-            os.killpg(driver.pid, 9)
+            kill_family((), driver.pid)
 
     rows = store.rows().set_index("trial_id")
     assert len(rows) == 8 and set(rows["status"]) == {"completed"} and (rows["final_step"] == steps).all()
@@ -230,8 +227,8 @@ def test_results_path_that_one_node_does_not_share_is_refused(cluster, tmp_path)
     res.mkdir()
     cluster.add_node(num_cpus=1, private_dir=res)
     path = write_study(tmp_path, "unshared", {"steps": 1}, {"lr": [0.1, 0.2]}, {"cpu": 0.25})
-    run = subprocess.run([OVERNIGHT, "run", str(path), "--address", cluster.address, "--results", str(res),
-                          "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=cluster.env)
+    run = overnight_subprocess("run", path, "--address", cluster.address, "--results", str(res), "--no-report",
+                               timeout=300, env=cluster.env)
     assert run.returncode == 2, run.stderr[-3000:]
     err = [line for line in run.stderr.splitlines() if line.startswith("overnight: error:")]
     assert len(err) == 1 and "does not see the same results directory" in err[0], run.stderr[-3000:]

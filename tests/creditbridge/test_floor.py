@@ -1,4 +1,4 @@
-"""Honest credit metrics (issue 15, item 4): the share of evaluation samples whose true gradient is
+"""Honest credit metrics: the share of evaluation samples whose true gradient is
 below the floor, and rho over the samples above it, checked on small hand-made inputs."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The GPT-2 BPE from a data root (``<root>/gpt2-bpe``, ../shared/data/README.md): read offline with
 its sha256 checked, refused when altered, and the word tokenizer a disclosed fallback only when no
 BPE files are found. Also: what ``auto`` resolves to is decided once, and ``data: real`` never falls
-back (issue 23)."""
+back."""
 from __future__ import annotations
 
 import shutil

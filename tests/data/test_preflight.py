@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from workloads.data import DataMissing, at_scale, locate, require
 from workloads.data.locate import wikitext_files
+from tests.processes import overnight_subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,10 +31,9 @@ FAMILIES = [
 
 
 def overnight(*args, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    """`overnight ...` as a user runs it (exit code and stderr as they are)."""
-    exe = Path(sys.executable).with_name("overnight")
+    """`overnight ...` as a user runs it offline (exit code and stderr as they are)."""
     env = {**os.environ, "OVERNIGHT_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return overnight_subprocess(*args, env=env, timeout=300)
 
 
 @pytest.mark.parametrize("study,dataset,looked,how", FAMILIES)

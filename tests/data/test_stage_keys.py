@@ -1,4 +1,4 @@
-"""A stage key means one thing (issue 23): the RAM-LM token stage is keyed on what ``auto``
+"""A stage key means one thing: the RAM-LM token stage is keyed on what ``auto``
 resolved to, the files read and the scale, so a full-scale trial is never handed the fast run's
 word-tokenised validation+test splits from the stage cache."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""examples/char_gpt (issue 24): a char-level GPT training script that knows nothing of overnight
+"""examples/char_gpt: a char-level GPT training script that knows nothing of overnight
 (`--key=value` overrides, `step N: train loss X, val loss Y` on stdout, ckpt.pt under --out_dir,
 `--init_from=resume`) swept unchanged by `workload: command`: its metrics come from its output,
 each trial writes into its own checkpoint folder, a killed trial resumes from its own ckpt.pt

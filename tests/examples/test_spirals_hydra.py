@@ -1,4 +1,4 @@
-"""examples/spirals_hydra (issue 16): the seed-000 Hydra spirals sweep as a standalone script run
+"""examples/spirals_hydra: the seed-000 Hydra spirals sweep as a standalone script run
 through `workload: command` gives the same rows as the built-in quantcorr.classification workload
 for the same configs, and the script resumes from its own phase checkpoints.
 

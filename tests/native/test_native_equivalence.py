@@ -1,5 +1,6 @@
 """Property tests: native.TieredMemory == the numpy ReferenceMemory, bit for bit, on random
-tiers, backends, mappings, inputs and negatives (spec ramlm §3-§7)."""
+tiers, backends, mappings, inputs and negatives (docs/studies/ramlm.md,
+'Architecture' to 'Memory backends')."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Training rule, scoring and state handling of native.TieredMemory on hand-checked cases, and the
-order/batch/thread independence of training (spec ramlm §4-§5)."""
+order/batch/thread independence of training (docs/studies/ramlm.md, 'Memory' and
+'Seed scoring')."""
 from __future__ import annotations
 
 import pickle
@@ -162,7 +163,7 @@ def test_reset_connectivity_and_pickle(tmp_path):
 def test_properties_and_backends():
     m = native.TieredMemory([(100, 15, 20), (400, 10, 12), (49757, 5, 8)], 64, seed=0)
     assert m.backends == ["sparse", "sparse", "dense"]
-    assert m.num_neurons == 254_285 and m.connection_count == 2_068_280  # spec §6
+    assert m.num_neurons == 254_285 and m.connection_count == 2_068_280  # docs/studies/ramlm.md, 'Tiered architecture'
     assert m.num_clusters == 50257 and m.total_input_bits == 64 and m.num_tiers == 3
     assert m.tiers == [(100, 15, 20), (400, 10, 12), (49757, 5, 8)]
     # no dense allocation for sparse tiers: about 16 MB dense tier + 8 MB connectivity

@@ -1,14 +1,15 @@
-"""Plain functions as workloads and the Python API (issue 16), each from a fresh interpreter in a
+"""Plain functions as workloads and the Python API, each from a fresh interpreter in a
 user's own repository: `workload: mypkg.train:run`, `import orchestrator as overnight`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.processes import overnight_subprocess, ray_env
 
 TRAIN = '''
 """A user's own training code: a plain function, declared with @overnight.workload."""
@@ -68,7 +69,7 @@ def user_repo(tmp_path):
 
 
 def python(repo, code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": ""}
+    env = ray_env(PYTHONPATH="")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=repo, capture_output=True, text=True,
                           env=env, timeout=300)
 
@@ -127,11 +128,10 @@ def test_undecorated_function_and_a_study_as_a_dict(user_repo):
 
 
 def test_function_workload_through_the_cli(user_repo):
-    exe = os.path.join(os.path.dirname(sys.executable), "overnight")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": ""}
-    p = subprocess.run([exe, "run", "study.yaml", "--scale", "smoke", "--results", "res", "--num-cpus", "2"],
-                       cwd=user_repo, capture_output=True, text=True, env=env, timeout=300)
+    env = ray_env(PYTHONPATH="")
+    p = overnight_subprocess("run", "study.yaml", "--scale", "smoke", "--results", "res", "--num-cpus", "2",
+                             cwd=user_repo, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "4 completed, 0 failed" in p.stderr
-    p = subprocess.run([exe, "describe", "mypkg.train:run"], cwd=user_repo, capture_output=True, text=True, env=env)
+    p = overnight_subprocess("describe", "mypkg.train:run", cwd=user_repo, env=env)
     assert p.returncode == 0 and "lr: float = 0.1" in p.stdout and "loss: float | None" in p.stdout, p.stderr

@@ -13,7 +13,6 @@ with its own row, history, checkpoint, attempts and retries.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,8 +21,7 @@ import yaml
 
 from orchestrator import bundle as B
 from orchestrator.store import StudyStore
-from tests.conftest import overnight_subprocess
-from tests.orchestrator.test_kill_resume import _overnight, kill_when
+from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 
 def markers(folder: Path, kind: str) -> Counter:
@@ -208,7 +206,7 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
     store = StudyStore(str(res / "killedbundle" / "fast"))
     args = ["run", path, "--results", res, "--no-report", "--bundle", "6"]
     log = tmp_path / "run1.log"
-    first = _overnight(args, log)
+    first = start_overnight(*args, log=log)
 
     def mid_bundle() -> dict[str, int]:   # some rows, and a member without one that checkpointed step 2+
         if not (store.exists("trials") and len(store.finished_ids()) >= 3):
@@ -220,7 +218,7 @@ def test_driver_killed_mid_bundle_then_rerun_runs_no_finished_member_again(tmp_p
     done_at_kill = store.finished_ids()
     starts_at_kill = markers(marks, "start")
     assert 0 < len(done_at_kill) < 12
-    again = overnight_subprocess(*args, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, timeout=600)
+    again = overnight_subprocess(*args, env=ray_env(), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = store.rows()
     assert len(rows) == 12 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}

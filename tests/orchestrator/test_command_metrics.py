@@ -1,4 +1,4 @@
-"""`workload: command` reading a program's metrics from its output and files (issue 24): the
+"""`workload: command` reading a program's metrics from its output and files: the
 study's ``command.metrics_from`` patterns and file sources, checked when the study loads; the
 trial's own folders as placeholders (``{trial_dir}``, ``cwd: trial``, ``{attempt}``,
 ``resume_args``); and no ``completed`` row without the study's metric unless
@@ -17,7 +17,7 @@ import yaml
 from orchestrator import command as C
 from orchestrator.store import StudyStore
 from orchestrator.trial import run_trial
-from tests.conftest import overnight_subprocess
+from tests.processes import overnight_subprocess
 
 PATTERN = r"step (?P<step>\d+): loss (?P<loss>[\d.naif]+)"
 

@@ -1,4 +1,4 @@
-"""`workload: command` (issue 16): an external training script run once per trial through Ray,
+"""`workload: command`: an external training script run once per trial through Ray,
 with its parameters declared in the study, its checkpoint folder kept in the results location and
 handed back after a kill, its metrics file read into the row and the history."""
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +18,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.store import StudyStore
 from tests.conftest import ROOT
+from tests.processes import kill_family, overnight_subprocess, ray_env, start_overnight
 
 EXAMPLE = ROOT / "examples" / "quadratic" / "study.yaml"
 
@@ -149,11 +148,9 @@ def test_driver_sigkill_then_resume(tmp_path):
     path = study(tmp_path, steps=8, sleep_s=0.25, marker_dir=str(markers))
     res = tmp_path / "res"
     store = StudyStore(str(res / "quadratic" / "fast"))
-    exe = str(Path(sys.executable).with_name("overnight"))
-    args = [exe, "run", str(path), "--results", str(res), "--no-report"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True, env=env)
+    args = ["run", str(path), "--results", str(res), "--no-report"]
+    env = ray_env()
+    first = start_overnight(*args, env=env)
     try:
         deadline = time.time() + 120
         while len(store.finished_ids()) < 2 and time.time() < deadline:
@@ -162,13 +159,10 @@ def test_driver_sigkill_then_resume(tmp_path):
         assert len(done_at_kill) >= 2
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
-        second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        second = overnight_subprocess(*args, timeout=300, env=env)
         assert second.returncode == 0, second.stderr[-3000:]
     finally:
-        try:
-            os.killpg(first.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_family((), first.pid)
     rows = store.rows()
     assert len(rows) == 6 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}
     starts = Counter(p.name.split(".")[0] for p in markers.glob("*.start"))

@@ -1,4 +1,4 @@
-"""The typed contract at both ends (issue 11): declared parameters are checked before anything
+"""The typed contract at both ends: declared parameters are checked before anything
 runs, trial ids hash the canonical config, and every part file of a study has one schema that
 pandas, pyarrow, DuckDB and polars read whole."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from orchestrator import rows as R
 from orchestrator.errors import UserError
 from orchestrator.prepare import prepare
 from orchestrator.store import StudyStore
-from tests.conftest import overnight_subprocess
+from tests.processes import overnight_subprocess
 
 TOY = "tests.orchestrator.toy_workloads:Toy"
 

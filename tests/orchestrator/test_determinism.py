@@ -10,11 +10,11 @@ the report gets it from ``orchestrator.registry.determinism_note``).
   --max-concurrent 2) and *lone* (--bundle 1 --group off --max-concurrent 1): every column of every
   row is the same bit for bit, but for timings (the VOLATILE names of the regression tests) and
   the metrics the workload declares for these knobs on the CPU. The transformer runs its grid
-  protocol (the issue's transformer_grid, at d_model 128, where grouped members once differed from
+  protocol (as in the transformer_grid study, at d_model 128, where grouped members once differed from
   their lone runs in the last bits: per-member gradient clipping reduced in another order) and its
   lambda protocol (corrector QAT);
 - resume: a transformer group whose driver is SIGKILLed mid-way through the correction epochs
-  (tests/orchestrator/test_kill_resume.py's ``kill_when``), then run again, resumes from its
+  (``kill_when`` of tests/processes.py), then run again, resumes from its
   members' checkpoints (members caught at different epochs train in sub-batches) and gives the
   rows of a straight lone run.
 """
@@ -35,7 +35,7 @@ from orchestrator.cli import main
 from orchestrator.interface import KNOBS, NotBitIdentical, determinism
 from orchestrator.store import StudyStore
 from tests.orchestrator.test_bundles import run_record
-from tests.orchestrator.test_kill_resume import _overnight, kill_when
+from tests.processes import kill_when, start_overnight
 from tests.regression.smoke_cases import VOLATILE
 
 PACKED = ["--bundle", "2", "--max-concurrent", "2"]              # --group: auto
@@ -225,8 +225,8 @@ def test_a_group_killed_mid_way_resumes_to_the_bits_of_a_straight_lone_run(tmp_p
                 caught[tid] = epoch
         return caught
 
-    first = _overnight(["run", "transformer_grid", "--scale", "smoke", "--results", res, "--no-report", *sets],
-                       tmp_path / "run1.log")
+    first = start_overnight("run", "transformer_grid", "--scale", "smoke", "--results", res, "--no-report", *sets,
+                            log=tmp_path / "run1.log")
     caught = kill_when(first, "a member mid-way through its correction epochs", mid_correction, tmp_path / "run1.log")
     assert caught and not store.finished_ids()
     _, resumed = run("transformer_grid", res, *sets)             # default knobs: the group again

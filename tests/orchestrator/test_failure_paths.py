@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +19,8 @@ import pytest
 import yaml
 
 from orchestrator.store import StudyStore
-from tests.conftest import ROOT, wait_until
-
-OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
+from tests.conftest import wait_until
+from tests.processes import kill_family, overnight_subprocess, ray_env, start_overnight
 
 
 def markers(folder: Path, kind: str) -> Counter:
@@ -89,11 +85,10 @@ def test_ctrl_c_exits_130_with_the_resume_hint_and_the_next_run_resumes(tmp_path
                  fixed={"steps": 6, "work_units": 1, "sleep_s": 0.3, "marker_dir": str(tmp_path / "markers")})
     res = tmp_path / "res"
     store = StudyStore(str(res / "ctrlc" / "fast"))
-    cmd = [OVERNIGHT, "run", str(path), "--results", str(res), "--no-report"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = ["run", str(path), "--results", str(res), "--no-report"]
+    env = ray_env()
     log = tmp_path / "run1.log"
-    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                              start_new_session=True)
+    driver = start_overnight(*cmd, log=log, env=env)
     try:
         # a row, and a trial under way that has none: the sweep is in the middle
         wait_until("a row and a running trial",
@@ -103,10 +98,7 @@ def test_ctrl_c_exits_130_with_the_resume_hint_and_the_next_run_resumes(tmp_path
         driver.send_signal(signal.SIGINT)
         assert driver.wait(120) == 130, log.read_text()[-3000:]
     finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)   # whatever of its Ray is left
-        except ProcessLookupError:
-            pass
+        kill_family((), driver.pid)   # whatever of its Ray is left
     text = log.read_text()
     assert "interrupted: run the same command again to resume" in text, text[-3000:]
     assert "Traceback" not in text
@@ -115,7 +107,7 @@ def test_ctrl_c_exits_130_with_the_resume_hint_and_the_next_run_resumes(tmp_path
     assert 0 < len(done) < 8
     assert set(store.statuses().values()) == {"completed"}     # an interrupted trial is not "failed"
 
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    again = overnight_subprocess(*cmd, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{len(done)} already finished, {8 - len(done)} to run" in again.stderr
     rows = store.rows()

@@ -6,55 +6,12 @@ checkpointed step 2 to 5 of 8. Then the driver is SIGKILLed, and right after it 
 (which would otherwise finish that trial on its own)."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import yaml
 
 from orchestrator.store import StudyStore
-from tests.cluster.loopback import _descendants
-from tests.conftest import ROOT, wait_until
-
-
-def _overnight(args, log: Path) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("overnight")
-    # own session: the driver and the Ray processes it starts form one group we can clean up
-    return subprocess.Popen([str(exe), *map(str, args)], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-
-
-def _kill(pids: set[int], pgid: int) -> None:
-    for pid in sorted(pids):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_when(driver: subprocess.Popen, what: str, condition, log: Path):
-    """Wait (up to 240 s) until ``condition()`` gives something, then SIGKILL the driver and, at
-    once, the Ray it started (which would otherwise finish the trials). Returns what ``condition``
-    gave just before the kill."""
-    family: set[int] = set()
-    try:
-        assert wait_until(what, condition, driver, timeout=240, family=family), log.read_text()[-3000:]
-        family.update(_descendants(driver.pid))
-        caught = condition()
-        os.kill(driver.pid, signal.SIGKILL)
-        _kill(family, driver.pid)
-        driver.wait(30)
-    finally:
-        family.update(_descendants(driver.pid))
-        _kill(family, driver.pid)
-    return caught
+from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 
 def test_sigkill_driver_then_rerun(tmp_path):
@@ -77,16 +34,14 @@ def test_sigkill_driver_then_rerun(tmp_path):
         steps = {t: (store.load_checkpoint(t) or {}).get("state", {}).get("step", 0) for t in store.in_flight()}
         return {t: s for t, s in steps.items() if 2 <= s <= 5}
 
-    first = _overnight(args, tmp_path / "run1.log")
+    first = start_overnight(*args, log=tmp_path / "run1.log")
     caught = kill_when(first, "a row and a trial mid-way", mid_trial, tmp_path / "run1.log")
     done_at_kill = store.finished_ids()
     starts_at_kill = Counter(p.name.split(".")[0] for p in marker_dir.glob("*.start"))
     caught = {t: s for t, s in caught.items() if t not in done_at_kill}
     assert caught and len(done_at_kill) < 8
 
-    second = subprocess.run([str(Path(sys.executable).with_name("overnight")), *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    second = overnight_subprocess(*args, timeout=600, env=ray_env())
     assert second.returncode == 0, second.stderr
 
     rows = store.rows()

@@ -97,7 +97,7 @@ def test_wrong_parameter_is_one_line_exit_2(tmp_path, cli, workload, kind, doc, 
 
 
 def test_real_study_with_a_typo_in_set_as_a_subprocess():
-    from tests.conftest import overnight_subprocess
+    from tests.processes import overnight_subprocess
 
     p = overnight_subprocess("run", "hydra_classification", "--set", "bitz=4", "--dry-run")
     assert p.returncode == 2

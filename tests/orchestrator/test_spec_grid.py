@@ -9,7 +9,8 @@ import pytest
 from orchestrator import spec
 from orchestrator.errors import UserError
 from orchestrator.grid import expand, trial_id
-from tests.conftest import ROOT, overnight_subprocess
+from tests.conftest import ROOT
+from tests.processes import overnight_subprocess
 
 BASE = {
     "name": "t",

@@ -1,4 +1,4 @@
-"""Fair comparisons in RAM-LM (issue 15, item 3): before/after deltas on the split the optimiser did
+"""Fair comparisons in RAM-LM: before/after deltas on the split the optimiser did
 not select on, legacy per-tier metrics bucketed by frequency rank, the original's PC group sizes."""
 import math
 from types import SimpleNamespace

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,30 +20,9 @@ import yaml
 
 from orchestrator.store import StudyStore
 from tests.cluster.loopback import _descendants
-from tests.conftest import ROOT
+from tests.processes import alive, kill_driver, overnight_subprocess, ray_env, start_overnight
 
-OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
 KILLS = 20
-
-
-def _kill_all(pids: list[int], pgid: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
 @pytest.mark.reliability
@@ -63,8 +38,8 @@ def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     res = tmp_path / "res"
     store = StudyStore(str(res / "killed20" / "smoke"))
-    cmd = [OVERNIGHT, "run", str(path), "--scale", "smoke", "--results", str(res)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = ["run", str(path), "--scale", "smoke", "--results", str(res)]
+    env = ray_env()
 
     def starts() -> Counter:
         return Counter(p.name.split(".")[0] for p in markers.glob("*.start")) if markers.exists() else Counter()
@@ -79,8 +54,7 @@ def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
     first_row_s = None
     for i in range(KILLS):
         before = len(store.finished_ids()) if store.exists("trials") else 0
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"run{i}.log").open("w"),
-                                env=env, start_new_session=True)
+        proc = start_overnight(*cmd, stderr=(tmp_path / f"run{i}.log").open("w"), env=env)
         t_start = time.monotonic()
         wait_for_row = first_row_s is None or i % 3 == 0
         delay = 600.0 if wait_for_row else rng.uniform(0.3, first_row_s + 8.0)
@@ -94,14 +68,10 @@ def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
             time.sleep(0.1)
         finished_itself = proc.poll() is not None
         killed_at = time.monotonic() - t_start
-        if not finished_itself:
-            os.kill(proc.pid, signal.SIGKILL)       # the driver only: its Ray processes live on a moment
-        proc.wait(30)
-        time.sleep(rng.uniform(0.0, 1.0))           # ... and may still write a row meanwhile
-        family.update(_descendants(proc.pid))
-        _kill_all(sorted(family), proc.pid)
+        # the driver alone: its Ray processes live on a moment, and may still write a row meanwhile
+        kill_driver(proc, family, linger=rng.uniform(0.0, 1.0))
         t0 = time.monotonic()
-        while any(_alive(p) for p in family) and time.monotonic() - t0 < 20:
+        while any(alive(p) for p in family) and time.monotonic() - t0 < 20:
             time.sleep(0.05)
         done = store.finished_ids() if store.exists("trials") else set()
         snapshots.append((done, starts()))
@@ -109,7 +79,7 @@ def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
                    f"{'exited by itself, ' if finished_itself else ''}finished {before} -> {len(done)}")
     print("\n".join(log))
 
-    final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    final = overnight_subprocess(*cmd, timeout=600, env=env)
     assert final.returncode == 0, final.stderr[-3000:]
     rows = store.rows()
     assert len(rows) == 80 and rows["trial_id"].is_unique and set(rows["status"]) == {"completed"}

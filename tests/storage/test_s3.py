@@ -14,10 +14,6 @@ Figures (kills, trials, appear once, re-ran) are printed; see them with `pytest 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,10 +24,8 @@ import pytest
 import yaml
 
 from orchestrator.store import StudyStore
-from tests.cluster.loopback import _descendants
-from tests.conftest import ROOT, wait_until
-
-OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
+from tests.conftest import wait_until
+from tests.processes import alive, kill_driver, kill_when, overnight_subprocess, ray_env, start_overnight
 KILLS = 2   # two SIGKILLs mid-sweep are what the tests below need; each costs a driver start (CI time)
 STEPS = 4
 LRS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
@@ -41,19 +35,6 @@ TRIALS = len(LRS) * len(SEEDS)
 
 def counts(markers: Path, kind: str) -> Counter:
     return Counter(p.name.split(".")[0] for p in markers.glob(f"*.{kind}")) if markers.exists() else Counter()
-
-
-def kill_family(pids: set[int], pgid: int) -> None:
-    """What a killed driver leaves behind (its embedded Ray), by PID and by its process group."""
-    for pid in sorted(pids):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +49,21 @@ def sweep(object_store, tmp_path_factory):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     root = object_store.uri("sweep")
     store = StudyStore(f"{root}/s3probe/fast")
-    cmd = [OVERNIGHT, "run", str(path), "--results", root, "--no-report"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = ["run", str(path), "--results", root, "--no-report"]
+    env = ray_env()
     t0 = time.monotonic()
     kills, refused, logs, ends_at_kill = [], None, [], []
     for k in range(KILLS):
         before = store.finished_ids()
         log = tmp / f"run{k}.log"
         logs.append(log)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = start_overnight(*cmd, log=log, env=env)
         family: set[int] = set()
         try:
             if k == 0:
                 # a second driver on the same study while this one runs trials: refused (the remote lock)
                 wait_until("the first trial to start", lambda: counts(markers, "start"), proc, family=family)
-                refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+                refused = overnight_subprocess(*cmd, env=env, timeout=300)
 
             def mid_sweep(before: set = before) -> bool:
                 """A new row in this run, and a trial without a row has a checkpoint in the store."""
@@ -93,23 +73,21 @@ def sweep(object_store, tmp_path_factory):
                 return any((store.load_checkpoint(t) or {}).get("state", {}).get("step", 0) >= 1
                            for t in store.in_flight())
 
-            reached = wait_until("a row and a checkpoint of this run", mid_sweep, proc, family=family)
-            assert reached, f"run {k} ended before it could be killed:\n{log.read_text()[-3000:]}"
-            family.update(_descendants(proc.pid))
-            checkpointed = {}
-            for t in store.in_flight():
-                ck = store.load_checkpoint(t)
-                if ck:
-                    checkpointed[t] = ck["state"]["step"]
-            os.kill(proc.pid, signal.SIGKILL)        # the driver
-            kill_family(family, proc.pid)            # and right after it the Ray it had started
-            proc.wait(30)
+            def checkpoints() -> dict[str, int]:
+                """The step of every trial without a row that has a checkpoint."""
+                out = {}
+                for t in store.in_flight():
+                    ck = store.load_checkpoint(t)
+                    if ck:
+                        out[t] = ck["state"]["step"]
+                return out
+
+            # the driver, and right after it the Ray it had started
+            checkpointed = kill_when(proc, f"a row and a checkpoint of run {k}", mid_sweep, log, timeout=300,
+                                     family=family, take=checkpoints)
         finally:
-            family.update(_descendants(proc.pid))
-            kill_family(family, proc.pid)            # anything of it still there
-        wait_until("the killed driver's processes to go",
-                   lambda family=family: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()
-                                   .rsplit(")", 1)[1].split()[0] for p in family if Path(f"/proc/{p}/stat").exists()),
+            kill_driver(proc, family)                # anything of it still there
+        wait_until("the killed driver's processes to go", lambda family=family: not any(map(alive, family)),
                    timeout=60)
         ends_at_kill.append(counts(markers, "end"))
         kills.append({"done": store.finished_ids(), "starts": counts(markers, "start"),
@@ -117,7 +95,7 @@ def sweep(object_store, tmp_path_factory):
 
     final_log = tmp / "final.log"
     logs.append(final_log)
-    final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    final = overnight_subprocess(*cmd, env=env, timeout=600)
     final_log.write_text(final.stdout + final.stderr)
     assert final.returncode == 0, final.stderr[-3000:]
     wall = time.monotonic() - t0
@@ -198,22 +176,20 @@ def test_rows_history_artifacts_and_stage_cache_are_in_the_store(sweep, object_s
 
 def test_status_report_and_export_against_the_uri(sweep, tmp_path):
     root = sweep["root"]
-    status = subprocess.run([OVERNIGHT, "status", root], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    status = overnight_subprocess("status", root, timeout=120)
     assert status.returncode == 0, status.stderr
     assert f"s3probe/fast: {TRIALS} trials | {TRIALS} completed | 0 failed" in status.stdout, status.stdout
     assert "no driver running" in status.stdout
 
     out = tmp_path / "report.md"
-    rep = subprocess.run([OVERNIGHT, "report", f"{root}/s3probe/fast", "--out", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    rep = overnight_subprocess("report", f"{root}/s3probe/fast", "--out", out, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert f"Trials: {TRIALS} completed, 0 failed" in rep.stdout and "## Loss by lr" in rep.stdout
     assert out.read_text() == rep.stdout
     assert sweep["store"].read_bytes("report.md").decode() == rep.stdout   # written into the store too
 
     for dest in (str(tmp_path / "rows.parquet"), f"{root}/exports/rows.parquet"):
-        exp = subprocess.run([OVERNIGHT, "export", f"{root}/s3probe/fast", "--out", dest], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+        exp = overnight_subprocess("export", f"{root}/s3probe/fast", "--out", dest, timeout=120)
         assert exp.returncode == 0, exp.stderr
         table = pq.read_table(dest) if "://" not in dest else pq.read_table(dest.removeprefix("s3://"),
                                                                             filesystem=_s3fs(dest))

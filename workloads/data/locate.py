@@ -3,7 +3,7 @@ and the one call a workload's ``preflight`` hook makes before Ray starts (:func:
 
 No torch and at most one short TCP probe per download host and process: it runs in the driver.
 
-The rule (issue 15, 'No silent stand-ins'):
+The rule, no silent stand-ins:
   - ``data: auto`` at ``full`` scale needs the real dataset: on disk under the data root, or
     downloadable (the workload may download, ``OVERNIGHT_OFFLINE`` is unset and the download host
     accepts a connection within 3 s). Below full scale ``auto`` may fall back to a stand-in or a

@@ -1,4 +1,4 @@
-"""Q1 of the geometry study (docs/studies/geometry.md, 'Q1: linear recoverability'): is the
+"""Q1 of the geometry study (docs/studies/geometry.md, 'Q1'): is the
 quantization error at each point linearly recoverable, and does the hand-made correctability score
 predict where?
 

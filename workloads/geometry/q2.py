@@ -1,4 +1,4 @@
-"""Q2 of the geometry study (docs/studies/geometry.md, 'Q2: element-wise corrector'): a generic
+"""Q2 of the geometry study (docs/studies/geometry.md, 'Q2'): a generic
 element-wise corrector that predicts the accumulated error ``z_float - z_quant`` of one
 residual-stream element from quantization-time statistics of that element, from the point's
 identity, or from both.

@@ -107,7 +107,7 @@ def baseline_losses(s: Setting) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- Q1
 def q1_phase(s: Setting, ckpt: Checkpointer) -> list[dict]:
     """Per point: the ridge map's recoverability (train traces -> test traces) and the
-    correctability components on the report batch (docs/studies/geometry.md, 'Q1: linear recoverability')."""
+    correctability components on the report batch (docs/studies/geometry.md, 'Q1')."""
     points = ckpt.get("q1")
     if points is not None:
         return points
@@ -135,7 +135,7 @@ def _point_identity(s: Setting, k: int, train: dict, test: dict) -> dict:
 def q2_phase(s: Setting, losses: dict, ckpt: Checkpointer) -> dict[str, dict]:
     """Each corrector variant trained on the element dataset of the train traces, then its test CE
     with the corrector at every point (docs/studies/geometry.md,
-    'Q2: element-wise corrector'). Resumes per variant."""
+    'Q2'). Resumes per variant."""
     done = ckpt.get("q2") or {}
     if len(done) < len(Q2.VARIANTS):
         p = s.p

@@ -1,4 +1,4 @@
-"""Vectorised trials of the transformer task (issue 17 item 4; docs/studies/quantization-correction.md,
+"""Vectorised trials of the transformer task (docs/studies/quantization-correction.md,
 'Vectorised trials'): the members of a group run as one batched computation
 (workloads.substrate.vectorised) and each gets the row, history and checkpoints its own ``run``
 would have given it.

@@ -1,4 +1,4 @@
-"""The lambda sweep's corrector training (docs/studies/quantization-correction.md, 'Lambda').
+"""The lambda sweep's corrector training (docs/studies/quantization-correction.md, 'Lambda protocol').
 
 Full batch on a fixed training set, Adam. Loss
 ``MSE(out_c, out_f)/Var(out_f) + lam * mean_k MSE(x_k_hat, x_k_f)/Var(x_k_f)`` where x_k_hat is the

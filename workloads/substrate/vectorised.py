@@ -1,5 +1,5 @@
 """Vectorised trials: M trials of the same shapes trained and evaluated as one batched computation
-(issue 17 item 4; docs/studies/quantization-correction.md, 'Vectorised trials').
+(docs/studies/quantization-correction.md, 'Vectorised trials').
 
 Every weight of the char transformer and of its correctors carries a leading *member* dimension:
 ``Stack`` holds, for each parameter name of the unbatched module's ``state_dict`` (in that order,
