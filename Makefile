@@ -70,10 +70,12 @@ demo: $(STAMP)
 # native extension fails, never skips, when it is missing (tests/conftest.py require_native).
 # The suite runs on $(TEST_WORKERS) pytest-xdist workers, a test file each at a time (module fixtures,
 # such as a killed sweep several tests read, are built once): most tests wait on Ray processes
-# starting and on trial subprocesses, so a second worker uses the time one leaves idle.
+# starting and on trial subprocesses, so a second worker uses the time one leaves idle: on the
+# 2-core dev VM the default run took 1128 s on two workers (.ci/run at 64c88d0) against 1703 s on
+# one (.ci/run at f4a89c2). TEST_WORKERS=1 runs it in one process.
 TEST_WORKERS ?= 2
 test: test-native $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-native: $(STAMP)
 	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo test --quiet
