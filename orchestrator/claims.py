@@ -24,6 +24,7 @@ a verdict.
 the reason and the measured value, never by an author's choice on the day."""
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -97,16 +98,21 @@ class Claim(_Strict):
         if self.metrics is not None and (len(self.metrics) < 2 or len(set(self.metrics)) != len(self.metrics)):
             raise ValueError("metrics: name at least two different metrics, largest first")
         if self.kind == "order" and self.metrics is None:
+            assert self.order is not None  # required above
             if len(self.order) < 2:
                 raise ValueError("order: name at least two values, largest first")
             if len({repr(v) for v in self.order}) != len(self.order):
                 raise ValueError("order: a value is named twice")
             if isinstance(self.paired, list) and self.column in self.paired:
                 raise ValueError(f"paired: {self.column!r} is the compared column; pair on the others")
-        if self.kind == "equal" and (len(self.values) < 2 or len({repr(v) for v in self.values}) != len(self.values)):
-            raise ValueError("values: name at least two different values (the first is the reference)")
-        if self.kind == "counts" and (len(self.expect) < 2 or any(v < 0 for v in self.expect.values())):
-            raise ValueError("expect: the seed's counts of at least two values, none negative")
+        if self.kind == "equal":
+            assert self.values is not None  # required above
+            if len(self.values) < 2 or len({repr(v) for v in self.values}) != len(self.values):
+                raise ValueError("values: name at least two different values (the first is the reference)")
+        if self.kind == "counts":
+            assert self.expect is not None  # required above
+            if len(self.expect) < 2 or any(v < 0 for v in self.expect.values()):
+                raise ValueError("expect: the seed's counts of at least two values, none negative")
         return self
 
     def columns(self) -> list[str]:
@@ -117,7 +123,7 @@ class Claim(_Strict):
 
 
 def check(claims: list[Claim], columns: dict[str, Any], values: dict[str, set], metrics: set[str],
-          artifact_columns: set[str] = frozenset()) -> list[tuple[str, str]]:
+          artifact_columns: AbstractSet[str] = frozenset()) -> list[tuple[str, str]]:
     """(field, message) for each claim that names a column the rows will not have, or a value its
     column never takes in the study: ``columns`` are the row columns, ``values`` the values each
     config column takes across the study's trials, ``metrics`` the declared metric names.
@@ -142,13 +148,13 @@ def check(claims: list[Claim], columns: dict[str, Any], values: dict[str, set], 
                 out.append((f"{where}.paired", f"{col!r} is not a config column of the study"))
         if c.kind in ("order", "equal") and c.column in values and not c.metrics:
             have = values[c.column]
-            for v in (c.order if c.kind == "order" else c.values):
+            for v in (c.order if c.kind == "order" else c.values) or []:  # both required by the validator
                 if not any(_same(v, h) for h in have):
                     out.append((f"{where}.{c.kind if c.kind == 'order' else 'values'}", f"{c.column} never takes the value {v!r} in this study "
                                                   f"(it takes {sorted(map(repr, have))})"))
         if c.kind == "counts" and c.column in values:
             have = {str(h) for h in values[c.column]}
-            for v in c.expect:
+            for v in c.expect or {}:  # required by the validator
                 if v not in have:
                     out.append((f"{where}.expect", f"{c.column} never takes the value {v!r} in this study"))
         for j, r in enumerate(c.requires):

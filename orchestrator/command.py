@@ -253,8 +253,8 @@ def params_model(specs: dict[str, ParamSpec]) -> type[Params]:
 
 
 def metrics_model(specs: dict[str, str]) -> type[Metrics]:
-    return create_model("CommandMetrics", __base__=Metrics,
-                        **{k: (_TYPES[t] | None, metric(k)) for k, t in specs.items()})
+    fields: dict[str, Any] = {k: (_TYPES[t] | None, metric(k)) for k, t in specs.items()}
+    return create_model("CommandMetrics", __base__=Metrics, **fields)
 
 
 class OutputLine(Metrics):
@@ -412,7 +412,7 @@ def start(argv: list[str], cwd: Path, env: dict[str, str], on_line=None):
                                 text=True, errors="replace", preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     except OSError as e:
         raise RuntimeError(f"cannot start {argv[0]!r} in {cwd}: {e.strerror or e}") from None
-    tails = {"stdout": collections.deque(maxlen=TAIL_LINES), "stderr": collections.deque(maxlen=TAIL_LINES)}
+    tails: dict[str, collections.deque[str]] = {"stdout": collections.deque(maxlen=TAIL_LINES), "stderr": collections.deque(maxlen=TAIL_LINES)}
     drains = [threading.Thread(target=_drain, args=(pipe, name, tails[name], on_line), daemon=True)
               for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))]
     for t in drains:

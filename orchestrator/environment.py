@@ -25,7 +25,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 def package_versions(names=NUMERIC_PACKAGES + ("ray",)) -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in names:
         try:
             out[name] = metadata.version(name)
@@ -133,7 +133,7 @@ def code_version(root: Path | None = None) -> dict:
     from orchestrator import __version__
 
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
-    out = {"commit": None, "dirty": None, "overnight": __version__}
+    out: dict[str, str | bool | None] = {"commit": None, "dirty": None, "overnight": __version__}
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
         return out

@@ -53,7 +53,7 @@ def keys(workload: Any, members: list[Mapping[str, Any]]) -> list[Any]:
         return [None] * len(members)
     from orchestrator.errors import UserError
 
-    out = []
+    out: list[Any] = []
     for m in members:
         if m.get("rerun"):   # --retry-failed: alone, as in any bundle (orchestrator/bundle.py split)
             out.append(None)

@@ -188,8 +188,9 @@ def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str,
     (default: the ``module:function`` reference). Without it a function still works, with any keys
     accepted and its metrics kept in ``extra_metrics``."""
     def mark(fn: Callable) -> Callable:
-        fn.__overnight__ = {"params": params, "metrics": metrics, "artifacts": dict(artifacts or {}),
-                            "version": version, "name": name}
+        # a function object takes any attribute; Callable's type does not say so
+        fn.__overnight__ = {"params": params, "metrics": metrics,  # type: ignore[attr-defined]
+                            "artifacts": dict(artifacts or {}), "version": version, "name": name}
         return fn
     return mark
 

@@ -36,11 +36,11 @@ def is_uri(location: str) -> bool:
 
 def join(*parts: str) -> str:
     """Path parts joined with "/". A URI's query (s3://b/p?endpoint_override=...) stays at the end."""
-    parts = [p for p in parts if p]
+    kept = [p for p in parts if p]
     query = ""
-    if parts and is_uri(parts[0]) and "?" in parts[0]:
-        parts[0], _, query = parts[0].partition("?")
-    text = "/".join(p.rstrip("/") for p in parts)
+    if kept and is_uri(kept[0]) and "?" in kept[0]:
+        kept[0], _, query = kept[0].partition("?")
+    text = "/".join(p.rstrip("/") for p in kept)
     return f"{text}?{query}" if query else text
 
 

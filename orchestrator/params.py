@@ -60,7 +60,7 @@ def metric(doc: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-def declared(workload: Any) -> tuple[type[Params] | None, type[Metrics] | None, dict[str, type[BaseModel]]]:
+def declared(workload: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None, dict[str, type[BaseModel]]]:
     """(Params, Metrics, artifacts) a workload class declares; each may be absent."""
     params = getattr(workload, "Params", None)
     metrics = getattr(workload, "Metrics", None)
@@ -148,7 +148,7 @@ def describe(workload: Any) -> str:
         limits = ", ".join(f"{sym} {getattr(m, attr)}" for m in f.metadata for attr, sym in _LIMITS
                            if getattr(m, attr, None) is not None)
         default = f.get_default(call_default_factory=True)
-        tag = " [execution only, not in the trial id]" if is_knob(params, name) else ""
+        tag = " [execution only, not in the trial id]" if params and is_knob(params, name) else ""
         lines.append(f"  {name}: {typ} = {default!r}{'  (' + limits + ')' if limits else ''}{tag}")
         if f.description:
             lines.append(f"      {f.description}")

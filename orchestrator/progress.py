@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from orchestrator.formats import fmt_duration
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 
 @dataclass
@@ -36,7 +39,7 @@ class Progress:
     _finished_at: float | None = None
     _level: int = 0
     _event: bool = False   # a finished trial not yet shown in a plain line
-    _live: object = None   # rich.live.Live on a TTY, started on the first update
+    _live: Live | None = None   # rich.live.Live on a TTY, started on the first update
 
     def __post_init__(self) -> None:
         if self.tty is None:

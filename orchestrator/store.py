@@ -7,6 +7,7 @@ file; readers skip dot files. Locations may be local paths or pyarrow.fs URIs (s
 """
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
@@ -155,13 +156,14 @@ class FileStore:
         pq.write_table(table, buf)
         self.write_bytes(rel, buf.getvalue(), durable=durable)
 
-    def list(self, rel: str, suffix: str = "") -> list[str]:
+    # `list` names this method inside the class body, so annotations below spell the type builtins.list
+    def list(self, rel: str, suffix: str = "") -> builtins.list[str]:
         """File names (not paths) directly under ``rel``; dot files (temporaries) are skipped."""
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
         names = [info.base_name for info in self.fs.get_file_info(sel) if info.type == pafs.FileType.File]
         return sorted(n for n in names if not n.startswith(".") and n.endswith(suffix))
 
-    def list_dirs(self, rel: str) -> list[str]:
+    def list_dirs(self, rel: str) -> builtins.list[str]:
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
         return sorted(i.base_name for i in self.fs.get_file_info(sel)
                       if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
@@ -172,7 +174,7 @@ class FileStore:
         except (FileNotFoundError, OSError):
             pass
 
-    def part_tables(self, rel: str, columns: list[str] | None = None) -> list[pa.Table]:
+    def part_tables(self, rel: str, columns: builtins.list[str] | None = None) -> builtins.list[pa.Table]:
         """Every part file under ``rel`` as a table (only ``columns``, those a part has, when given)."""
         tables = []
         for name in self.list(rel, ".parquet"):
@@ -181,7 +183,7 @@ class FileStore:
                 tables.append(read_part(data, columns))
         return tables
 
-    def read_tables(self, rel: str, columns: list[str] | None = None) -> pd.DataFrame:
+    def read_tables(self, rel: str, columns: builtins.list[str] | None = None) -> pd.DataFrame:
         """Every part file under ``rel`` as one frame (only ``columns``, those a part has, when
         given). Tolerant of parts written with differing schemas (datasets from before
         one-schema-per-study): columns are unioned, types promoted."""
@@ -210,7 +212,7 @@ class StudyStore(FileStore):
     def write_row(self, row: dict[str, Any], schema: pa.Schema | None = None) -> None:
         self.write_table(L.trial_row(row['trial_id']), row_table(row, schema), durable=True)
 
-    def rows(self, columns: list[str] | None = None) -> pd.DataFrame:
+    def rows(self, columns: builtins.list[str] | None = None) -> pd.DataFrame:
         return self.read_tables(L.TRIALS, columns)
 
     def row_value(self, trial_id: str, column: str) -> Any:
@@ -221,7 +223,7 @@ class StudyStore(FileStore):
         table = read_part(data, [column])
         return table.column(0)[0].as_py() if table.num_columns else None
 
-    def write_history(self, trial_id: str, history: list[dict[str, Any]]) -> None:
+    def write_history(self, trial_id: str, history: builtins.list[dict[str, Any]]) -> None:
         if history:
             self.write_table(L.trial_history(trial_id), history_table(trial_id, history))
 
@@ -252,7 +254,7 @@ class StudyStore(FileStore):
     def counter(self, trial_id: str, counter: str) -> int:
         return int((self.read_bytes(L.counter(trial_id, counter)) or b"0").decode() or 0)
 
-    def in_flight(self) -> list[str]:
+    def in_flight(self) -> builtins.list[str]:
         """Trials that started (have a checkpoint folder) but have no row yet."""
         done = self.finished_ids()
         return [t for t in self.list_dirs(L.CHECKPOINTS) if t not in done]
@@ -373,7 +375,8 @@ class DriverLock:
         beat_text = f"last heartbeat {_ago(age)} ago"
         if host == socket.gethostname() and (not current.get("boot_id") or current.get("boot_id") == _boot_id()):
             try:
-                alive = _pid_alive(int(pid), str(current.get("pid_started") or ""))
+                # a missing pid (None) raises TypeError, caught below like a malformed one
+                alive = _pid_alive(int(pid), str(current.get("pid_started") or ""))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 alive = False
             if not alive:

@@ -179,7 +179,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
             raise
         retry = errors <= p.max_failures
         status, error, metrics = R.FAILED, error_text(e), {}
-    if retry:  # outside the except block, so the failed try's frames (and tensors) are freed
+    if retry and on_retry is not None:  # outside the except block, so the failed try's frames (and tensors) are freed
         on_retry(error.split(" [")[0][:300])
         return None
     return close_try(t, store, status, error, metrics)
