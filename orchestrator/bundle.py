@@ -21,6 +21,7 @@ per bundle; bundles get smaller towards the end of the sweep, so the slots finis
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -217,7 +218,7 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
         tid = member["trial_id"]
         payload = {**common, **{k: v for k, v in member.items() if k not in ("deaths", G.GROUP_KEY)}}
         status = run_member(payload, store, check_deaths=first_open, deaths_before=member.get("deaths", 0),
-                            on_retry=lambda text, tid=tid: on_retry(tid, text))
+                            on_retry=functools.partial(on_retry, tid))
         if status == "skipped":   # a row from an earlier try of this bundle (or another driver's worker)
             status = row_status(store, tid)
         else:

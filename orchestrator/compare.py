@@ -4,6 +4,7 @@ difference B - A. For example transformer_grid against transformer_grid_legacy, 
 two scales."""
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -48,7 +49,7 @@ def _suffixed(df: pd.DataFrame, on: list[str], label: str) -> pd.DataFrame:
 
 
 def side_by_side(fa: pd.DataFrame | None, fb: pd.DataFrame | None, keys: list[str],
-                 labels: tuple[str, str] = ("A", "B"), no_delta: set[str] = frozenset()) -> pd.DataFrame:
+                 labels: tuple[str, str] = ("A", "B"), no_delta: AbstractSet[str] = frozenset()) -> pd.DataFrame:
     """One row per key in either frame; every other column as ``col [A]``, ``col [B]`` and, for
     numbers outside ``no_delta``, ``Δ col`` = B - A. A missing frame (no table on that side) leaves
     its columns out."""
@@ -74,7 +75,7 @@ def compare(ra: R.Report, rb: R.Report, labels: tuple[str, str] = ("A", "B")) ->
     """``ra`` and ``rb`` must come from the same tables (build B with A's study report)."""
     out = Comparison(ra.header, rb.header, labels=labels)
     for sa, sb in zip(ra.sections, rb.sections):
-        if sa.is_plot:
+        if not isinstance(sa.spec, ReportTable):  # a plot (Section.is_plot)
             continue
         keys = merge_keys(sa.spec)
         sec = R.Section(sa.spec, sa.name, keys=keys)

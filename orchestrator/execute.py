@@ -101,7 +101,8 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None,
             if preload:  # read by the raylet, which passes it to every worker it starts
                 env["RAY_preload_python_modules"] = ",".join(preload)
             with _environ(env):
-                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+                # Ray annotates num_gpus as int, yet takes a float resource count (--num-gpus is a float)
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)  # type: ignore[arg-type]
     finally:
         tune_import.join()
     return True
@@ -302,7 +303,7 @@ def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int
                       f"({n_slots} at once{grouped}; --bundle 1 to send them one by one)")
     sweep = Sweep(plan.store, plan.common(), members, bundles, progress, {} if reported is None else reported)
     tuner = _tuner(plan, sweep, max_concurrent or plan.study.max_concurrent)
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
+    record: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
               "pending": len(members), "total": len(plan.trials), "bundles": len(bundles), "bundle_size": size}
     plan.store.write_json(L.run_record(record["started_at"]), record)
     return _fit_tuner(tuner, sweep)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 AUTO_GROUP = 8          # the most trials in one group with ``group: auto``
 GROUP_KEY = "group"     # marks the members of a group bundle (the driver's copies only)
@@ -45,7 +45,7 @@ def group_cap(setting: int | str | None) -> int:
     return int(setting)
 
 
-def keys(workload: Any, members: list[Mapping[str, Any]]) -> list[Any]:
+def keys(workload: Any, members: Sequence[Mapping[str, Any]]) -> list[Any]:
     """Each member's group key (None: not grouped), computed with the workload's ``group_key``;
     all None when the workload does not declare both methods."""
     key_of = getattr(workload, "group_key", None)
@@ -94,7 +94,7 @@ def form(members: list[dict[str, Any]], member_keys: list[Any], cap: int) -> tup
     return groups, rest
 
 
-def is_group(members: list[Mapping[str, Any]]) -> bool:
+def is_group(members: Sequence[Mapping[str, Any]]) -> bool:
     return len(members) > 1 and all(m.get(GROUP_KEY) for m in members)
 
 

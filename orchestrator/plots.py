@@ -30,7 +30,10 @@ class Figure:
 # ---------------------------------------------------------------------------- data
 def measure(spec: ReportPlot) -> str:
     """The column a plot shows as a number: y, or the colour of a heatmap."""
-    return spec.value if spec.plot == "heatmap" else spec.y
+    if spec.plot == "heatmap":
+        assert spec.value is not None  # ReportPlot requires it of a heatmap
+        return spec.value
+    return spec.y
 
 
 def plot_data(df: pd.DataFrame, spec: ReportPlot) -> pd.DataFrame:
@@ -99,7 +102,7 @@ def _legend(fig, data: pd.DataFrame, spec: ReportPlot) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = []
+    handles: list[Patch | Line2D] = []
     for k, h in enumerate(_levels(data, spec.hue, spec)):
         if spec.plot == "bar":
             handles.append(Patch(color=_color(k), label=_label(h)))
@@ -159,7 +162,7 @@ def _bar(ax, part: pd.DataFrame, data: pd.DataFrame, spec: ReportPlot):
 
 def _line(ax, part: pd.DataFrame, data: pd.DataFrame, spec: ReportPlot):
     numeric_x = pd.api.types.is_numeric_dtype(data[spec.x]) and not pd.api.types.is_bool_dtype(data[spec.x])
-    pos = None if numeric_x else _categories(ax, _levels(data, spec.x, spec))
+    pos: dict[Any, int] = {} if numeric_x else _categories(ax, _levels(data, spec.x, spec))
     for k, h, g in _hues(part, spec, data):
         if g.empty:
             continue
@@ -168,7 +171,7 @@ def _line(ax, part: pd.DataFrame, data: pd.DataFrame, spec: ReportPlot):
         err = g["error"].to_numpy(float) if spec.error != "none" else None
         ax.errorbar(x, g[spec.y].to_numpy(float), yerr=err, marker="o", markersize=4, capsize=3, color=_color(k),
                     label=_label(h) if h is not None else None)
-    xs = np.unique(T.numeric(data[spec.x]).dropna().to_numpy(float)) if numeric_x else []
+    xs: np.ndarray | list[float] = np.unique(T.numeric(data[spec.x]).dropna().to_numpy(float)) if numeric_x else []
     if 0 < len(xs) <= 12 and not spec.logx:  # a few settings (depth, bits): tick exactly those
         ax.set_xticks(xs, [_label(v) for v in xs], fontsize=8)
 

@@ -340,8 +340,10 @@ def write(store, report: Report) -> str:
     the report/ folder of an earlier report is replaced. Returns report.md's text."""
     store.delete_dir(L.REPORT_DIR)
     for sec in plotted(report):
-        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.png"), sec.figure.png)
-        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.csv"), sec.figure.data.to_csv(index=False).encode())
+        fig = sec.figure
+        assert fig is not None  # plotted() keeps the sections with a figure
+        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.png"), fig.png)
+        store.write_bytes(L.join(L.REPORT_DIR, f"{sec.name}.csv"), fig.data.to_csv(index=False).encode())
     text = markdown(report)
     store.write_bytes(L.REPORT, text.encode())
     return text
