@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -157,12 +157,12 @@ def correlation_test(label: str, x: np.ndarray, y: np.ndarray, method: str, sign
     for _ in range(min(RESAMPLES, 2_000)):  # each draw ranks again: 2,000 keep a report fast
         i = rng.integers(0, n, n)
         draws.append(correlation(x[i], y[i], method))
-    draws = np.asarray([d for d in draws if math.isfinite(d)])
-    low, high = np.percentile(draws, [2.5, 97.5])
+    finite = np.asarray([d for d in draws if math.isfinite(d)])
+    low, high = np.percentile(finite, [2.5, 97.5])
     s = 1.0 if sign == "positive" else -1.0
     verdict = _side(*sorted((s * float(low), s * float(high))))
     return Test(label, n, rho, float(low), float(high),
-                rule=f"{method} correlation, bootstrap 95 % interval over rows ({len(draws):,} resamples, seed {SEED})",
+                rule=f"{method} correlation, bootstrap 95 % interval over rows ({len(finite):,} resamples, seed {SEED})",
                 verdict=verdict)
 
 
@@ -200,6 +200,7 @@ def _requirements(claim: Claim, rows: pd.DataFrame) -> str:
 
 def _metric_order(claim: Claim, rows: pd.DataFrame) -> list[Test]:
     """a > b > ... between a row's own metrics: differences paired by row."""
+    assert claim.metrics is not None  # _order calls this for a claim over metrics
     return [difference_test(f"{a} > {b}", _numeric(rows[a]) - _numeric(rows[b]), claim.stat, "paired by row, differences")
             for a, b in zip(claim.metrics, claim.metrics[1:])]
 
@@ -212,7 +213,13 @@ def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[
     if paired == "auto":
         paired = [c for c in config_columns if c != claim.column and c in rows.columns
                   and rows[c].astype(str).nunique() > 1]
-    pairs = [(claim.values[0], v) for v in claim.values[1:]] if claim.kind == "equal" else zip(claim.order, claim.order[1:])
+    pairs: Iterable[tuple[Any, Any]]
+    if claim.kind == "equal":
+        assert claim.values is not None  # Claim's validator requires it of an equal claim
+        pairs = [(claim.values[0], v) for v in claim.values[1:]]
+    else:
+        assert claim.order is not None  # and order of an order claim not over metrics
+        pairs = zip(claim.order, claim.order[1:])
     for a, b in pairs:
         label = f"{claim.column} {a} {'=' if claim.kind == 'equal' else '>'} {b}"
         ra, rb = rows[_matches(rows[claim.column], a)], rows[_matches(rows[claim.column], b)]
@@ -237,24 +244,29 @@ def _order(claim: Claim, rows: pd.DataFrame, config_columns: list[str]) -> list[
         common = ca.index.intersection(cb.index)
         diffs = (ca[common] - cb[common]).to_numpy(dtype=float)
         what = f"paired on {', '.join(keys) or 'nothing'}, differences"
-        tests.append(equivalence_test(label, diffs, claim.stat, claim.margin, what) if claim.kind == "equal"
-                     else difference_test(label, diffs, claim.stat, what))
+        if claim.kind == "equal":
+            assert claim.margin is not None  # Claim's validator requires it of an equal claim
+            tests.append(equivalence_test(label, diffs, claim.stat, claim.margin, what))
+        else:
+            tests.append(difference_test(label, diffs, claim.stat, what))
     return tests
 
 
 def _threshold(claim: Claim, rows: pd.DataFrame) -> list[Test]:
+    assert claim.value is not None  # Claim's validator requires it of a threshold claim
     values = _numeric(rows[claim.metric])
     sign = 1.0 if claim.op in (">", ">=") else -1.0
     t = difference_test(f"{claim.stat} {claim.metric} {claim.op} {claim.value:g}", sign * (values - claim.value),
                         claim.stat, f"rows against {claim.value:g}")
     if t.n:  # report the statistic itself, not the signed distance from the threshold
         t.estimate = claim.value + sign * t.estimate
-        if t.low is not None:
+        if t.low is not None and t.high is not None:  # set together
             t.low, t.high = sorted((claim.value + sign * t.low, claim.value + sign * t.high))
     return [t]
 
 
 def _counts(claim: Claim, rows: pd.DataFrame) -> tuple[list[Test], str]:
+    assert claim.expect is not None  # Claim's validator requires it of a counts claim
     ours = rows[claim.column].astype(str).value_counts()
     ranked = sorted(claim.expect.items(), key=lambda kv: -kv[1])
     (top, _), (second, _) = ranked[0], ranked[1]
@@ -268,6 +280,7 @@ def _counts(claim: Claim, rows: pd.DataFrame) -> tuple[list[Test], str]:
 
 
 def _correlation(claim: Claim, rows: pd.DataFrame) -> list[Test]:
+    assert claim.sign is not None  # Claim's validator requires it of a correlation claim
     return [correlation_test(f"{claim.method}({claim.x}, {claim.y}) {claim.sign}", _numeric(rows[claim.x]),
                              _numeric(rows[claim.y]), claim.method, claim.sign)]
 
