@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from orchestrator import spec as specmod
 from orchestrator.api import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
@@ -16,7 +16,7 @@ from orchestrator.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UserError(f"{message} (see `overnight {self.prog.split()[-1]} --help`)" if " " in self.prog else message)
 
 
@@ -197,10 +197,11 @@ def _study_summary(store, all_rows: bool = False) -> dict[str, Any]:
 
 
 def _status_table(summaries: list[dict[str, Any]]) -> None:
-    from rich.console import Console
+    from rich.console import Console, JustifyMethod
     from rich.table import Table
 
     table = Table(title="overnight status", title_justify="left")
+    justify: JustifyMethod
     for col, justify in (("study", "left"), ("trials", "right"), ("done", "right"), ("failed", "right"),
                          ("diverged", "right"), ("pending", "right"), ("time", "right"), ("driver", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "driver")
@@ -224,6 +225,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise UserError(f"report takes one results location, or two study directories to compare (got {len(dirs)})",
                         source="report")
     study_file = str(study_path(a.study)) if a.study else None
+    doc: compare.Comparison | list[report.Report]
     if len(dirs) == 2:
         stores = [_one_study(d) for d in dirs]
         doc = compare.for_stores(stores[0], stores[1], study_file, all_rows=a.all_rows)
@@ -274,6 +276,7 @@ def _plots_beside(out: str, rep, several: bool) -> str:
     folder = Path(out).parent / rel
     try:
         for sec in report.plotted(rep):
+            assert sec.figure is not None  # plotted() keeps the sections with a figure
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{sec.name}.png").write_bytes(sec.figure.png)
     except OSError as e:

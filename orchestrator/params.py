@@ -113,7 +113,7 @@ def validate(model: type[Params], config: dict[str, Any]) -> dict[str, Any]:
         raise ParamError(".".join(loc), f"{msg} (got {value!r})", value) from None
 
 
-def id_config(model: type[Params] | None, full: dict[str, Any]) -> dict[str, Any]:
+def id_config(model: type[BaseModel] | None, full: dict[str, Any]) -> dict[str, Any]:
     """What a trial id hashes: the values that differ from their defaults, knobs left out. So an
     explicit default equals an omitted one, and a new parameter with a default changes no id."""
     if model is None:

@@ -374,7 +374,7 @@ class StrictLoader(yaml.SafeLoader):
     """safe_load that refuses a key written twice in one mapping (PyYAML keeps the last one
     silently, which would drop e.g. a whole first ``grid:`` block)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)

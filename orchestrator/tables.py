@@ -80,8 +80,7 @@ def _is_count(name: str) -> bool:
 def needed(spec: ReportTable | ReportPlot) -> list[str]:
     """The columns a table or plot reads."""
     if isinstance(spec, ReportPlot):
-        cols = [spec.x, spec.y, spec.value, spec.hue, spec.facet]
-        return [c for c in dict.fromkeys(cols) if c]
+        return [c for c in dict.fromkeys([spec.x, spec.y, spec.value, spec.hue, spec.facet]) if c]
     cols = list(spec.by) + list(spec.values) + list(spec.columns or []) + list(spec.count)
     cols += stat_columns(spec.stats) + ([spec.pivot] if spec.pivot else [])
     if spec.best:
@@ -179,6 +178,7 @@ def _integral(out: pd.DataFrame, stats: Sequence[str], values: Sequence[str]) ->
 
 def best(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
     b = spec.best
+    assert b is not None  # called for a table with best:
     ranked = df.assign(_m=numeric(df[b.metric])).dropna(subset=["_m"])
     ranked = ranked.sort_values("_m", ascending=(b.mode == "min"), kind="stable")
     top = ranked.groupby(b.by, sort=True, dropna=False).head(b.top) if b.by else ranked.head(b.top)
@@ -191,6 +191,7 @@ def best(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
 
 def pivot(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
     """Rows ``by``; one column per value of ``pivot`` (for each value x stat)."""
+    assert spec.pivot is not None  # called for a table with pivot:
     across = ordered_values(df[spec.pivot], spec.order.get(spec.pivot))
     records = []
     for key, g in groups(df, spec.by):
@@ -211,6 +212,7 @@ def compare(df: pd.DataFrame, spec: ReportTable) -> pd.DataFrame:
     """Per cell (``by`` + ``over``): the ``of`` statistic of each value for one side of each pair,
     divided by (or minus) the other's; with ``over``, ``stats`` of those per-cell numbers."""
     c = spec.compare
+    assert c is not None  # called for a table with compare:
     cells = list(spec.by) + list(c.over)
     records = []
     for key, g in groups(df, cells):
