@@ -81,10 +81,12 @@ test-native: $(STAMP)
 	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo test --quiet
 
 # Static checks, CI's step before the tests: ruff with the bug-finding rules of pyproject.toml's
-# [tool.ruff] (no formatting, no import order), and clippy on the Rust core with every warning an
-# error. clippy builds pyo3, so it needs the same interpreter as test-native.
+# [tool.ruff] (no formatting, no import order), mypy over orchestrator/ ([tool.mypy]), and clippy
+# on the Rust core with every warning an error. clippy builds pyo3, so it needs the same
+# interpreter as test-native.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	cd native && PYO3_PYTHON="$(abspath $(BIN)/python)" cargo clippy --quiet --all-targets -- -D warnings
 
 # The long fault-injection suite (20 driver SIGKILLs, about 8 minutes), left out of `make test`.

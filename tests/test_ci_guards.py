@@ -61,4 +61,4 @@ def test_ci_runs_every_suite_and_allows_no_skip():
     assert "make test-reliability" in ci and "-m reliability" in make.split("test-reliability:")[1].split("\n\n")[0]
     assert ".venv/bin/python -m pytest -q -n 2 --dist loadfile" in ci
     lint = make.split("\nlint:")[1].split("\n\n")[0]
-    assert "make lint" in ci and "ruff check" in lint and "cargo clippy" in lint and "-D warnings" in lint
+    assert "make lint" in ci and "ruff check" in lint and "mypy" in lint and "cargo clippy" in lint and "-D warnings" in lint
