@@ -101,7 +101,7 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None,
             if preload:  # read by the raylet, which passes it to every worker it starts
                 env["RAY_preload_python_modules"] = ",".join(preload)
             with _environ(env):
-                # Ray annotates num_gpus as int, yet takes a float resource count (--num-gpus is a float)
+                # Ray annotates num_gpus as int; --num-gpus is a float, passed through unchanged as before
                 ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)  # type: ignore[arg-type]
     finally:
         tune_import.join()
