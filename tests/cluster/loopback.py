@@ -87,6 +87,13 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+# What `ray start` prints when its raylet did not register with the GCS within the 30 s that
+# ray/_private/node.py allows (a constant there, not a setting): on a loaded 2-core machine (two
+# pytest workers, each starting Rays) a node's agents can take longer to come up.
+STARTUP_TIMED_OUT = "The current node timed out during startup"
+STARTUP_RETRIES = 2
+
+
 @dataclass
 class Node:
     name: str
@@ -94,6 +101,8 @@ class Node:
     log: Path
     resources: dict = field(default_factory=dict)
     killed: bool = False
+    cmd: list[str] = field(default_factory=list)   # private_dir's wrapper and `ray start`, without the ports
+    starts: int = 1
 
     @property
     def alive(self) -> bool:
@@ -135,12 +144,7 @@ class LoopbackCluster:
                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
 
     def _start(self, name: str, args: list[str], resources: dict, private_dir: Path | None = None) -> Node:
-        log = self.temp_dir / f"{name}.log"
-        # one temp dir per node: nodes that start together would otherwise pick the same socket names
-        node_tmp = self.temp_dir / name
-        node_tmp.mkdir()
-        cmd = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={node_tmp}",
-               "--disable-usage-stats", *self._ports(), *args]
+        cmd = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args]
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
         if private_dir is not None:
@@ -148,11 +152,30 @@ class LoopbackCluster:
             # path, a different directory — like a node-local disk on a real cluster
             script = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private_dir), *cmd]
-        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True, cwd=self.temp_dir)
-        node = Node(name, proc, log, resources)
+        node = Node(name, self._popen(name, cmd), self.temp_dir / f"{name}.log", resources, cmd=cmd)
         self.nodes.append(node)
         return node
+
+    def _popen(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        # one temp dir per node (and per start): nodes that start together would otherwise pick
+        # the same socket names
+        node_tmp = self.temp_dir / name
+        node_tmp.mkdir()
+        return subprocess.Popen([*cmd, f"--temp-dir={node_tmp}", *self._ports()],
+                                stdout=(self.temp_dir / f"{name}.log").open("w"), stderr=subprocess.STDOUT,
+                                env=self.env, start_new_session=True, cwd=self.temp_dir)
+
+    def _restart_if_slow(self, node: Node) -> bool:
+        """Start ``node`` again when its `ray start` gave up waiting for its raylet to register
+        (STARTUP_TIMED_OUT), at most STARTUP_RETRIES times; False when it died of anything else."""
+        if node.starts > STARTUP_RETRIES or STARTUP_TIMED_OUT not in node.log.read_text():
+            return False
+        self._kill(node)
+        node.killed = False
+        node.starts += 1
+        name = f"{node.name}-start{node.starts}"
+        node.proc, node.log = self._popen(name, node.cmd), self.temp_dir / f"{name}.log"
+        return True
 
     def start_head(self, num_cpus: float = 1, num_gpus: int = 0, resources: dict | None = None) -> Node:
         args = ["--head", f"--port={self.port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
@@ -189,15 +212,18 @@ class LoopbackCluster:
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:
-            dead = [x for x in self.nodes if not x.alive and not x.killed]
+            down = [x for x in self.nodes if not x.alive and not x.killed]
+            dead = [x for x in down if not self._restart_if_slow(x)]
             if dead:
                 raise RuntimeError(f"ray start for {dead[0].name} exited:\n{dead[0].log.read_text()[-3000:]}")
+            time.sleep(0.5)
+            if down or any(not x.alive for x in self.nodes if not x.killed):
+                continue   # asking a GCS that is not there blocks for many seconds: look again first
             try:
                 if len(self.node_ids()) >= n:
                     return
             except Exception as e:  # noqa: BLE001 - GCS not up yet
                 last = e
-            time.sleep(0.5)
         raise TimeoutError(f"cluster did not reach {n} nodes in {timeout}s ({last})")
 
     def wait_dashboard(self, timeout: float = 90) -> None:
