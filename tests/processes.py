@@ -104,9 +104,11 @@ def kill_when(driver: subprocess.Popen, what: str, condition: Callable[[], Any],
 
 
 def alive(pid: int) -> bool:
-    """``pid`` exists and is not a zombie."""
+    """``pid`` (a positive number) exists and is neither a zombie nor dead."""
+    if pid <= 0:
+        return False
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z"
+    return state not in ("Z", "X")

@@ -19,7 +19,7 @@ import yaml
 from orchestrator.store import StudyStore
 from tests.cluster.loopback import RAY, LoopbackCluster, job_server_available, private_mounts_available
 from tests.conftest import ROOT, wait_until
-from tests.processes import kill_family, overnight_subprocess, start_overnight
+from tests.processes import alive, kill_family, overnight_subprocess, start_overnight
 
 pytestmark = pytest.mark.cluster
 
@@ -40,14 +40,6 @@ def cluster(object_store):
         raise
     finally:
         c.shutdown()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text() if pid > 0 else ""
-    except OSError:
-        return False
-    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def write_study(tmp_path: Path, name: str, fixed: dict, grid: dict, resources: dict) -> Path:
@@ -147,7 +139,7 @@ def test_ray_job_submit_stop_and_submit_again_continues(cluster, tmp_path):
         a row on their way out, so the counts below are taken after)."""
         status = job("status", "--address", cluster.dashboard_url, "overnight-jobbed-1")
         seen["status"] = (status.stdout + status.stderr).strip().splitlines()[-2:]
-        seen["alive"] = [(tid, where.get("pid")) for tid, where in starts(tmp_path) if _alive(where.get("pid", 0))]
+        seen["alive"] = [(tid, where.get("pid")) for tid, where in starts(tmp_path) if alive(where.get("pid", 0))]
         return "stopped" in (status.stdout + status.stderr).lower() and not seen["alive"]
 
     seen: dict = {}
