@@ -45,7 +45,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade uv
 	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade "maturin>=1.7,<2"
 	$(LATEST)/bin/uv pip install --quiet --python $(LATEST)/bin/python --upgrade --no-build-isolation -e ".[test,cluster]"
-	$(LATEST)/bin/python -c "from orchestrator.environment import package_versions as v; print('latest:', v())"
+	$(LATEST)/bin/python -c "from orchestrator.results.environment import package_versions as v; print('latest:', v())"
 	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider $(SMOKE_SUITE)
 
 # Re-run one study at fast scale from scratch, commit-ready: its export under docs/results/data/, its

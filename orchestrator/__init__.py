@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "run": "orchestrator.api", "load": "orchestrator.api", "report_markdown": "orchestrator.api",
     "describe": "orchestrator.api", "TrialsFailed": "orchestrator.api", "StudyError": "orchestrator.api",
-    "workload": "orchestrator.interface", "Diverged": "orchestrator.interface",
-    "LocalContext": "orchestrator.interface",
-    "Params": "orchestrator.params", "Metrics": "orchestrator.params", "param": "orchestrator.params",
-    "knob": "orchestrator.params", "metric": "orchestrator.params",
+    "workload": "orchestrator.study.contract", "Diverged": "orchestrator.study.contract",
+    "LocalContext": "orchestrator.study.contract",
+    "Params": "orchestrator.study.params", "Metrics": "orchestrator.study.params", "param": "orchestrator.study.params",
+    "knob": "orchestrator.study.params", "metric": "orchestrator.study.params",
 }
 
 

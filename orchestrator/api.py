@@ -52,10 +52,10 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
                   bundle: int | str | None = None, group: int | str | None = None,
                   say: Callable[[str], None] = lambda s: None):
     """Run the pending trials of a prepared study under the driver lock: (outcome, store).
-    ``group``: the study's ``group`` overridden (orchestrator/groups.py)."""
-    from orchestrator import execute
-    from orchestrator.prepare import plan_run
-    from orchestrator.store import study_store
+    ``group``: the study's ``group`` overridden (orchestrator/run/groups.py)."""
+    from orchestrator.run import execute
+    from orchestrator.run.prepare import plan_run
+    from orchestrator.results.store import study_store
 
     study, trials = prep.study, prep.trials
     store = study_store(results, study.name, prep.scale)
@@ -79,7 +79,7 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
 def shared_cwd_note(prep, pending: int, max_concurrent: int | None = None) -> str | None:
     """For a command workload whose trials run at once in one working directory, without a folder
     of their own in argv or env: one line saying what that means, and what to use instead."""
-    from orchestrator.command import placeholders
+    from orchestrator.study.command_spec import placeholders
 
     command = prep.study.command
     limit = max_concurrent or prep.study.max_concurrent
@@ -98,7 +98,7 @@ def shared_cwd_note(prep, pending: int, max_concurrent: int | None = None) -> st
 def check_bundle(value: Any, source: str) -> int | str:
     """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=); spec.check_bundle
     with its error as a UserError from ``source``."""
-    from orchestrator import spec
+    from orchestrator.study import spec
 
     try:
         return spec.check_bundle(value)
@@ -109,7 +109,7 @@ def check_bundle(value: Any, source: str) -> int | str:
 def check_group(value: Any, source: str) -> int | str:
     """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=); spec.check_group
     with its error as a UserError from ``source``."""
-    from orchestrator import spec
+    from orchestrator.study import spec
 
     try:
         return spec.check_group(value)
@@ -121,7 +121,7 @@ def _check_job_results(results: str) -> None:
     """Inside `ray job submit` the current directory is a temporary copy of --working-dir, deleted
     with the job: results written under a relative path would be lost, and a resubmitted job
     would not find them."""
-    from orchestrator.layout import is_uri
+    from orchestrator.results.layout import is_uri
 
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
     if in_job and not is_uri(results) and not Path(results.removeprefix("file://")).expanduser().is_absolute():
@@ -141,8 +141,8 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
     grid axis, a scalar pins a parameter (``bits=[2, 4]``, ``float_steps=200``). ``bundle``:
     trials per Tune trial, "auto" or a number (default: the study's ``bundle``, auto). ``group``:
     the most trials per vectorised group, "auto", "off" or a number (default: the study's ``group``)."""
-    from orchestrator.prepare import prepare
-    from orchestrator.report import study_rows
+    from orchestrator.run.prepare import prepare
+    from orchestrator.report.page import study_rows
 
     sets = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     if isinstance(study, dict):
@@ -158,7 +158,7 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
                                max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, bundle=bundle,
                                group=group, say=say)
     rows = study_rows(store, {t.trial_id for t in prep.trials})
-    from orchestrator.execute import wait_shutdown
+    from orchestrator.run.execute import wait_shutdown
 
     wait_shutdown()
     if out.interrupted:
@@ -172,11 +172,11 @@ def load(results_dir: str | Path, all_rows: bool = False) -> pd.DataFrame:
     """The rows of every study under ``results_dir`` (RESULTS, RESULTS/<study> or one study/scale):
     of each study's current trials; rows of earlier definitions (a changed fixed value, a removed
     grid value, another workload version) are kept aside with a warning that says how many and how
-    they differ. ``all_rows``: include them, labelled in a ``definition`` column (orchestrator/definitions.py)."""
+    they differ. ``all_rows``: include them, labelled in a ``definition`` column (orchestrator/report/definitions.py)."""
     import warnings
 
-    from orchestrator import definitions as D
-    from orchestrator.store import find_studies
+    from orchestrator.report import definitions as D
+    from orchestrator.results.store import find_studies
 
     frames = []
     for store in find_studies(str(results_dir)):
@@ -194,9 +194,9 @@ def report_markdown(results_dir: str | Path, html: str | Path | None = None, all
     """The Markdown report of every study under ``results_dir``, as `overnight report` writes it
     (report.md and its plots into each study's location); ``html``: also one self-contained page;
     ``all_rows``: rows of earlier definitions too, labelled (`overnight report --all-rows`)."""
-    from orchestrator import html as html_page
-    from orchestrator import report
-    from orchestrator.store import find_studies
+    from orchestrator.report import html as html_page
+    from orchestrator.report import page as report
+    from orchestrator.results.store import find_studies
 
     stores = find_studies(str(results_dir))
     reports = [report.for_store(store, all_rows=all_rows) for store in stores]
@@ -209,6 +209,7 @@ def report_markdown(results_dir: str | Path, html: str | Path | None = None, all
 
 def describe(workload: str) -> str:
     """A workload's parameters (type, default, doc) and metrics."""
-    from orchestrator import params, registry
+    from orchestrator.study import params
+    from orchestrator.run import registry
 
     return params.describe(registry.load(workload))

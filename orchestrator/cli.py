@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from orchestrator import spec as specmod
+from orchestrator.study import spec as specmod
 from orchestrator.api import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
 from orchestrator.errors import UserError
 
@@ -88,9 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
     from orchestrator.api import check_bundle, check_group, execute_study, study_path
-    from orchestrator.execute import describe, wait_shutdown
-    from orchestrator.prepare import pending, prepare
-    from orchestrator.store import study_store
+    from orchestrator.run.execute import describe, wait_shutdown
+    from orchestrator.run.prepare import pending, prepare
+    from orchestrator.results.store import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
@@ -115,10 +115,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("failed trials keep their rows and are not run again: add --retry-failed to run them again",
               file=sys.stderr)
     if not a.no_report and not out.interrupted:
-        from orchestrator.report import write_report
+        from orchestrator.report.page import write_report
 
         print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
-    wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/execute.py)
+    wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/run/execute.py)
     return out.exit_code
 
 
@@ -127,7 +127,7 @@ def _print_dry_run(prep, store, todo: int) -> None:
     print(f"{len(trials)} trials")
     print(f"{prep.study.name}/{prep.scale}: workload {prep.study.workload} v{prep.version}; "
           f"{len(trials) - todo} finished, {todo} to run; results in {store.location}")
-    from orchestrator.params import declared, id_config
+    from orchestrator.study.params import declared, id_config
 
     model = declared(prep.workload)[0]
     for t in trials[:5]:  # what makes each trial itself: the values away from their defaults
@@ -143,9 +143,9 @@ def _short(cfg: dict[str, Any], limit: int = 160) -> str:
 
 def _study_dirs(results_dir: str) -> list:
     """The studies under a results location, or the one study of a Parquet export
-    (orchestrator/export.py: its rows, study.json and artifacts)."""
-    from orchestrator.export import is_export, open_export
-    from orchestrator.store import find_studies
+    (orchestrator/results/export.py: its rows, study.json and artifacts)."""
+    from orchestrator.results.export import is_export, open_export
+    from orchestrator.results.store import find_studies
 
     if is_export(str(results_dir)):
         return [open_export(str(results_dir))]
@@ -153,7 +153,7 @@ def _study_dirs(results_dir: str) -> list:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from orchestrator.rows import FAILED
+    from orchestrator.results.rows import FAILED
 
     summaries = [_study_summary(store, a.all_rows) for store in _study_dirs(a.results_dir)]
     if sys.stdout.isatty():
@@ -173,10 +173,10 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def _study_summary(store, all_rows: bool = False) -> dict[str, Any]:
     """Counts of one study directory, read without starting Ray: of its current trials, and with
-    ``all_rows`` of the rows of earlier definitions too (orchestrator/definitions.py)."""
-    from orchestrator import definitions as D
+    ``all_rows`` of the rows of earlier definitions too (orchestrator/report/definitions.py)."""
+    from orchestrator.report import definitions as D
     from orchestrator.formats import fmt_duration
-    from orchestrator.rows import FAILED, count_statuses
+    from orchestrator.results.rows import FAILED, count_statuses
 
     m = store.manifest()
     ids = [t["trial_id"] for t in m["trials"]]
@@ -217,7 +217,7 @@ def _status_table(summaries: list[dict[str, Any]]) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from orchestrator import compare, html, report
+    from orchestrator.report import compare, html, page as report
     from orchestrator.api import study_path
 
     dirs = a.results_dir or [DEFAULT_RESULTS]
@@ -268,7 +268,7 @@ def _write_text(path: str | None, text: str, option: str) -> None:
 def _plots_beside(out: str, rep, several: bool) -> str:
     """Copies the report's plots into a folder named after ``out`` (``r.md`` -> ``r/``, one
     subfolder per study when there are several) and returns that folder relative to ``out``."""
-    from orchestrator import report
+    from orchestrator.report import page as report
 
     rel = Path(Path(out).stem)
     if several:
@@ -285,7 +285,7 @@ def _plots_beside(out: str, rep, several: bool) -> str:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from orchestrator import registry
+    from orchestrator.run import registry
 
     print("Studies (configs/studies/):")
     files = sorted(STUDY_DIR.glob("*.yaml")) if STUDY_DIR.is_dir() else []
@@ -294,7 +294,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     for f in files:
         try:
             st = specmod.load(f)
-            from orchestrator.grid import configs
+            from orchestrator.study.grid import configs
 
             n = sum(1 for _ in configs(st))
             scales = ",".join(st.scales) or "-"
@@ -312,7 +312,8 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_describe(a: argparse.Namespace) -> int:
-    from orchestrator import params, registry
+    from orchestrator.study import params
+    from orchestrator.run import registry
 
     try:
         cls = registry.load(a.workload)
@@ -323,7 +324,7 @@ def cmd_describe(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from orchestrator.export import export
+    from orchestrator.results.export import export
 
     stores = _study_dirs(a.results_dir)
     if len(stores) != 1:
@@ -335,7 +336,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_findings(a: argparse.Namespace) -> int:
-    from orchestrator.findings import index
+    from orchestrator.report.findings import index
 
     studies = Path(a.studies)
     if not studies.is_dir():

@@ -67,7 +67,7 @@ def pytest_make_collect_report(collector):
 @pytest.fixture(scope="session")
 def ray_local():
     """An embedded Ray with 2 CPUs, shared by every test that runs trials in-process."""
-    from orchestrator import execute
+    from orchestrator.run import execute
 
     started = execute._init_ray(None, 2, None)
     yield

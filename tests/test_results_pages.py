@@ -1,5 +1,5 @@
 """docs/results/ is generated, never typed: every page there is `overnight report` over a
-committed export in docs/results/data/ (orchestrator/export.py), and the index is `overnight
+committed export in docs/results/data/ (orchestrator/results/export.py), and the index is `overnight
 findings`. This test regenerates each from the committed data and the current study files and
 fails on any difference, so a page cannot drift from its rows, its claims or the code."""
 from __future__ import annotations

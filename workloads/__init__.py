@@ -1,1 +1,1 @@
-"""Workloads run by overnight: one folder per family of studies, each behind orchestrator.interface.Workload (the interface the orchestrator owns)."""
+"""Workloads run by overnight: one folder per family of studies, each behind orchestrator.study.contract.Workload (the interface the orchestrator owns)."""

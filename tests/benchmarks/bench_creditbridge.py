@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.metrics import evaluate_credit
 from workloads.creditbridge.settings import resolve

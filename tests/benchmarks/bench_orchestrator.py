@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def one_trial(cfg: dict) -> float:
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
 
     return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]

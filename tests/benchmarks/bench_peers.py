@@ -40,14 +40,14 @@ PY = sys.executable
 
 
 def one_trial(cfg: dict) -> float:
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
 
     return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
 
 
 def _import_workload() -> None:
-    import orchestrator.interface  # noqa: F401
+    import orchestrator.study.contract  # noqa: F401
     import workloads.synthetic  # noqa: F401
 
 
@@ -77,7 +77,7 @@ def run_pool(n: int, units: int, steps: int, parallel: int, spans: str) -> None:
 def _tune_trainable(config: dict) -> None:
     from ray import tune
 
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
 
     t0 = time.time()

@@ -29,8 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.quantcorr.test_studies import expand
-from orchestrator.interface import LocalContext
-from orchestrator import registry
+from orchestrator.study.contract import LocalContext
+from orchestrator.run import registry
 
 ARCH = ("width", "depth", "hidden", "latent", "d_model", "n_heads", "n_layers", "d_ff", "input_dim")
 NOT_BACKBONE = {"bits", "correct_every", "correction_hidden", "lam", "legacy_prenorm_residual_bug",

@@ -121,7 +121,7 @@ import ray
 from ray import tune
 
 def trainable(config):
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
     tune.report(Synthetic().run(config, LocalContext(seed=config["seed"])))
 

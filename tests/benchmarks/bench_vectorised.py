@@ -38,8 +38,8 @@ os.environ.setdefault("OVERNIGHT_OFFLINE", "1")
 
 import torch
 
-from orchestrator.interface import LocalContext
-from orchestrator.params import validate
+from orchestrator.study.contract import LocalContext
+from orchestrator.study.params import validate
 from tests.quantcorr.test_studies import expand, load
 from workloads.quantcorr import Transformer
 from workloads.quantcorr.params import TRANSFORMER_PROTOCOL_DEFAULTS, TransformerParams, with_protocol_defaults

@@ -3,7 +3,7 @@ four ways, on one GPU, in about 8 minutes. Run it with ``bash tests/benchmarks/g
 
   gpu: 1                one trial at a time on the GPU
   gpu: 0.25 packing     4 worker processes share the GPU (each capped at 0.2375 of its memory, as
-                        orchestrator/trial.py caps a trial with gpu: 0.25), one trial each at a time
+                        orchestrator/run/trial.py caps a trial with gpu: 0.25), one trial each at a time
   vectorised            one process; each work item is a group (the 3 seeds of one configuration)
                         run as one batched computation (Transformer.run_group)
   vectorised + packing  4 processes, a group each at a time
@@ -80,13 +80,13 @@ def worker(rank: int, procs: int, args: dict, tasks, results, ready) -> None:
     os.environ.setdefault("OVERNIGHT_OFFLINE", "1")
     import torch
 
-    from orchestrator.cache import StageCache
-    from orchestrator.interface import LocalContext
+    from orchestrator.run.cache import StageCache
+    from orchestrator.study.contract import LocalContext
     from workloads.quantcorr import Transformer
 
     torch.set_num_threads(args["threads"])
     device = args["device"]
-    if device == "cuda" and procs > 1:  # Ray's fractional GPUs are logical: cap as orchestrator/trial.py does
+    if device == "cuda" and procs > 1:  # Ray's fractional GPUs are logical: cap as orchestrator/run/trial.py does
         torch.cuda.set_per_process_memory_fraction(max(0.05, 0.95 / procs), 0)
 
     class Ctx(LocalContext):
@@ -137,7 +137,7 @@ def worker(rank: int, procs: int, args: dict, tasks, results, ready) -> None:
 
 def _build_backbones(cfgs: list[dict], Ctx, cache: str, device: str) -> None:
     """The float phase of ``cfgs`` (one item: one backbone unbatched, or a group's backbones)."""
-    from orchestrator.params import validate
+    from orchestrator.study.params import validate
     from workloads.quantcorr.params import TRANSFORMER_PROTOCOL_DEFAULTS, TransformerParams, with_protocol_defaults
     from workloads.quantcorr.transformer import backbone_recipe
     from workloads.quantcorr.transformer_group import _Backbone, float_phase

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import trial as trialmod
-from orchestrator.store import StudyStore
+from orchestrator.run import trial as trialmod
+from orchestrator.results.store import StudyStore
 from tests.processes import overnight_subprocess, ray_env
 
 pytestmark = pytest.mark.cluster

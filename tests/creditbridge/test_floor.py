@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.metrics import above_floor, evaluate_credit, masked_pearson, pearson
 from workloads.creditbridge.nets import LadderNet, true_gradients

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import grid, params, spec
-from orchestrator.rows import arrow_type, cell
-from orchestrator.store import artifact_table
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator.study import grid, params, spec
+from orchestrator.results.rows import arrow_type, cell
+from orchestrator.results.store import artifact_table
+from orchestrator.study.contract import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.settings import NUDGE_ETAS, Settings, eta_name, resolve
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import grid, report, spec
-from orchestrator.interface import LocalContext
+from orchestrator.study import grid, spec
+from orchestrator.report import page as report
+from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
 
 STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.settings import resolve
 from workloads.creditbridge.train import Trainer, load_task

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from orchestrator.interface import DataMissing
-from orchestrator.provenance import sha256_file
+from orchestrator.study.contract import DataMissing
+from orchestrator.results.provenance import sha256_file
 from workloads.data import locate, wikitext
 from workloads.data.locate import require
 from workloads.data.wikitext import VALID_TEST_ONLY, DataCorrupt, DataUnavailable, load_token_splits, resolve

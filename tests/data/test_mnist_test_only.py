@@ -9,8 +9,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from orchestrator.interface import DataMissing, LocalContext
-from orchestrator.provenance import data_files as hashed_data_files
+from orchestrator.study.contract import DataMissing, LocalContext
+from orchestrator.results.provenance import data_files as hashed_data_files
 from workloads.data import mnist
 from workloads.data.idx import read_idx
 from workloads.quantcorr import Autoencoder

@@ -1,4 +1,4 @@
-"""The report header's data lines (orchestrator/provenance.py): the data source and the tokenizer
+"""The report header's data lines (orchestrator/results/provenance.py): the data source and the tokenizer
 each row recorded, counted; stand-ins, substitutes, part of a dataset, synthetic streams and word
 tokenizers named as not the study's dataset; the columns it reads are the ones the workloads declare."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from orchestrator.provenance import data_summary
+from orchestrator.results.provenance import data_summary
 
 
 def test_sources_and_tokenizers_are_counted():
@@ -104,7 +104,8 @@ def test_the_study_s_own_data_is_not_flagged(rows):
 @pytest.mark.parametrize("name,tokenizer", [("ramlm", True), ("creditbridge", False), ("geometry", False),
                                             ("quantcorr.transformer", False), ("quantcorr.autoencoder", False)])
 def test_the_columns_read_are_the_ones_workloads_declare(name, tokenizer):
-    from orchestrator import params, registry
+    from orchestrator.study import params
+    from orchestrator.run import registry
 
     _, metrics, _ = params.declared(registry.load(name))
     assert "data_source" in metrics.model_fields

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from tests.conftest import require_native
 from workloads.data.wikitext import VALID_TEST_ONLY, DataUnavailable
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.store import StudyStore
-from orchestrator.trial import derive_seed
+from orchestrator.results.store import StudyStore
+from orchestrator.run.trial import derive_seed
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "char_gpt"

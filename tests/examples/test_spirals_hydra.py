@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.interface import LocalContext
-from orchestrator.store import StudyStore
+from orchestrator.study.contract import LocalContext
+from orchestrator.results.store import StudyStore
 from tests.conftest import ROOT
 from workloads.quantcorr import Classification
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import grid, params, rows, spec
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator.study import grid, params, spec
+from orchestrator.results import rows
+from orchestrator.study.contract import Diverged, LocalContext
 from workloads.geometry import Geometry
 from workloads.substrate import char_transformer
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import grid, spec
-from orchestrator.report import table
+from orchestrator.study import grid, spec
+from orchestrator.report.page import table
 from workloads.geometry import Geometry
 
 STUDY = Path(__file__).resolve().parents[2] / "configs" / "studies" / "geometry.yaml"
@@ -38,7 +38,7 @@ def test_report_tables_read_existing_row_and_artifact_columns():
     # a real (smoke-sized) row, as the workload returns it, plus the config columns, and its
     # artifacts (per-point and per-variant tables) as the store would give them to the report
     from tests.geometry.test_workload import TINY
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
 
     ctx = LocalContext(seed=7)
     row = Geometry().run(dict(TINY), ctx)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.geometry import Geometry
 from workloads.geometry import q2 as Q2
 from workloads.geometry.traces import ElementCorrectedTap, TraceTap, collect_traces, report_geometry

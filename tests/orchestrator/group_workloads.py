@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.params import Metrics, Params, knob, metric, param
+from orchestrator.study.params import Metrics, Params, knob, metric, param
 
 FOLDED = ("seed", "weight", "fail_in_group", "fail_always", "group_raises")
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from orchestrator import layout as L
-from orchestrator.store import StudyStore
+from orchestrator.results import layout as L
+from orchestrator.results.store import StudyStore
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ARCHS = [(32, 2), (32, 4), (64, 2)]

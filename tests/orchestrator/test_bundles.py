@@ -1,4 +1,4 @@
-"""Bundles (orchestrator/bundle.py): several trials sent to Ray Tune as one Tune trial, each still
+"""Bundles (orchestrator/run/bundle.py): several trials sent to Ray Tune as one Tune trial, each still
 with its own row, history, checkpoint, attempts and retries.
 
 - the sizes: automatic (balanced over the slots, one by one for short grids, smaller at the end)
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import bundle as B
-from orchestrator.store import StudyStore
+from orchestrator.run import bundle as B
+from orchestrator.results.store import StudyStore
 from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 

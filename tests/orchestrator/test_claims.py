@@ -1,4 +1,4 @@
-"""Claims in a study file and their verdicts (orchestrator/claims.py, orchestrator/verdicts.py):
+"""Claims in a study file and their verdicts (orchestrator/study/claims.py, orchestrator/report/verdicts.py):
 typed and checked like parameters (exit 2), judged by a stated rule, never decided by a filter."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import verdicts as V
-from orchestrator.claims import Claim
-from orchestrator.report import build, markdown
-from orchestrator.spec import Study
+from orchestrator.report import verdicts as V
+from orchestrator.study.claims import Claim
+from orchestrator.report.page import build, markdown
+from orchestrator.study.spec import Study
 
 SOURCE = "seeds/000_87690202cf051d4b.txt:52"
 
@@ -82,7 +82,7 @@ def test_a_filter_never_decides_silently_the_unfiltered_verdict_rides_along():
 
 
 def _report_lines(verdicts):
-    from orchestrator.report import claim_lines
+    from orchestrator.report.page import claim_lines
 
     return claim_lines(verdicts)
 
@@ -203,7 +203,7 @@ def test_no_effect_holds_within_its_margin_and_is_reversed_by_a_real_effect():
 
 
 def test_the_html_report_has_the_claims_table_with_both_verdicts():
-    from orchestrator.html import claims_html
+    from orchestrator.report.html import claims_html
 
     rows = pd.concat([paired_rows(3.0, 1.0).assign(correct_every=1),
                       paired_rows(-30.0, 1.0, seed=5).assign(correct_every=999, width=lambda d: d.width + 100)])

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import command as C
-from orchestrator.store import StudyStore
-from orchestrator.trial import run_trial
+from orchestrator.run import command as C
+from orchestrator.study import command_spec as CS
+from orchestrator.results.store import StudyStore
+from orchestrator.run.trial import run_trial
 from tests.processes import overnight_subprocess
 
 PATTERN = r"step (?P<step>\d+): loss (?P<loss>[\d.naif]+)"
@@ -80,7 +81,7 @@ def test_placeholders_and_the_new_keys_are_checked(tmp_path, cli, write_study, c
 
 
 def test_every_builtin_placeholder_and_a_good_source_load(tmp_path, cli, write_study):
-    argv = ["{python}", "t.py"] + [f"--{k}={{{k}}}" for k in C.BUILTINS] + ["--lr={lr}"]
+    argv = ["{python}", "t.py"] + [f"--{k}={{{k}}}" for k in CS.BUILTINS] + ["--lr={lr}"]
     doc = command_study(argv=argv, cwd="trial", env={"RUN": "{trial_id}-{attempt}"}, resume_args=["--resume"],
                         metrics_from={"stdout": [PATTERN], "stderr": [{"pattern": r"acc=(?P<acc>\S+)"}],
                                       "csv": "{trial_dir}/log.csv", "jsonl": {"path": "m.jsonl", "step": "it"}})
@@ -106,7 +107,7 @@ TYPES = {"loss": "float", "acc": "float", "epochs": "int", "ok": "bool", "note":
 
 
 def parsed(**sources) -> C.Parsed:
-    return C.Parsed(C.MetricsFrom.model_validate(sources), TYPES)
+    return C.Parsed(CS.MetricsFrom.model_validate(sources), TYPES)
 
 
 def test_named_groups_become_typed_values_and_the_last_step_wins():
@@ -149,14 +150,14 @@ def test_a_resumed_program_repeating_steps_replaces_them_and_the_row_is_the_last
     ctx = types.SimpleNamespace(history=[])
     ctx.report = lambda step, phase=None, **m: ctx.history.append((step, m))
     tails = {"stdout": [], "stderr": []}
-    row = C.finish(0, [], again.records, tails, C.CommandSpec(argv=["x"]), ctx)
+    row = C.finish(0, [], again.records, tails, CS.CommandSpec(argv=["x"]), ctx)
     assert row == {"loss": 1.5} and [s for s, _ in ctx.history] == [0, 10, 20, 30]
 
 
 def test_csv_and_jsonl_sources_map_columns_and_steps(tmp_path):
     (tmp_path / "log.csv").write_text("iter,train/loss,acc,extra\n0,4.5,0.1,x\n5,3.5,,y\n10,2.5,0.3,z\n11,1.")
     (tmp_path / "m.jsonl").write_text('{"loss": 9.0, "epochs": 1}\n\n{"loss": 8.0, "epochs": 2, "ok": true}\nnot json\n')
-    p = C.Parsed(C.MetricsFrom.model_validate({
+    p = C.Parsed(CS.MetricsFrom.model_validate({
         "csv": {"path": "log.csv", "columns": {"train/loss": "loss", "acc": "acc"}, "step": "iter"},
         "jsonl": "m.jsonl"}), TYPES, resolve=lambda text: tmp_path / text)
     p.poll()
@@ -179,11 +180,11 @@ def test_csv_and_jsonl_sources_map_columns_and_steps(tmp_path):
 
 def test_a_named_step_column_that_is_missing_is_said(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,loss\n0,1.0\n")
-    p = C.Parsed(C.MetricsFrom.model_validate({"csv": {"path": "log.csv", "step": "iter"}}), TYPES,
+    p = C.Parsed(CS.MetricsFrom.model_validate({"csv": {"path": "log.csv", "step": "iter"}}), TYPES,
                  resolve=lambda text: tmp_path / text)
     p.poll()
     assert p.records == [] and "no column 'iter' for the step" in p.looked_in(0)
-    missing = C.Parsed(C.MetricsFrom.model_validate({"csv": "nowhere.csv"}), TYPES, resolve=lambda t: tmp_path / t)
+    missing = C.Parsed(CS.MetricsFrom.model_validate({"csv": "nowhere.csv"}), TYPES, resolve=lambda t: tmp_path / t)
     missing.poll()
     assert f"csv {tmp_path / 'nowhere.csv'}: not found" in missing.looked_in(0)
 
@@ -203,7 +204,7 @@ def test_tensorboard_tags_map_to_metrics_over_every_run_folder(tmp_path):
     dependency): the mapped tags become metrics at their steps, the unmapped ones are ignored."""
     _events(tmp_path / "runs" / "a", {"val/loss": [(0, 3.0), (10, 2.0)], "lr": [(0, 0.1)]})
     _events(tmp_path / "runs" / "b", {"val/loss": [(10, 1.75), (20, 1.5)], "epoch": [(20, 2.0)]})
-    p = C.Parsed(C.MetricsFrom.model_validate({"tensorboard": {"path": "runs", "tags": {"val/loss": "loss",
+    p = C.Parsed(CS.MetricsFrom.model_validate({"tensorboard": {"path": "runs", "tags": {"val/loss": "loss",
                                                                                       "epoch": "epochs"}}}),
                  TYPES, resolve=lambda text: tmp_path / text)
     p.poll()
@@ -352,7 +353,7 @@ def test_allow_missing_metric_keeps_the_row_and_the_summary_and_report_count_it(
 
 def test_a_shared_working_directory_is_said_once_at_the_start(tmp_path, cli, monkeypatch):
     from orchestrator.api import shared_cwd_note
-    from orchestrator.prepare import prepare
+    from orchestrator.run.prepare import prepare
 
     doc = command_study(argv=["{python}", "train.py", "--lr={lr}"])
     doc["grid"] = {"lr": [0.1, 0.2]}

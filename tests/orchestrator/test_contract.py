@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator import params as P
-from orchestrator import rows as R
+from orchestrator.study import params as P
+from orchestrator.results import rows as R
 from orchestrator.errors import UserError
-from orchestrator.prepare import prepare
-from orchestrator.store import StudyStore
+from orchestrator.run.prepare import prepare
+from orchestrator.results.store import StudyStore
 from tests.processes import overnight_subprocess
 
 TOY = "tests.orchestrator.toy_workloads:Toy"

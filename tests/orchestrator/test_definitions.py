@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 import orchestrator as overnight
-from orchestrator import definitions as D
-from orchestrator.grid import Trial, trial_id
-from orchestrator.prepare import freeze, prepare
-from orchestrator.rows import schema_to_json
-from orchestrator.store import StudyStore
+from orchestrator.report import definitions as D
+from orchestrator.study.grid import Trial, trial_id
+from orchestrator.run.prepare import freeze, prepare
+from orchestrator.results.rows import schema_to_json
+from orchestrator.results.store import StudyStore
 from tests.conftest import ROOT
 
 SYNTHETIC = ROOT / "configs" / "studies" / "synthetic.yaml"

@@ -1,8 +1,8 @@
 """Determinism: on one machine a trial's metrics are bit-identical whatever the execution knobs
 (--bundle, --group, --max-concurrent; resumed from a checkpoint or run straight through), except
-what its workload declares (``determinism``, a tuple of orchestrator.interface.NotBitIdentical:
+what its workload declares (``determinism``, a tuple of orchestrator.study.contract.NotBitIdentical:
 which knob changes which metrics, on which device, and why; ``overnight describe`` prints it and
-the report gets it from ``orchestrator.registry.determinism_note``).
+the report gets it from ``orchestrator.run.registry.determinism_note``).
 
 - every registered workload declares ``determinism``, and the declaration is valid;
 - every workload, through a few trials of one of its studies at smoke scale (grids shrunk with
@@ -30,10 +30,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from orchestrator import registry
+from orchestrator.run import registry
 from orchestrator.cli import main
-from orchestrator.interface import KNOBS, NotBitIdentical, determinism
-from orchestrator.store import StudyStore
+from orchestrator.study.contract import KNOBS, NotBitIdentical, determinism
+from orchestrator.results.store import StudyStore
 from tests.orchestrator.test_bundles import run_record
 from tests.processes import kill_when, start_overnight
 from tests.regression.smoke_cases import VOLATILE
@@ -190,7 +190,7 @@ def test_a_group_member_is_its_lone_trial_bit_for_bit(protocol, monkeypatch):
     one, in-process (test_vectorised.py's small configs; it allows float rounding, this does not)."""
     import torch
 
-    from orchestrator.interface import LocalContext
+    from orchestrator.study.contract import LocalContext
     from tests.quantcorr.test_vectorised import TIMES, group
     from workloads.quantcorr import Transformer
 

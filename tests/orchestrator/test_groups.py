@@ -1,4 +1,4 @@
-"""Vectorised trial groups (orchestrator/groups.py): trials a workload declares batchable
+"""Vectorised trial groups (orchestrator/run/groups.py): trials a workload declares batchable
 (``group_key``) run through its ``run_group`` as one Tune trial, each still with its own row,
 history, checkpoint, retries and dedup.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import bundle as B
-from orchestrator import groups as G
-from orchestrator.interface import LocalContext
-from orchestrator.store import StudyStore
+from orchestrator.run import bundle as B
+from orchestrator.run import groups as G
+from orchestrator.study.contract import LocalContext
+from orchestrator.results.store import StudyStore
 from tests.orchestrator.group_workloads import Grouped, GroupedParams, calls
 from tests.orchestrator.test_bundles import run_record, write
 
@@ -241,7 +241,7 @@ def test_a_group_whose_process_died_in_this_run_runs_its_members_one_by_one(tmp_
 def test_a_diverged_entry_is_a_diverged_row(tmp_path):
     class Diverging(Grouped):
         def run_group(self, configs, ctxs):
-            from orchestrator.interface import Diverged
+            from orchestrator.study.contract import Diverged
             out = super().run_group(configs, ctxs)
             return [Diverged("loss is nan", {"final_step": 1})] + out[1:2] + [{"loss": math.nan, "final_step": 2}]
 

@@ -197,7 +197,7 @@ def _where(mods: dict[str, Module], src: str, dst: str) -> str:
 
 def test_no_import_cycles():
     mods, graph = _graph()
-    assert {"orchestrator", "orchestrator.api", "orchestrator.execute"} <= set(graph)   # the walk found the package
+    assert {"orchestrator", "orchestrator.api", "orchestrator.run.execute"} <= set(graph)   # the walk found the package
     cycles = _cycles(graph)
     message = []
     for cycle in cycles:
@@ -206,13 +206,71 @@ def test_no_import_cycles():
     assert not cycles, "import cycles among orchestrator modules:\n" + "\n".join(message)
 
 
+# The rooms of orchestrator/ (docs/architecture.md), from the ground up: a module imports only its
+# own room, the rooms below it, and the shared leaves at the top of the package. cli and api stand
+# on everything.
+ROOMS = ["results", "study", "run", "report"]
+LEAVES = {"orchestrator.errors", "orchestrator.formats"}
+
+
+def _room(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ROOMS:
+        return ROOMS.index(parts[1])
+    return None
+
+
+def test_every_module_lives_in_a_room():
+    mods, _ = _graph()
+    top = {"orchestrator", "orchestrator.cli", "orchestrator.api", "orchestrator.__main__"} | LEAVES
+    homeless = sorted(m for m in mods if _room(m) is None and m not in top)
+    assert not homeless, f"modules outside the rooms {ROOMS}: {homeless}"
+    for room in ROOMS:
+        assert sum(_room(m) == ROOMS.index(room) for m in mods) >= 3, room
+
+
+def _upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The edges that break the rooms' order: a room importing a room above it or cli/api, or a
+    leaf importing anything of the package."""
+    wrong = []
+    for a, targets in graph.items():
+        for b in sorted(targets):
+            if b in LEAVES or b == "orchestrator":
+                continue
+            ra, rb = _room(a), _room(b)
+            if a in LEAVES or (ra is not None and (rb is None or rb > ra)):
+                wrong.append((a, b))
+    return wrong
+
+
+def test_imports_run_one_way_between_rooms():
+    mods, graph = _graph()
+    wrong = [f"{a} -> {b} at {_where(mods, a, b)}" for a, b in _upward(graph)]
+    assert not wrong, "imports that run up between rooms:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_room_rule_on_a_made_up_graph():
+    graph = {
+        "orchestrator.report.page": {"orchestrator.run.registry", "orchestrator.results.rows", "orchestrator.errors"},
+        "orchestrator.run.trial": {"orchestrator.study.params", "orchestrator.report.page"},
+        "orchestrator.results.store": {"orchestrator.api"},
+        "orchestrator.formats": {"orchestrator.results.rows"},
+        "orchestrator.cli": {"orchestrator.report.page", "orchestrator.api"},
+    }
+    assert _upward(graph) == [
+        ("orchestrator.run.trial", "orchestrator.report.page"),
+        ("orchestrator.results.store", "orchestrator.api"),
+        ("orchestrator.formats", "orchestrator.results.rows"),
+    ]
+
+
 # Imports that ran the wrong way (issue 25), each gone with what it was for moved where it belongs.
 WRONG_WAY = {
-    ("orchestrator.prepare", "orchestrator.execute"): "Plan is in orchestrator/plan.py",
-    ("orchestrator.prepare", "orchestrator.report"): "write_report and study_rows are in report",
-    ("orchestrator.store", "orchestrator.progress"): "fmt_duration is in orchestrator/formats.py",
-    ("orchestrator.cache", "orchestrator.grid"): "canonical_json is in orchestrator/formats.py",
-    ("orchestrator.groups", "orchestrator.bundle"): "bundle runs groups (split_with_groups, run_bundle), not back",
+    ("orchestrator.run.prepare", "orchestrator.run.execute"): "Plan is in orchestrator/run/plan.py",
+    ("orchestrator.run.prepare", "orchestrator.report.page"): "write_report and study_rows are in report",
+    ("orchestrator.results.store", "orchestrator.run.progress"): "fmt_duration is in orchestrator/formats.py",
+    ("orchestrator.run.cache", "orchestrator.study.grid"): "canonical_json is in orchestrator/formats.py",
+    ("orchestrator.run.groups", "orchestrator.run.bundle"): "bundle runs groups (split_with_groups, run_bundle), not back",
 }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import registry
-from orchestrator.params import declared, is_knob
+from orchestrator.run import registry
+from orchestrator.study.params import declared, is_knob
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = sorted(registry.registered())

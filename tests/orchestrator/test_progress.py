@@ -9,8 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from orchestrator.progress import Progress
-from orchestrator.store import StudyStore
+from orchestrator.run.progress import Progress
+from orchestrator.results.store import StudyStore
 
 LINE = re.compile(r"(\d+)/(\d+) finished \| (\d+) running")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")   # on a TTY rich draws the line with escape codes
@@ -92,7 +92,7 @@ def test_two_cpus_one_cpu_per_trial_shows_two_running(tmp_path, write_study, cli
 def test_tty_line_is_drawn_by_rich_and_notes_stay_above_it():
     import io
 
-    from orchestrator.progress import Progress
+    from orchestrator.run.progress import Progress
 
     buf = io.StringIO()
     p = Progress("demo/fast", total=10, already=2, stream=buf, tty=True, min_interval_s=0)

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from orchestrator import report
-from orchestrator.spec import ReportTable, Study
+from orchestrator.report import page as report
+from orchestrator.study.spec import ReportTable, Study
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NAN = float("nan")

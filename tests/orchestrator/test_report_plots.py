@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import layout as L
-from orchestrator import plots, report, spec
-from orchestrator.spec import ReportPlot
+from orchestrator.results import layout as L
+from orchestrator.report import plots, page as report
+from orchestrator.study import spec
+from orchestrator.study.spec import ReportPlot
 from tests.orchestrator.report_data import geometry_like, ladder_rows, write_study
 
 LADDER = pd.DataFrame(ladder_rows())

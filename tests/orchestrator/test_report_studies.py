@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import params as P
-from orchestrator import plots, registry, report, spec
-from orchestrator.rows import ROW_COLUMNS
-from orchestrator.spec import ReportPlot
-from orchestrator.tables import needed
+from orchestrator.study import params as P
+from orchestrator.report import plots, page as report
+from orchestrator.run import registry
+from orchestrator.study import spec
+from orchestrator.results.rows import ROW_COLUMNS
+from orchestrator.study.spec import ReportPlot
+from orchestrator.report.tables import needed
 from tests.orchestrator.report_data import geometry_like, write_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "configs" / "studies").glob("*.yaml"))

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from orchestrator import report, spec
+from orchestrator.report import page as report
+from orchestrator.study import spec
 from orchestrator.errors import UserError
-from orchestrator.spec import ReportTable
+from orchestrator.study.spec import ReportTable
 from tests.orchestrator.report_data import geometry_like, ladder_rows, write_study
 
 LADDER = pd.DataFrame(ladder_rows())

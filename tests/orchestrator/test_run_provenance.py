@@ -9,8 +9,8 @@ import subprocess
 
 import pandas as pd
 
-from orchestrator import provenance as P
-from orchestrator.environment import code_version, describe
+from orchestrator.results import provenance as P
+from orchestrator.results.environment import code_version, describe
 from tests.conftest import ROOT
 
 
@@ -97,8 +97,8 @@ def test_dirty_means_the_code_not_the_generated_pages(tmp_path):
 
 
 def test_the_header_says_what_a_workload_declares_not_bit_identical():
-    from orchestrator.report import determinism_lines
-    from orchestrator.spec import Study
+    from orchestrator.report.page import determinism_lines
+    from orchestrator.study.spec import Study
 
     (line,) = determinism_lines(Study.model_validate({"name": "s", "workload": "synthetic"}))
     assert line.startswith("Determinism (what is not bit-identical") and "resumed_from" in line
@@ -108,7 +108,7 @@ def test_the_header_says_what_a_workload_declares_not_bit_identical():
 def test_a_driver_records_its_environment_without_importing_torch():
     import sys
 
-    code = ("import sys; from orchestrator.provenance import run_record; e = run_record()['environment']; "
+    code = ("import sys; from orchestrator.results.provenance import run_record; e = run_record()['environment']; "
             "print('torch' in sys.modules, e['torch_cpu_capability'], e['packages']['torch'] is not None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     imported, capability, version = done.stdout.split()

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from orchestrator import spec
+from orchestrator.study import spec
 from orchestrator.errors import UserError
-from orchestrator.grid import expand, trial_id
+from orchestrator.study.grid import expand, trial_id
 from tests.conftest import ROOT
 from tests.processes import overnight_subprocess
 
@@ -93,7 +93,7 @@ def test_trial_id_is_stable_and_order_independent():
 
 
 def test_trial_id_same_in_a_fresh_process():
-    code = "from orchestrator.grid import trial_id; print(trial_id('synthetic','1',{'seed':0,'lr':0.1}))"
+    code = "from orchestrator.study.grid import trial_id; print(trial_id('synthetic','1',{'seed':0,'lr':0.1}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONHASHSEED": "123", "PATH": ""})
     assert out.stdout.strip() == trial_id("synthetic", "1", {"lr": 0.1, "seed": 0})
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from orchestrator.cache import StageCache
+from orchestrator.run.cache import StageCache
 from orchestrator.errors import LockedError, UserError
-from orchestrator.store import StudyStore, parquet_part, utcnow
+from orchestrator.results.store import StudyStore, parquet_part, utcnow
 
 
 def row(tid: str, **extra):
@@ -178,7 +178,7 @@ def test_stage_cache_builds_once_under_concurrency(tmp_path):
 
 
 def test_uri_query_stays_at_the_end_of_every_location():
-    from orchestrator.layout import join, stage_cache_location, study_location
+    from orchestrator.results.layout import join, stage_cache_location, study_location
 
     base = "s3://bucket/prefix/?endpoint_override=127.0.0.1:9000&scheme=http"
     assert study_location(base, "st", "fast") == "s3://bucket/prefix/st/fast?endpoint_override=127.0.0.1:9000&scheme=http"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import grid, params, rows, spec
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator.study import grid, params, spec
+from orchestrator.results import rows
+from orchestrator.study.contract import Diverged, LocalContext
 from workloads.synthetic import Synthetic, SyntheticParams
 
 ROOT = Path(__file__).resolve().parents[2]

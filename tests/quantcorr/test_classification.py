@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.params import ParamError
-from orchestrator.interface import LocalContext
+from orchestrator.study.params import ParamError
+from orchestrator.study.contract import LocalContext
 from workloads.quantcorr import Classification
 from workloads.quantcorr.classification import MLPClassifier, make_spirals
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import grid, spec
-from orchestrator.params import ParamError, id_config, is_knob, validate
-from orchestrator.interface import Diverged, LocalContext, check_finite
+from orchestrator.study import grid, spec
+from orchestrator.study.params import ParamError, id_config, is_knob, validate
+from orchestrator.study.contract import Diverged, LocalContext, check_finite
 from workloads.quantcorr import Autoencoder, Classification, Transformer
 from workloads.quantcorr.params import TRANSFORMER_PROTOCOL_DEFAULTS, QuantCorrParams, with_protocol_defaults
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.quantcorr import Autoencoder, Transformer
 from workloads.quantcorr.autoencoder import MLPAutoencoder
 from workloads.quantcorr.classification import MLPClassifier

@@ -28,8 +28,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from orchestrator.cache import StageCache
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator.run.cache import StageCache
+from orchestrator.study.contract import Diverged, LocalContext
 from workloads.quantcorr import Transformer
 from workloads.quantcorr import transformer_group as TG
 from workloads.substrate import vectorised as V

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator import params
+from orchestrator.study import params
 from workloads.ramlm import RamLM
 from workloads.ramlm.optimise import opt_windows
 from workloads.ramlm.per_cluster import PCConfig, group_size_of, per_cluster_optimise

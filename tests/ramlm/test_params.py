@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import grid, params, rows, spec
-from orchestrator.interface import Diverged, LocalContext, check_finite
+from orchestrator.study import grid, params, spec
+from orchestrator.results import rows
+from orchestrator.study.contract import Diverged, LocalContext, check_finite
 from workloads.ramlm import RamLM
 from workloads.ramlm.surrogate import FITNESS_MODES
 from workloads.ramlm.search import GAConfig, TSConfig

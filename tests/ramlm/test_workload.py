@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from orchestrator.interface import LocalContext
-from orchestrator.params import ParamError
+from orchestrator.study.contract import LocalContext
+from orchestrator.study.params import ParamError
 from tests.oracles.memory_reference import ReferenceMemory
 from workloads.ramlm import RamLM
 from workloads.ramlm.tiers import TierSpecError

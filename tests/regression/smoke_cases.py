@@ -2,7 +2,7 @@
 
 - `python -m tests.regression.smoke_cases --write` records, for the first trials of every study in
   configs/studies/ at smoke scale, the metrics each returns (timings left out) and the environment
-  (orchestrator/environment.py) into smoke_baseline.json. Record it in the locked environment
+  (orchestrator/results/environment.py) into smoke_baseline.json. Record it in the locked environment
   (requirements/lock.txt, `make install`).
 - `--measure NAME` runs the same cases in the current environment and writes
   environments/NAME.json: a second (third...) environment to measure tolerances from.
@@ -43,8 +43,8 @@ def study_files() -> list[Path]:
 
 def cases(path: Path) -> list[tuple[str, dict, int]]:
     """(workload name, full config, seed) of the study's first trials at smoke scale."""
-    from orchestrator.prepare import prepare
-    from orchestrator.trial import derive_seed
+    from orchestrator.run.prepare import prepare
+    from orchestrator.run.trial import derive_seed
 
     prep = prepare(path, "smoke")
     out = []
@@ -57,9 +57,9 @@ def cases(path: Path) -> list[tuple[str, dict, int]]:
 def run_case(workload: str, config: dict, seed: int) -> dict:
     import torch
 
-    from orchestrator import registry
-    from orchestrator.interface import LocalContext
-    from orchestrator.trial import seed_everything
+    from orchestrator.run import registry
+    from orchestrator.study.contract import LocalContext
+    from orchestrator.run.trial import seed_everything
 
     torch.set_num_threads(1)
     seed_everything(seed)
@@ -152,7 +152,7 @@ def first_per_workload() -> list[tuple[str, dict, int]]:
 
 def measure() -> dict:
     """Every study's cases run here, with the environment they ran in."""
-    from orchestrator.environment import describe
+    from orchestrator.results.environment import describe
 
     os.environ.setdefault("OVERNIGHT_DATA", str(ROOT.parent / "shared" / "data"))
     out: dict = {}

@@ -1,7 +1,7 @@
 """Every study's smoke-scale metrics against the recorded baseline (smoke_baseline.json).
 
 In the environment the baseline was recorded in (the same numeric packages, CPU, instruction set
-and BLAS kernels: orchestrator/environment.py numeric_key) every number must be the same (rel
+and BLAS kernels: orchestrator/results/environment.py numeric_key) every number must be the same (rel
 1e-6), so a refactoring of the workloads cannot change a result unnoticed. Elsewhere (another
 torch, another CPU class) each metric may move by the tolerance measured for it between
 environments (smoke_cases.py --tolerances; the rule is in the baseline file), and the run says so
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.environment import describe, differences
+from orchestrator.results.environment import describe, differences
 from tests.regression.smoke_cases import (CAP_REL, EXACT_REL, compare, load_baseline, measured_environments,
                                           run_case, study_files, tolerances)
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.store import StudyStore
+from orchestrator.results.store import StudyStore
 from tests.conftest import wait_until
 
 

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 import pytest
 
 from orchestrator.errors import LockedError
-from orchestrator.store import DriverLock, StudyStore
+from orchestrator.results.store import DriverLock, StudyStore
 
 HOLD = """
 import sys
-from orchestrator.store import StudyStore
+from orchestrator.results.store import StudyStore
 lock = StudyStore(sys.argv[1]).lock()
 lock.acquire()
 print("locked", flush=True)

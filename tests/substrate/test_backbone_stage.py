@@ -3,7 +3,7 @@ holding only what determines the trained weights."""
 import pytest
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 from workloads.geometry import Geometry
 from workloads.quantcorr import Transformer
 from workloads.substrate.char_transformer import BackboneRecipe, CharData

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.interface import Diverged, LocalContext
+from orchestrator.study.contract import Diverged, LocalContext
 from workloads.substrate.loops import Batches, train_epochs, train_steps
 from workloads.substrate.rows import PhaseClock, result_row
 from workloads.substrate.stages import Checkpointer, staged

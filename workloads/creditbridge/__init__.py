@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.interface import NotBitIdentical
+from orchestrator.study.contract import NotBitIdentical
 from workloads.data.locate import data_files_for
 
 from .outputs import LayerRow, Results

@@ -2,8 +2,8 @@
 per-layer table (artifact "layers"). Means "over hidden layers" are over h_1 .. h_L."""
 from __future__ import annotations
 
-from orchestrator import params as overnight_params
-from orchestrator.params import metric
+from orchestrator.study import params as overnight_params
+from orchestrator.study.params import metric
 
 
 class Results(overnight_params.Metrics):

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from orchestrator.interface import LocalContext
+from orchestrator.study.contract import LocalContext
 
 from .credit import Batch, DFACredit
 from .metrics import evaluate_credit, layer_mean

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from orchestrator import params as overnight_params
-from orchestrator.params import knob, param
+from orchestrator.study import params as overnight_params
+from orchestrator.study.params import knob, param
 
 # values of the task-dependent keys when a config leaves them out (or sets them to null)
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -130,7 +130,7 @@ class Settings(overnight_params.Params):
 
 def resolve(config: dict[str, Any]) -> Settings:
     """Validated settings, task defaults filled in, from a flat trial config. Raises
-    ``orchestrator.params.ParamError`` (a ValueError) naming the first bad key."""
+    ``orchestrator.study.params.ParamError`` (a ValueError) naming the first bad key."""
     return Settings.model_validate(overnight_params.validate(Settings, config))
 
 

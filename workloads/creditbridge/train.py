@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from orchestrator.interface import Diverged
+from orchestrator.study.contract import Diverged
 from workloads.data.locate import at_scale
 
 from .credit import Batch, CreditSource, DFACredit, build_source, rms_normalize

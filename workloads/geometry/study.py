@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.interface import Diverged
-from orchestrator.params import validate
+from orchestrator.study.contract import Diverged
+from orchestrator.study.params import validate
 from workloads.substrate.char_transformer import (BackboneRecipe, CharData, CharTransformer, load_char_data,
                                                   mean_ce, perplexity, quantized_baselines, trained_backbone)
 from workloads.substrate.correction import calibrated_scales

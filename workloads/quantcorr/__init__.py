@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.interface import NotBitIdentical
-from orchestrator.params import validate
+from orchestrator.study.contract import NotBitIdentical
+from orchestrator.study.params import validate
 from workloads.data.locate import data_files_for, dataset_files, mnist_test_files, preflight_for
 
 from .params import (AutoencoderMetrics, AutoencoderParams, ClassificationMetrics, ClassificationParams,

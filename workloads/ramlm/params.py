@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import create_model, field_validator, model_validator
 
-from orchestrator import params
-from orchestrator.params import knob, metric, param
+from orchestrator.study import params
+from orchestrator.study.params import knob, metric, param
 from workloads.ramlm.tiers import MAX_BITS, TierSpecError, normalise_tier_spec, parse_tier_fields
 
 MAX_TIER_COLUMNS = 5   # per-tier metric columns t0..t4 (the seed's largest spec has five tiers)

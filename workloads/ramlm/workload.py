@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import params
-from orchestrator.interface import check_finite
+from orchestrator.study import params
+from orchestrator.study.contract import check_finite
 from workloads.data.locate import at_scale, data_files_for
 from workloads.data.wikitext import load_token_splits, resolve
 from workloads.ramlm.encoding import bits_per_token

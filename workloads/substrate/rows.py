@@ -10,7 +10,7 @@ import math
 import time
 from typing import Any, Mapping
 
-from orchestrator.interface import Diverged
+from orchestrator.study.contract import Diverged
 
 
 def gap(f: float, q: float, *, higher_is_better: bool) -> float:

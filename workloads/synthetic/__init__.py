@@ -23,9 +23,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import field_validator
 
-from orchestrator import params as overnight_params
-from orchestrator.params import knob, metric, param
-from orchestrator.interface import KNOBS, Diverged, NotBitIdentical
+from orchestrator.study import params as overnight_params
+from orchestrator.study.params import knob, metric, param
+from orchestrator.study.contract import KNOBS, Diverged, NotBitIdentical
 
 
 def burn(units: int, rng: np.random.Generator) -> float:

@@ -1,5 +1,5 @@
 """Claims: the findings of a study's seed, declared in the study file so that a report can test
-them (orchestrator/verdicts.py computes the verdicts). Each claim quotes the seed's sentence and
+them (orchestrator/report/verdicts.py computes the verdicts). Each claim quotes the seed's sentence and
 figures, names the document and line they come from, and states a computable comparison:
 
 - ``order``: a statistic of ``metric`` across values of ``column``, largest first (``order: [4,

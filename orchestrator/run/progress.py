@@ -148,7 +148,7 @@ class Progress:
         self.update(event="finished")
 
     def member_finished(self, status: str) -> None:
-        """A study trial finished inside a bundle (orchestrator/bundle.py): the bundle runs on."""
+        """A study trial finished inside a bundle (orchestrator/run/bundle.py): the bundle runs on."""
         self._count(status)
         self.update(event="finished")
 

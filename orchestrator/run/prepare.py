@@ -11,14 +11,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from orchestrator import params as P
-from orchestrator import rows as R
-from orchestrator import layout as L
-from orchestrator import registry, spec
+from orchestrator.study import params as P
+from orchestrator.results import rows as R
+from orchestrator.results import layout as L
+from orchestrator.run import registry
+from orchestrator.study import spec
 from orchestrator.errors import UserError
-from orchestrator.grid import Trial, expand
-from orchestrator.plan import Plan
-from orchestrator.spec import Study
+from orchestrator.study.grid import Trial, expand
+from orchestrator.run.plan import Plan
+from orchestrator.study.spec import Study
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload
     the file has but ``--set`` left out of this run is fine: the claim is then not testable here."""
     if not study.claims:
         return
-    from orchestrator.claims import check
+    from orchestrator.study.claims import check
 
     def hashable(v: Any) -> Any:
         return v if not isinstance(v, (list, dict)) else repr(v)
@@ -90,7 +91,7 @@ def _check_readers(study: Study, path: Path) -> None:
     not a failed trial after the program ran."""
     import importlib.util
 
-    from orchestrator.command import TENSORBOARD_MISSING
+    from orchestrator.study.command_spec import TENSORBOARD_MISSING
 
     source = study.command.metrics_from if study.command is not None else None
     if source is not None and source.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
@@ -140,7 +141,7 @@ def _equal(a: Any, b: Any) -> bool:
 
 def _preflight(workload: Any, trials: list[Trial], scale: str, data_root: str | Path | None, path: Path) -> None:
     """Let the workload check, before Ray starts, that each trial's data is there."""
-    from orchestrator.interface import DataMissing
+    from orchestrator.study.contract import DataMissing
 
     check = getattr(workload, "preflight", None)
     if check is None or data_root is None:
@@ -185,7 +186,7 @@ def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: 
     statuses = store.statuses() if store.exists(L.TRIALS) else {}
     todo, retry = pending(store, prep.trials, retry_failed, statuses)
     schema = R.schema_to_json(prep.schema)
-    from orchestrator.provenance import run_record
+    from orchestrator.results.provenance import run_record
 
     freeze(store, prep, schema, run_record(prep.workload, [t.config for t in prep.trials], data_root))
     return Plan(study=prep.study, scale=prep.scale, version=prep.version, trials=prep.trials, pending=todo,
@@ -197,7 +198,7 @@ def plan_run(prep: Prepared, store, results: str, data_root: str, retry_failed: 
 def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
     """Trials left in flight by an earlier run: how many of their tries ended without a row and
     without an error (the process died, or its driver was killed). A bundle counts only the deaths
-    of this run against its members (orchestrator/bundle.py)."""
+    of this run against its members (orchestrator/run/bundle.py)."""
     if not store.exists(L.CHECKPOINTS):
         return {}
     out = {}
@@ -211,8 +212,8 @@ def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
 def freeze(store, prep: Prepared, schema: list, run: dict | None = None) -> None:
     """study.json: the resolved study, its row schema and its trials (this definition's); the
     trials of earlier definitions seen there are kept under ``earlier`` with their workload
-    version, so reports can tell their rows apart (orchestrator/definitions.py); and one record
-    per driver run (``run``: code, environment, data files; orchestrator/provenance.py)."""
+    version, so reports can tell their rows apart (orchestrator/report/definitions.py); and one record
+    per driver run (``run``: code, environment, data files; orchestrator/results/provenance.py)."""
     old = store.manifest() or {}
     current = {t.trial_id for t in prep.trials}
     earlier = {e["trial_id"]: e for e in old.get("earlier", [])}

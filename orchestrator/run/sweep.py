@@ -1,4 +1,4 @@
-"""The driver's side of one Tune fit (orchestrator/execute.py): what the sweep has seen so far, and the
+"""The driver's side of one Tune fit (orchestrator/run/execute.py): what the sweep has seen so far, and the
 Tune callback and stopper that feed it.
 
 Imports Ray Tune at the top, so execute imports this module only once Ray is set up (its
@@ -15,11 +15,11 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator import layout as L
+from orchestrator.results import layout as L
 from orchestrator.errors import UserError
-from orchestrator.progress import Progress
-from orchestrator.store import StudyStore
-from orchestrator.trial import TrialPayload, failed_row, row_status
+from orchestrator.run.progress import Progress
+from orchestrator.results.store import StudyStore
+from orchestrator.run.trial import TrialPayload, failed_row, row_status
 
 
 class Sweep:
@@ -126,7 +126,7 @@ class Bridge(tune.Callback):
         tid = sweep.running_member(trial)
         err = last_error_line(str(getattr(trial, "error_msg", "") or "").strip().splitlines())
         if err and len(sweep.members_of(trial)) > 1:
-            try:  # the member's failed row says why, if it comes to that (orchestrator/bundle.py)
+            try:  # the member's failed row says why, if it comes to that (orchestrator/run/bundle.py)
                 sweep.store.write_bytes(L.counter(tid, "died"), err.encode())
             except OSError:
                 pass

@@ -19,13 +19,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from orchestrator import layout as L
+from orchestrator.results import layout as L
 from orchestrator.errors import UserError
 from orchestrator.formats import fmt_duration
-from orchestrator.plan import Plan
-from orchestrator.progress import Progress
-from orchestrator.spec import Study
-from orchestrator.store import StudyStore, join, utcnow
+from orchestrator.run.plan import Plan
+from orchestrator.run.progress import Progress
+from orchestrator.study.spec import Study
+from orchestrator.results.store import StudyStore, join, utcnow
 
 # Set before Ray is imported anywhere in this process; embedded workers inherit them.
 _RAY_ENV = {
@@ -110,11 +110,11 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None,
 
 def trial_modules(study: Study) -> list[str]:
     """What a trial process imports: Ray Tune, the trainable's module, the workload's."""
-    from orchestrator import registry
+    from orchestrator.run import registry
 
-    modules = ["ray.tune", "orchestrator.bundle", "orchestrator.trial"]
+    modules = ["ray.tune", "orchestrator.run.bundle", "orchestrator.run.trial"]
     if study.workload == "command":
-        return modules + ["orchestrator.command"]
+        return modules + ["orchestrator.run.command"]
     try:
         target = registry.registered().get(study.workload, study.workload)
     except Exception:  # noqa: BLE001 - only a head start
@@ -238,7 +238,7 @@ def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = 
         num_cpus: int | None = None, num_gpus: float | None = None, stream: TextIO | None = None,
         bundle: int | str | None = None) -> Outcome:
     """Run the plan's pending trials. ``bundle``: trials per Tune trial, "auto" or a number
-    (default: the study's ``bundle``; see orchestrator/bundle.py)."""
+    (default: the study's ``bundle``; see orchestrator/run/bundle.py)."""
     stream = stream or sys.stderr
     t0 = time.monotonic()
     label = f"{plan.study.name}/{plan.scale}"
@@ -287,14 +287,14 @@ def slots(study: Study, max_concurrent: int | None) -> int:
 def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int | str = "auto",
          reported: dict[str, str] | None = None) -> bool:
     """Run the pending trials as bundles on one Tuner; True when a Ctrl-C ended the run."""
-    from orchestrator import bundle as B
-    from orchestrator.sweep import Sweep   # imports Ray Tune: only now that Ray is set up
+    from orchestrator.run import bundle as B
+    from orchestrator.run.sweep import Sweep   # imports Ray Tune: only now that Ray is set up
 
     members = [plan.member(t) for t in plan.pending]
     n_slots = slots(plan.study, max_concurrent)
     size = B.auto_size(len(members), n_slots) if bundle == "auto" else int(bundle)
     # auto: smaller bundles towards the end, so the slots finish together; a number: as asked
-    from orchestrator import groups as G   # lists of members; vectorised groups first (orchestrator/groups.py)
+    from orchestrator.run import groups as G   # lists of members; vectorised groups first (orchestrator/run/groups.py)
     bundles = B.split_with_groups(members, size, n_slots, taper=bundle == "auto", plan=plan)
     n_groups = sum(1 for b in bundles if G.is_group(b))
     if size > 1 or n_groups:
@@ -314,8 +314,8 @@ def _tuner(plan: Plan, sweep, limit: int | None):
     import ray
     from ray import tune
 
-    from orchestrator import bundle as B
-    from orchestrator.sweep import Bridge, StopWhenUnwritable
+    from orchestrator.run import bundle as B
+    from orchestrator.run.sweep import Bridge, StopWhenUnwritable
 
     bundles, store = sweep.bundles, plan.store
     names = [B.name(ms) for ms in bundles]
@@ -338,7 +338,7 @@ def _tuner(plan: Plan, sweep, limit: int | None):
         run_config=tune.RunConfig(
             name=f"run-{utcnow().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
             storage_path=storage, verbose=0, callbacks=[Bridge(sweep)], stop=StopWhenUnwritable(sweep),
-            # a member's own retries live in the trial (orchestrator/bundle.py); these cover
+            # a member's own retries live in the trial (orchestrator/run/bundle.py); these cover
             # processes that died outright
             failure_config=tune.FailureConfig(
                 max_failures=B.tune_retries(plan.study.max_failures, max(len(b) for b in bundles))),

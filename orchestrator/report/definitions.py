@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.rows import count_statuses
+from orchestrator.results.rows import count_statuses
 
 CURRENT = "current"      # the definition label of the current study's rows
 COLUMN = "definition"    # the column that labels rows with --all-rows

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from orchestrator.formats import canonical_json
-from orchestrator.spec import Study, Variant
+from orchestrator.study.spec import Study, Variant
 
 
 @dataclass(frozen=True)

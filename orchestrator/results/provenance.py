@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.environment import code_version, describe
+from orchestrator.results.environment import code_version, describe
 
 DATA_COLUMNS = ("data_source",)
 TOKENIZER_COLUMNS = ("tokenizer_name",)
@@ -126,7 +126,7 @@ def data_files(workload: Any, configs: list[dict], data_root: str | Path | None)
 
 def run_record(workload: Any = None, configs: list[dict] | None = None, data_root: str | Path | None = None) -> dict:
     """What study.json records for each driver run: when it started, the code (commit, dirty tree,
-    overnight's version), the environment (orchestrator/environment.py) and the data files' sha256."""
+    overnight's version), the environment (orchestrator/results/environment.py) and the data files' sha256."""
     return {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(),
             "environment": describe(import_torch=False), "data": data_files(workload, configs or [], data_root)}
 
@@ -148,7 +148,7 @@ def _env_text(env: dict) -> str:
 
 
 def _signature(run: dict) -> str:
-    from orchestrator.environment import numeric_key
+    from orchestrator.results.environment import numeric_key
 
     return repr((run.get("code", {}).get("commit"), run.get("code", {}).get("dirty"), numeric_key(run.get("environment", {}))))
 

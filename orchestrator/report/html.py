@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from orchestrator import report as R
-from orchestrator.compare import DELTA, Comparison
+from orchestrator.report import page as R
+from orchestrator.report.compare import DELTA, Comparison
 from orchestrator.formats import fmt_duration
 
 CSS = """
@@ -97,8 +97,8 @@ def section_html(sec: R.Section) -> str:
 
 
 def claims_html(verdicts) -> str:
-    """The claims table (orchestrator/verdicts.py), as the Markdown report has it."""
-    from orchestrator import verdicts as V
+    """The claims table (orchestrator/report/verdicts.py), as the Markdown report has it."""
+    from orchestrator.report import verdicts as V
 
     if not verdicts:
         return ""

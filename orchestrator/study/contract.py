@@ -2,7 +2,7 @@
 
 A workload is a class with a ``name``, a ``version``, a ``run(config, ctx)`` method that trains
 and evaluates one configuration and returns a flat dict of metrics, and the declarations of its
-parameters and metrics (``Params``, ``Metrics``: see orchestrator/params.py). It is registered in
+parameters and metrics (``Params``, ``Metrics``: see orchestrator/study/params.py). It is registered in
 pyproject.toml under the ``overnight.workloads`` entry-point group; the orchestrator loads it by
 that name and never imports workload code directly.
 
@@ -78,12 +78,12 @@ class Workload(Protocol):
 
     def run(self, config: dict[str, Any], ctx: TrialContext) -> Metrics: ...
 
-    # Declared as class attributes (orchestrator/params.py): ``Params`` (checked for every trial
+    # Declared as class attributes (orchestrator/study/params.py): ``Params`` (checked for every trial
     # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
     # Optional: ``preflight(config, data_root: Path, scale: str) -> None`` (a classmethod or
     # staticmethod), called for every trial before Ray starts; raises DataMissing.
     #
-    # Optional, together: vectorised trial groups (orchestrator/groups.py; the study's ``group``,
+    # Optional, together: vectorised trial groups (orchestrator/run/groups.py; the study's ``group``,
     # ``--group auto|off|N``).
     # - ``group_key(config) -> str | None`` (a staticmethod or classmethod, called in the driver):
     #   trials with equal keys can run as one batched computation: same shapes, their configs
@@ -116,7 +116,7 @@ class NotBitIdentical:
 
     A workload class declares ``determinism = (NotBitIdentical(...), ...)``, or ``()`` for "every
     metric bit-identical"; without the attribute nothing is declared. ``overnight describe`` prints
-    the declaration, and ``orchestrator.registry.determinism_note`` gives it as one line for the report.
+    the declaration, and ``orchestrator.run.registry.determinism_note`` gives it as one line for the report.
 
     - ``knobs``: which of ``KNOBS`` change the metrics ("bundle", "group", "max_concurrent", "resume");
     - ``metrics``: the metric columns that change (empty: every metric);

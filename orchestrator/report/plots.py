@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator import tables as T
-from orchestrator.spec import ReportPlot
+from orchestrator.report import tables as T
+from orchestrator.study.spec import ReportPlot
 
 PANEL_W, PANEL_H, MAX_COLS, DPI = 4.8, 3.4, 3, 100
 

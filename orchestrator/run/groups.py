@@ -1,13 +1,13 @@
 """Vectorised trial groups: trials that one batched computation can run together, sent to Ray
 Tune as one Tune trial, each still with its own row, history, checkpoint and retries.
 
-A workload opts in with two methods (orchestrator/interface.py, ``Workload``): ``group_key(config)``
+A workload opts in with two methods (orchestrator/study/contract.py, ``Workload``): ``group_key(config)``
 (equal keys: the configs differ only in values, such as the seed or a loss weight; None: this
 trial runs alone) and ``run_group(configs, ctxs)``, one metrics dict or exception per config.
 
 In the driver (``bundle.split_with_groups``), the pending trials with equal keys are cut into
 groups of up to the study's ``group`` (``auto``: 8; ``off``: no groups; ``--group`` overrides it),
-as evenly as the cap allows; each group is one bundle (orchestrator/bundle.py). Trials without a
+as evenly as the cap allows; each group is one bundle (orchestrator/run/bundle.py). Trials without a
 key, trials alone under their key and trials sent again by ``--retry-failed`` are bundled as before.
 
 In the trial process (``run_group_bundle``):
@@ -55,7 +55,7 @@ def keys(workload: Any, members: Sequence[Mapping[str, Any]]) -> list[Any]:
 
     out: list[Any] = []
     for m in members:
-        if m.get("rerun"):   # --retry-failed: alone, as in any bundle (orchestrator/bundle.py split)
+        if m.get("rerun"):   # --retry-failed: alone, as in any bundle (orchestrator/run/bundle.py split)
             out.append(None)
             continue
         try:
@@ -104,10 +104,10 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
     status)`` is called for every member that has its row (skipped or written here);
     ``on_retry(trial_id, text)`` for every member that failed in the group. Returns the members
     still to run, alone and in order (``bundle.run_member``)."""
-    from orchestrator import layout as L
-    from orchestrator import registry
-    from orchestrator.interface import Diverged
-    from orchestrator.trial import (TrialPayload, check_writable, close_try, open_try, outcome, row_status,
+    from orchestrator.results import layout as L
+    from orchestrator.run import registry
+    from orchestrator.study.contract import Diverged
+    from orchestrator.run.trial import (TrialPayload, check_writable, close_try, open_try, outcome, row_status,
                                     seed_everything)
 
     todo = []

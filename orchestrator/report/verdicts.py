@@ -1,4 +1,4 @@
-"""Verdicts for claims (orchestrator/claims.py), computed from a study's rows with a stated rule.
+"""Verdicts for claims (orchestrator/study/claims.py), computed from a study's rows with a stated rule.
 
 One verdict per claim: **holds**, **not separated**, **reversed** or **not testable here**.
 
@@ -25,8 +25,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from orchestrator.claims import Claim
-from orchestrator.tables import correlation
+from orchestrator.study.claims import Claim
+from orchestrator.report.tables import correlation
 
 HOLDS, NOT_SEPARATED, REVERSED, UNTESTABLE = "holds", "not separated", "reversed", "not testable here"
 VERDICTS = (HOLDS, NOT_SEPARATED, REVERSED, UNTESTABLE)

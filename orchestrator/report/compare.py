@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator import report as R
-from orchestrator.spec import ReportTable
+from orchestrator.report import page as R
+from orchestrator.study.spec import ReportTable
 
 DELTA = "Δ"
 
@@ -115,8 +115,8 @@ def labels_of(a: R.Header, b: R.Header) -> tuple[str, str]:
 
 def for_stores(store_a, store_b, study_file: str | None = None, all_rows: bool = False) -> Comparison:
     """A's tables (its study file's, see ``report.spec_for``) computed on both studies' rows: each
-    study's current trials (``all_rows``: every row, labelled; orchestrator/definitions.py)."""
-    from orchestrator import definitions as D
+    study's current trials (``all_rows``: every row, labelled; orchestrator/report/definitions.py)."""
+    from orchestrator.report import definitions as D
 
     ma, mb = store_a.manifest(), store_b.manifest()
     study_a = R.spec_for(ma, study_file)

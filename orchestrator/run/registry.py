@@ -1,6 +1,6 @@
 """Find workloads: by name through the ``overnight.workloads`` entry-point group, by a
 ``package.module:Class`` or ``package.module:function`` reference (the user's own code, importable
-from the current directory), or ``command`` (any program; orchestrator/command.py).
+from the current directory), or ``command`` (any program; orchestrator/run/command.py).
 
 The orchestrator never imports a workload module by itself: it loads whatever the study names.
 """
@@ -36,7 +36,7 @@ def load(name: str, spec: dict[str, Any] | None = None) -> Any:
 
 @lru_cache(maxsize=None)
 def _command(spec_json: str) -> Any:
-    from orchestrator.command import make_workload
+    from orchestrator.run.command import make_workload
 
     return make_workload(json.loads(spec_json))
 
@@ -45,7 +45,7 @@ def _command(spec_json: str) -> Any:
 def _load(name: str) -> Any:
     target = registered().get(name, name if ":" in name else None)
     if target is None:
-        from orchestrator.params import suggest
+        from orchestrator.study.params import suggest
 
         known = ", ".join(sorted(registered())) or "none"
         raise UserError(f"unknown workload {name!r}{suggest(name, registered())} (registered: {known}; or "
@@ -67,7 +67,7 @@ def _load(name: str) -> Any:
 
 def _function_workload(fn: Any, target: str) -> type:
     """A plain ``run(config, ctx)`` function as a workload class; ``@overnight_workload(...)``
-    (orchestrator/interface.py) may have attached its name, version, Params and Metrics."""
+    (orchestrator/study/contract.py) may have attached its name, version, Params and Metrics."""
     meta = getattr(fn, "__overnight__", {})
 
     class FunctionWorkload:
@@ -87,8 +87,8 @@ def _function_workload(fn: Any, target: str) -> type:
 def determinism_note(workload_name: str, spec: dict[str, Any] | None = None) -> str | None:
     """For the report: one line saying which metrics of ``workload_name`` are not bit-identical
     across the execution knobs (--bundle, --group, --max-concurrent, a resume), on which device
-    and why, from the workload's ``determinism`` declaration (orchestrator/interface.py,
+    and why, from the workload's ``determinism`` declaration (orchestrator/study/contract.py,
     ``NotBitIdentical``). None when it declares every metric bit-identical, or declares nothing."""
-    from orchestrator.interface import determinism_text
+    from orchestrator.study.contract import determinism_text
 
     return determinism_text(load(workload_name, spec))

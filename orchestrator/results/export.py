@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from orchestrator import layout as L
+from orchestrator.results import layout as L
 from orchestrator.errors import UserError
-from orchestrator.rows import schema_from_json
-from orchestrator.store import StudyStore, open_fs
+from orchestrator.results.rows import schema_from_json
+from orchestrator.results.store import StudyStore, open_fs
 
 
 def rows_table(store: StudyStore) -> pa.Table:

@@ -13,10 +13,10 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationError, field_validator,
                       model_validator)
 
-from orchestrator.claims import Claim
-from orchestrator.command import CommandSpec, ParamSpec, check_command
+from orchestrator.study.claims import Claim
+from orchestrator.study.command_spec import CommandSpec, ParamSpec, check_command
 from orchestrator.errors import UserError
-from orchestrator.rows import RESERVED
+from orchestrator.results.rows import RESERVED
 
 SCALES = ("smoke", "fast", "full")
 # columns every result row has; a parameter of the same name would be overwritten
@@ -248,10 +248,10 @@ class Study(_Strict):
     allow_missing_metric: StrictBool = False
     max_failures: int = Field(1, ge=0, le=100)
     max_concurrent: int | None = Field(None, ge=1)
-    # trials per Tune trial (orchestrator/bundle.py): "auto", or a number (1: one by one)
+    # trials per Tune trial (orchestrator/run/bundle.py): "auto", or a number (1: one by one)
     bundle: Literal["auto"] | int = "auto"
     # trials run as one batched computation when the workload declares group_key/run_group
-    # (orchestrator/groups.py): "auto" (up to 8), "off", or the most trials per group
+    # (orchestrator/run/groups.py): "auto" (up to 8), "off", or the most trials per group
     group: Literal["auto", "off"] | int = "auto"
     fixed: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Any] = Field(default_factory=dict)
@@ -260,12 +260,12 @@ class Study(_Strict):
     resources: Resources = Field(default_factory=Resources)
     scales: dict[Literal["smoke", "fast", "full"], ScaleOverride] = Field(default_factory=dict)
     report: list[ReportItem] = Field(default_factory=list)
-    # the seed's findings, each with a computable comparison (orchestrator/claims.py); the report
-    # opens with their verdicts (orchestrator/verdicts.py)
+    # the seed's findings, each with a computable comparison (orchestrator/study/claims.py); the report
+    # opens with their verdicts (orchestrator/report/verdicts.py)
     claims: list[Claim] = Field(default_factory=list)
     # commentary printed under the report's header: it lives here so that a regenerated page keeps it
     notes: str = ""
-    # workload: command only (orchestrator/command.py): how to start the program, and the
+    # workload: command only (orchestrator/run/command.py): how to start the program, and the
     # declarations a built-in workload makes in Python
     command: CommandSpec | None = None
     params: dict[str, ParamSpec] = Field(default_factory=dict)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 from orchestrator.formats import canonical_json
-from orchestrator.store import FileStore
+from orchestrator.results.store import FileStore
 
 
 def stage_key(key: Mapping[str, Any]) -> str:

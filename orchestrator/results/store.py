@@ -1,6 +1,6 @@
 """The results location of one study at one scale: RESULTS/<study>/<scale>/.
 
-The layout of a results location is in orchestrator/layout.py; the directory is the source of
+The layout of a results location is in orchestrator/results/layout.py; the directory is the source of
 truth for "done" (Ray's own state is never consulted).
 Files are written under a dot-prefixed temporary name and renamed, so a reader never sees half a
 file; readers skip dot files. Locations may be local paths or pyarrow.fs URIs (s3://, gs://, ...).
@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator import layout as L
+from orchestrator.results import layout as L
 from orchestrator.errors import LockedError, UserError
 from orchestrator.formats import fmt_duration
-from orchestrator.layout import is_uri, join  # also part of this module's API
+from orchestrator.results.layout import is_uri, join  # also part of this module's API
 
-from orchestrator.rows import artifact_table, history_table, row_table
+from orchestrator.results.rows import artifact_table, history_table, row_table
 
 
 def open_fs(location: str) -> tuple[pafs.FileSystem, str]:

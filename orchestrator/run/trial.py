@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from orchestrator import layout as L
-from orchestrator import params as P
-from orchestrator import rows as R
-from orchestrator import registry
-from orchestrator.cache import StageCache
+from orchestrator.results import layout as L
+from orchestrator.study import params as P
+from orchestrator.results import rows as R
+from orchestrator.run import registry
+from orchestrator.run.cache import StageCache
 from orchestrator.errors import UserError
-from orchestrator.interface import Diverged
-from orchestrator.store import StudyStore, utcnow
+from orchestrator.study.contract import Diverged
+from orchestrator.results.store import StudyStore, utcnow
 
 
 @dataclass
@@ -63,7 +63,7 @@ def error_text(exc: BaseException) -> str:
 
 @dataclass
 class WorkerContext:
-    """The ``ctx`` handed to ``Workload.run`` (see orchestrator/interface.py TrialContext)."""
+    """The ``ctx`` handed to ``Workload.run`` (see orchestrator/study/contract.py TrialContext)."""
 
     trial_id: str
     seed: int
@@ -146,7 +146,7 @@ def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | 
               store: StudyStore | None = None, on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one trial to its row. A workload error is retried ``max_failures`` times: by raising
     (so Ray runs the trial again), or, given ``on_retry``, in this process (bundles, see
-    orchestrator/bundle.py; ``on_retry`` gets the error line). Each try resumes from the trial's
+    orchestrator/run/bundle.py; ``on_retry`` gets the error line). Each try resumes from the trial's
     last checkpoint. After that the failure is recorded as a ``failed`` row and the function
     returns normally. Returns the row ({} when the trial already had one)."""
     p = TrialPayload(**payload)
@@ -188,7 +188,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
 @dataclass
 class Try:
     """One execution of one trial, between ``open_try`` and ``close_try`` (a vectorised group,
-    orchestrator/groups.py, opens one for each of its members and runs them together)."""
+    orchestrator/run/groups.py, opens one for each of its members and runs them together)."""
 
     p: TrialPayload
     workload_cls: Any
@@ -327,7 +327,7 @@ class Unwritable(OSError):
 
 def check_writable(store: StudyStore) -> None:
     """Raise Unwritable where the results location refuses writes (full, read-only): no retries,
-    the driver stops (orchestrator/bundle.py, orchestrator/groups.py)."""
+    the driver stops (orchestrator/run/bundle.py, orchestrator/run/groups.py)."""
     try:
         store.check_writable()
     except UserError as e:

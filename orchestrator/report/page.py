@@ -2,9 +2,9 @@
 Parquet rows (and per-trial artifacts) of a results location.
 
 :func:`build` computes a :class:`Report` (header, one section per table or plot, failed trials);
-:func:`markdown` and ``orchestrator.html`` render it; :func:`write` stores report.md and the
+:func:`markdown` and ``orchestrator.report.html`` render it; :func:`write` stores report.md and the
 plots (report/NN-title.png, with the plotted numbers as report/NN-title.csv) beside the results.
-The numbers are in orchestrator/tables.py, the figures in orchestrator/plots.py."""
+The numbers are in orchestrator/report/tables.py, the figures in orchestrator/report/plots.py."""
 from __future__ import annotations
 
 import math
@@ -15,15 +15,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from orchestrator import layout as L
-from orchestrator import plots as P
-from orchestrator import tables as T
-from orchestrator import verdicts as V
+from orchestrator.results import layout as L
+from orchestrator.report import plots as P
+from orchestrator.report import tables as T
+from orchestrator.report import verdicts as V
 from orchestrator.errors import UserError
 from orchestrator.formats import fmt_duration
-from orchestrator.provenance import data_summary, provenance_lines
-from orchestrator.rows import COMPLETED, FAILED, count_statuses
-from orchestrator.spec import ReportPlot, ReportTable, Study
+from orchestrator.results.provenance import data_summary, provenance_lines
+from orchestrator.results.rows import COMPLETED, FAILED, count_statuses
+from orchestrator.study.spec import ReportPlot, ReportTable, Study
 
 _stat_label = T.stat_label
 STUDY_DIR = Path("configs/studies")   # where `overnight` finds a study by name (run from the project root)
@@ -49,9 +49,9 @@ class Header:
     unfinished: int = 0                     # trials of the study without a row yet
     compute_s: float | None = None          # sum of trial wall times
     span_s: float | None = None             # first start to last finish
-    data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/provenance.py)
+    data: list[str] = field(default_factory=list)        # what data the rows ran on (orchestrator/results/provenance.py)
     provenance: list[str] = field(default_factory=list)  # code, environment, data files of the rows' runs
-    aside: list[str] = field(default_factory=list)       # rows of earlier definitions (orchestrator/definitions.py)
+    aside: list[str] = field(default_factory=list)       # rows of earlier definitions (orchestrator/report/definitions.py)
     missing: list[str] = field(default_factory=list)     # completed rows without the study's metric
     location: str = ""
 
@@ -133,9 +133,9 @@ def section(index: int, spec: ReportTable | ReportPlot, completed: pd.DataFrame,
 
 
 def determinism_lines(study: Study) -> list[str]:
-    """What the workload declares not bit-identical across execution knobs (orchestrator/registry.py
+    """What the workload declares not bit-identical across execution knobs (orchestrator/run/registry.py
     determinism_note); nothing when every metric is, or when the workload cannot be loaded here."""
-    from orchestrator import registry
+    from orchestrator.run import registry
 
     if study.workload == "command":
         return []
@@ -228,7 +228,7 @@ def claim_lines(verdicts: list[V.Verdict]) -> list[str]:
     count = V.tally(verdicts)
     lines = ["## Claims of the seed", "",
              ", ".join(f"{n} {k}" for k, n in count.items() if n) + f" (of {len(verdicts)}); rules: "
-             "orchestrator/verdicts.py.", "",
+             "orchestrator/report/verdicts.py.", "",
              "| claim | seed (source) | ours | rule | verdict |", "|---|---|---|---|---|"]
 
     def esc(text: str) -> str:
@@ -286,7 +286,7 @@ def build_for(store, study: Study, scale: str, trial_ids: set[str], all_rows: bo
               draw: bool = True) -> Report:
     """The report of a study's trials in ``store``: rows of other trials there (earlier definitions
     of the study) are kept aside and named in the header; ``all_rows`` includes them, labelled."""
-    from orchestrator import definitions as D
+    from orchestrator.report import definitions as D
 
     m = store.manifest() or {}
     view = D.view(store, m, trial_ids, all_rows)
@@ -300,7 +300,7 @@ def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
     """The study a report is made from: the one frozen in study.json, with the tables, plots, claims and notes of
     ``study_file`` when given, else of configs/studies/<name>.yaml when that file is the same study
     (same name and workload): a report section edited after the run applies without running again."""
-    from orchestrator import spec as S
+    from orchestrator.study import spec as S
 
     study = Study.model_validate(manifest["study"])
     path = Path(study_file) if study_file else STUDY_DIR / f"{study.name}.yaml"

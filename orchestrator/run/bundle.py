@@ -3,7 +3,7 @@
 Tune spends tens of milliseconds of driver bookkeeping (and a round trip to the trial's actor) per
 trial; with trials of a second or less, and with thousands of them, that is most of a sweep's
 overhead and most of the driver's memory (docs/benchmarks.md). A bundle's trainable runs its
-members one after another through ``orchestrator.trial.run_trial``, so each member still gets its
+members one after another through ``orchestrator.run.trial.run_trial``, so each member still gets its
 own row, history, checkpoint and attempt counters, exactly as if it had run alone:
 
 - a member that raises is retried in this process (``max_failures`` times, each try resuming from
@@ -75,11 +75,11 @@ def split(members: list[dict[str, Any]], size: int, slots: int, taper: bool = Tr
 
 def split_with_groups(members: list[dict[str, Any]], size: int, slots: int, *, taper: bool,
                       plan: Any) -> list[list[dict[str, Any]]]:
-    """The run's bundles (orchestrator/execute.py): the vectorised groups of ``plan``'s workload
-    first (the longest units of work; orchestrator/groups.py), then the other members as ``split``
+    """The run's bundles (orchestrator/run/execute.py): the vectorised groups of ``plan``'s workload
+    first (the longest units of work; orchestrator/run/groups.py), then the other members as ``split``
     cuts them. The members are not changed: a group's members are marked copies."""
-    from orchestrator import groups as G
-    from orchestrator import registry
+    from orchestrator.run import groups as G
+    from orchestrator.run import registry
 
     setting = plan.group if getattr(plan, "group", None) is not None else plan.study.group
     cap = G.group_cap(setting)
@@ -191,9 +191,9 @@ def _bundles(ref) -> list:
 def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
                report: Callable[[dict], None] | None = None) -> None:
     """Run a bundle's members one after another (see the module doc), or a vectorised group's
-    together (orchestrator/groups.py; those that fail there then run alone). ``report``: tune.report."""
-    from orchestrator.store import StudyStore
-    from orchestrator.trial import check_writable, row_status
+    together (orchestrator/run/groups.py; those that fail there then run alone). ``report``: tune.report."""
+    from orchestrator.results.store import StudyStore
+    from orchestrator.run.trial import check_writable, row_status
 
     store = StudyStore(common["results"])
     reporter = Reporter(report) if report is not None else None
@@ -207,7 +207,7 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
         if reporter is not None:
             reporter.add("done", tid, status)
 
-    from orchestrator import groups as G
+    from orchestrator.run import groups as G
 
     if G.is_group(members):
         members = G.run_group_bundle(members, common, store, done=done, on_retry=on_retry)
@@ -231,9 +231,9 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
 def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_before: int = 0,
                on_retry: Callable[[str], None]) -> str:
     """One member to its row; its status, or "skipped" when it had a row already."""
-    from orchestrator import layout as L
-    from orchestrator import rows as R
-    from orchestrator.trial import Unwritable, error_text, failed_row, run_trial
+    from orchestrator.results import layout as L
+    from orchestrator.results import rows as R
+    from orchestrator.run.trial import Unwritable, error_text, failed_row, run_trial
 
     tid = payload["trial_id"]
     if check_deaths:   # (run_trial itself skips a member that has a row)

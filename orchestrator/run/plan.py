@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.grid import Trial
-from orchestrator.spec import Study
-from orchestrator.store import StudyStore
+from orchestrator.study.grid import Trial
+from orchestrator.study.spec import Study
+from orchestrator.results.store import StudyStore
 
 
 @dataclass
@@ -26,10 +26,10 @@ class Plan:
     schema: list | None = None            # the study's row schema (params.schema_to_json)
     workload_spec: dict | None = None     # workload: command only
     # process deaths of trials left in flight by an earlier run (attempts - errors), so that a
-    # bundle counts only this run's against the member (orchestrator/bundle.py)
+    # bundle counts only this run's against the member (orchestrator/run/bundle.py)
     deaths: dict[str, int] = field(default_factory=dict)
     known: dict[str, str] = field(default_factory=dict)   # statuses of the rows when the run was planned
-    group: int | str | None = None        # --group / group= (None: the study's group; orchestrator/groups.py)
+    group: int | str | None = None        # --group / group= (None: the study's group; orchestrator/run/groups.py)
 
     def common(self) -> dict[str, Any]:
         """What every trial of this run shares (sent once, with tune.with_parameters)."""

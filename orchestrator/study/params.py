@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import UserError
-from orchestrator.rows import RESERVED
+from orchestrator.results.rows import RESERVED
 
 KNOB = "overnight_knob"
 
@@ -167,8 +167,8 @@ def describe(workload: Any) -> str:
 
 
 def _determinism_lines(workload: Any) -> list[str]:
-    """What ``determinism`` (orchestrator/interface.py, ``NotBitIdentical``) declares."""
-    from orchestrator.interface import determinism
+    """What ``determinism`` (orchestrator/study/contract.py, ``NotBitIdentical``) declares."""
+    from orchestrator.study.contract import determinism
 
     entries = determinism(workload)
     knobs = "--bundle, --group, --max-concurrent, resumed or run straight through"
