@@ -158,9 +158,6 @@ def run(study: str | Path | dict, scale: str = "fast", results: str = DEFAULT_RE
                                max_concurrent=max_concurrent, num_cpus=num_cpus, num_gpus=num_gpus, bundle=bundle,
                                group=group, say=say)
     rows = study_rows(store, {t.trial_id for t in prep.trials})
-    from orchestrator.run.execute import wait_shutdown
-
-    wait_shutdown()
     if out.interrupted:
         raise KeyboardInterrupt("interrupted: run the same call again to resume")
     if out.exit_code:

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
     from orchestrator.api import check_bundle, check_group, execute_study, study_path
-    from orchestrator.run.execute import describe, wait_shutdown
+    from orchestrator.run.execute import describe
     from orchestrator.run.prepare import pending, prepare
     from orchestrator.results.store import study_store
 
@@ -118,7 +118,6 @@ def cmd_run(a: argparse.Namespace) -> int:
         from orchestrator.report.page import write_report
 
         print(write_report(store, prep.study, a.scale, {t.trial_id for t in prep.trials}))
-    wait_shutdown()   # Ray's processes exit while the report is written (orchestrator/run/execute.py)
     return out.exit_code
 
 

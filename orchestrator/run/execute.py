@@ -65,7 +65,6 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None,
     """Connect to (or start) Ray. Returns True when this call started/connected it (so we shut it down).
     ``preload``: modules the embedded Ray's worker processes import as they start, before they
     are given a trial (so that the first trials do not wait for Ray Tune's and the workload's imports)."""
-    wait_shutdown()
     for k, v in _RAY_ENV.items():
         os.environ.setdefault(k, v)
     import ray
@@ -143,27 +142,6 @@ def _environ(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-_shutdown_thread: threading.Thread | None = None
-
-
-def _shutdown_in_background() -> None:
-    """ray.shutdown() waits a second or more for Ray's processes to exit: let it, while the
-    driver reads the rows and writes the report. wait_shutdown() (also at exit) joins it."""
-    global _shutdown_thread
-    import ray
-
-    _shutdown_thread = threading.Thread(target=ray.shutdown, name="overnight-ray-shutdown")
-    _shutdown_thread.start()
-
-
-def wait_shutdown() -> None:
-    """Wait for a background ray.shutdown() to finish (before Ray is started again, or at exit)."""
-    global _shutdown_thread
-    if _shutdown_thread is not None:
-        _shutdown_thread.join()
-        _shutdown_thread = None
 
 
 def _import_path() -> dict[str, str]:
@@ -250,22 +228,21 @@ def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = 
     reported: dict[str, str] = {}   # statuses the trials of this run reported with their rows
     if plan.pending:
         started_here = _init_ray(address, num_cpus, num_gpus, preload=trial_modules(plan.study))
-        finished = False
         try:
             _check_fits(plan.study)
             _check_shared(plan.store)
             interrupted = _fit(plan, max_concurrent, progress, plan.study.bundle if bundle is None else bundle,
                                reported)
-            finished = not interrupted
         finally:
             progress.close()
             if started_here:
-                if finished:  # every trial is over: Ray's processes may take their time to exit
-                    _shutdown_in_background()
-                else:         # trials may still be running: stop them before the lock is released
-                    import ray
+                # Before the rows are read and the lock released, in the foreground: a shutdown in
+                # a background thread while the driver wrote the report once ended the process
+                # (Ray's core worker: "already been shutdown ... The process will exit", exit 1)
+                # with a finished 126-trial study and no report.
+                import ray
 
-                    ray.shutdown()
+                ray.shutdown()
     out = summarize(plan, reported)
     out.interrupted = interrupted
     out.wall_s = time.monotonic() - t0
