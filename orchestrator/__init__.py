@@ -1,28 +1,25 @@
 """overnight: Ray Tune sweep orchestrator. Knows studies, trials, Ray and Parquet; never a specific workload.
 
-From Python (``import orchestrator as overnight``): ``run``, ``load``, ``report_markdown``, ``describe``
-(orchestrator/api.py); for a workload's own code: ``workload`` (decorate a plain function),
-``Params``, ``Metrics``, ``param``, ``knob``, ``metric``, ``Diverged``.
+From Python (``import orchestrator as overnight``): ``run`` and ``load`` return a ``StudyResult``;
+``report_markdown``, ``describe``; ``TrialsFailed``, ``StudyError`` (orchestrator/api.py). For a
+workload's own code: ``workload`` (decorate a plain function), ``Params``, ``Metrics``, ``param``,
+``knob``, ``metric``, ``Diverged``, ``LocalContext``.
+
+Light to import (Ray workers and the CLI import it): none of these modules imports Ray, torch,
+pandas or pyarrow until it is used.
 """
-__version__ = "0.1.0"
+from orchestrator.version import __version__
+# `run` names the API function here, not the room orchestrator/run/: orchestrator.api imports the
+# room first, so this binding comes last and stays. Import the room's modules with `from
+# orchestrator.run import x` (`import orchestrator.run.x as y` would look x up on the function).
+from orchestrator.api import StudyError, TrialsFailed, describe, load, report_markdown, run
+from orchestrator.report.result import StudyResult
+from orchestrator.study.contract import Diverged, LocalContext, workload
+from orchestrator.study.params import Metrics, Params, knob, metric, param
 
-_EXPORTS = {
-    "run": "orchestrator.api", "load": "orchestrator.api", "report_markdown": "orchestrator.api",
-    "describe": "orchestrator.api", "TrialsFailed": "orchestrator.api", "StudyError": "orchestrator.api",
-    "workload": "orchestrator.study.contract", "Diverged": "orchestrator.study.contract",
-    "LocalContext": "orchestrator.study.contract",
-    "Params": "orchestrator.study.params", "Metrics": "orchestrator.study.params", "param": "orchestrator.study.params",
-    "knob": "orchestrator.study.params", "metric": "orchestrator.study.params",
-}
-
-
-def __getattr__(name: str):
-    """Imported on first use, so `import orchestrator` stays light (the CLI, Ray workers)."""
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "__version__",
+    "run", "load", "report_markdown", "describe", "StudyResult", "TrialsFailed", "StudyError",
+    "workload", "Diverged", "LocalContext",
+    "Params", "Metrics", "param", "knob", "metric",
+]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from orchestrator.study import spec as specmod
-from orchestrator.api import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
+from orchestrator.run.launch import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
 from orchestrator.errors import UserError
 
 
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
-    from orchestrator.api import check_bundle, check_group, execute_study, study_path
+    from orchestrator.run.launch import check_bundle, check_group, execute_study, study_path
     from orchestrator.run.execute import describe
     from orchestrator.run.prepare import pending, prepare
     from orchestrator.results.store import study_store
@@ -217,7 +217,7 @@ def _status_table(summaries: list[dict[str, Any]]) -> None:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from orchestrator.report import compare, html, page as report
-    from orchestrator.api import study_path
+    from orchestrator.run.launch import study_path
 
     dirs = a.results_dir or [DEFAULT_RESULTS]
     if len(dirs) > 2:

@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Real datasets for tests (tinyshakespeare, WikiText-2 valid/test, Fashion-MNIST: ../shared/data/
-# README.md). Set before anything reads OVERNIGHT_DATA (orchestrator.api reads it at import).
+# README.md). Set before anything reads OVERNIGHT_DATA (orchestrator/run/launch.py reads it at import).
 _SHARED_DATA = ROOT.parent / "shared" / "data"
 if _SHARED_DATA.is_dir():
     os.environ.setdefault("OVERNIGHT_DATA", str(_SHARED_DATA))

@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import UserError
-from orchestrator.results.rows import RESERVED
 
 KNOB = "overnight_knob"
 
@@ -62,6 +61,8 @@ def metric(doc: str) -> Any:
 # --------------------------------------------------------------------------------------------
 def declared(workload: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None, dict[str, type[BaseModel]]]:
     """(Params, Metrics, artifacts) a workload class declares; each may be absent."""
+    from orchestrator.results.rows import RESERVED  # here: rows imports pyarrow, which `import orchestrator` must not
+
     params = getattr(workload, "Params", None)
     metrics = getattr(workload, "Metrics", None)
     arts = dict(getattr(workload, "artifacts", None) or {})

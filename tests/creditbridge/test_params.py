@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.study import grid, params, spec
-from orchestrator.results.rows import arrow_type, cell
+from orchestrator.results.rows import RESERVED, arrow_type, cell
 from orchestrator.results.store import artifact_table
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
@@ -262,5 +262,5 @@ def test_the_layers_table_has_exactly_the_declared_columns(smoke_outputs):
 def test_no_metric_or_column_repeats_a_parameter_or_reserved_column():
     names = set(CreditBridge.Params.model_fields)
     assert not names & set(CreditBridge.Metrics.model_fields)
-    assert not (names | set(CreditBridge.Metrics.model_fields)) & params.RESERVED
+    assert not (names | set(CreditBridge.Metrics.model_fields)) & RESERVED
     params.declared(CreditBridge)            # the orchestrator's own check

@@ -352,7 +352,7 @@ def test_allow_missing_metric_keeps_the_row_and_the_summary_and_report_count_it(
 
 
 def test_a_shared_working_directory_is_said_once_at_the_start(tmp_path, cli, monkeypatch):
-    from orchestrator.api import shared_cwd_note
+    from orchestrator.run.launch import shared_cwd_note
     from orchestrator.run.prepare import prepare
 
     doc = command_study(argv=["{python}", "train.py", "--lr={lr}"])

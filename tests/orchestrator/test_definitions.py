@@ -82,12 +82,20 @@ def test_a_changed_fixed_value_is_another_definition_counted_apart(tmp_path, cli
 
     # the Python API tabulates the same rows
     with pytest.warns(UserWarning, match=r"synthetic/smoke: Kept aside: 12 rows with steps = 3, not in the current"):
-        rows = overnight.load(res)
+        result = overnight.load(res)
+    rows = result.rows
     assert len(rows) == 12 and set(rows["steps"]) == {4} and "definition" not in rows.columns
+    assert result.kept_aside == [f"synthetic/smoke: {KEPT_ASIDE}"]
+    assert repr(result) == "StudyResult(synthetic/smoke: 12 trials, 12 completed, 0 failed, 0 diverged, 0 pending)"
+    # history and artifacts of the current trials only: 4 steps each, not the earlier definition's 3
+    history = result.history()
+    assert set(history["trial_id"]) == set(rows["trial_id"]) and set(history["step"]) == {0, 1, 2, 3}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rows = overnight.load(res, all_rows=True)
+        result = overnight.load(res, all_rows=True)
+    rows = result.rows
     assert rows["definition"].value_counts().to_dict() == {"current": 12, "steps = 3": 12}
+    assert result.kept_aside == [] and len(result) == 24 and len(result.history()) == 12 * 4 + 12 * 3
     assert set(rows.loc[rows["definition"] == "steps = 3", "steps"]) == {3}
 
 
