@@ -10,13 +10,26 @@ import math
 import types
 import typing
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal, Union
 
 import pandas as pd
 import pyarrow as pa
 
-COMPLETED, FAILED, DIVERGED = "completed", "failed", "diverged"
-STATUSES = (COMPLETED, FAILED, DIVERGED)
+
+class Status(StrEnum):
+    """A row's ``status``. Defined here, with the column it fills, because this room may not import
+    orchestrator/run (where orchestrator/run/protocol.py re-exports it). A ``StrEnum``: each member is
+    the very string the datasets hold, so it is written to Parquet, compared with what a dataset
+    gives back and formatted as that string."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+
+COMPLETED, FAILED, DIVERGED = Status.COMPLETED, Status.FAILED, Status.DIVERGED
+STATUSES = tuple(s.value for s in Status)   # plain strings: the keys of count_statuses
 
 # columns every result row has, in order, with their types
 ROW_FIELDS: list[tuple[str, pa.DataType]] = [

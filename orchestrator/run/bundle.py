@@ -25,7 +25,9 @@ import functools
 import math
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Sequence
+
+from orchestrator.run.protocol import Member, NotRun, Status, Unit
 
 MAX_AUTO = 256          # largest automatic bundle
 PER_SLOT = 16           # automatic size: at least this many bundles per slot
@@ -55,46 +57,40 @@ def sizes(n: int, size: int, slots: int) -> list[int]:
     return out
 
 
-def split(members: list[dict[str, Any]], size: int, slots: int, taper: bool = True) -> list[list[dict[str, Any]]]:
+def split(members: Sequence[Member], size: int, slots: int, taper: bool = True) -> list[Unit]:
     """The members in order, cut into bundles of ``size`` (smaller at the end with ``taper``).
     Trials that ``--retry-failed`` sends again already have a (failed) row, so a member's row
     cannot tell whether it ran in this run: each goes alone, and Tune's own retries cover it as
     before."""
-    fresh = [m for m in members if not m.get("rerun")]
-    out = [[m] for m in members if m.get("rerun")]
+    fresh = [m for m in members if not m.rerun]
+    out = [Unit((m,)) for m in members if m.rerun]
     if taper:
         cuts = sizes(len(fresh), size, slots)
     else:
         cuts = [min(size, len(fresh) - i) for i in range(0, len(fresh), size)]
     i = 0
     for k in cuts:
-        out.append(fresh[i:i + k])
+        out.append(Unit(tuple(fresh[i:i + k])))
         i += k
     return out
 
 
-def split_with_groups(members: list[dict[str, Any]], size: int, slots: int, *, taper: bool,
-                      plan: Any) -> list[list[dict[str, Any]]]:
-    """The run's bundles (orchestrator/run/execute.py): the vectorised groups of ``plan``'s workload
+def split_with_groups(members: Sequence[Member], size: int, slots: int, *, taper: bool,
+                      plan: Any) -> list[Unit]:
+    """The run's units (orchestrator/run/execute.py): the vectorised groups of ``plan``'s workload
     first (the longest units of work; orchestrator/run/groups.py), then the other members as ``split``
-    cuts them. The members are not changed: a group's members are marked copies."""
+    cuts them."""
     from orchestrator.run import groups as G
     from orchestrator.run import registry
 
     setting = plan.group if getattr(plan, "group", None) is not None else plan.study.group
     cap = G.group_cap(setting)
-    groups: list[list[dict[str, Any]]] = []
-    rest = members
+    groups: list[Unit] = []
+    rest = list(members)
     if cap > 1 and members:
         workload = registry.load(plan.study.workload, plan.workload_spec)
         groups, rest = G.form(members, G.keys(workload, members), cap)
     return groups + (split(rest, size, slots, taper=taper) if rest else [])
-
-
-def name(members: list[dict[str, Any]]) -> str:
-    """A Tune trial name: the trial id for a lone trial."""
-    first = members[0]["trial_id"]
-    return first if len(members) == 1 else f"{first}+{len(members) - 1}"
 
 
 def tune_retries(max_failures: int, largest: int) -> int:
@@ -121,6 +117,7 @@ class Reporter:
         self._thread.start()
 
     def add(self, kind: str, trial_id: str, text: str) -> None:
+        """``kind``: "done" (``text``: the member's status) or "retry" (``text``: the error line)."""
         with self._cv:
             self._events.append([kind, trial_id, text])
             self._cv.notify()
@@ -164,21 +161,20 @@ class Reporter:
             self._send(events)
 
 
-def trainable(config: dict[str, Any], common: dict[str, Any], table: list) -> None:
-    """The Tune trainable: one Tune trial runs one bundle. ``config["bundle"]`` is its index in
-    the run's table of bundles, which ``table[0]`` (an object reference) holds: fetched once per
+def trainable(config: dict[str, Any], table: list) -> None:
+    """The Tune trainable: one Tune trial runs one unit. ``config["bundle"]`` is its index in
+    the run's table of units, which ``table[0]`` (an object reference) holds: fetched once per
     process and kept. It lives here, in a module that imports little, because every trial process
     imports the module of its trainable."""
     from ray import tune
 
-    members = _bundles(table[0])[config["bundle"]]
-    run_bundle(members, common, report=tune.report)
+    run_unit(_units(table[0])[config["bundle"]], report=tune.report)
 
 
-_TABLE: dict[str, list] = {}   # the table of this process's run: object id -> bundles
+_TABLE: dict[str, list[Unit]] = {}   # the table of this process's run: object id -> units
 
 
-def _bundles(ref) -> list:
+def _units(ref) -> list[Unit]:
     key = ref.hex()
     if key not in _TABLE:
         import ray
@@ -188,14 +184,14 @@ def _bundles(ref) -> list:
     return _TABLE[key]
 
 
-def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
-               report: Callable[[dict], None] | None = None) -> None:
+def run_unit(unit: Unit, report: Callable[[dict], None] | None = None) -> None:
     """Run a bundle's members one after another (see the module doc), or a vectorised group's
     together (orchestrator/run/groups.py; those that fail there then run alone). ``report``: tune.report."""
     from orchestrator.results.store import StudyStore
     from orchestrator.run.trial import check_writable, row_status
 
-    store = StudyStore(common["results"])
+    members: Sequence[Member] = unit.members
+    store = StudyStore(members[0].results)
     reporter = Reporter(report) if report is not None else None
 
     def on_retry(tid: str, text: str) -> None:
@@ -203,58 +199,56 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
         if reporter is not None:
             reporter.add("retry", tid, text)
 
-    def done(tid: str, status: str) -> None:
+    def done(tid: str, status: Status) -> None:
         if reporter is not None:
-            reporter.add("done", tid, status)
+            reporter.add("done", tid, status.value)   # a plain string in the Tune result
 
-    from orchestrator.run import groups as G
+    if unit.grouped:
+        from orchestrator.run import groups as G
 
-    if G.is_group(members):
-        members = G.run_group_bundle(members, common, store, done=done, on_retry=on_retry)
+        members = G.run_group_bundle(members, store, done=done, on_retry=on_retry)
     first_open = True   # only the first member without a row can have died in an earlier try
     for member in members:
         if reporter is not None and reporter.stopped:
             return
-        tid = member["trial_id"]
-        payload = {**common, **{k: v for k, v in member.items() if k not in ("deaths", G.GROUP_KEY)}}
-        status = run_member(payload, store, check_deaths=first_open, deaths_before=member.get("deaths", 0),
-                            on_retry=functools.partial(on_retry, tid))
-        if status == "skipped":   # a row from an earlier try of this bundle (or another driver's worker)
+        tid = member.trial_id
+        result = run_member(member, store, check_deaths=first_open, on_retry=functools.partial(on_retry, tid))
+        if result is NotRun.HAD_ROW:   # a row from an earlier try of this unit (or another driver's worker)
             status = row_status(store, tid)
         else:
+            status = result
             first_open = False
         done(tid, status)
     if reporter is not None:
         reporter.close()
 
 
-def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_before: int = 0,
-               on_retry: Callable[[str], None]) -> str:
-    """One member to its row; its status, or "skipped" when it had a row already."""
+def run_member(member: Member, store, *, check_deaths: bool, on_retry: Callable[[str], None]) -> Status | NotRun:
+    """One member to its row: its status, or ``NotRun.HAD_ROW`` when it had a row already.
+    ``check_deaths``: whether its process may have died in an earlier try of this unit."""
     from orchestrator.results import layout as L
-    from orchestrator.results import rows as R
     from orchestrator.run.trial import Unwritable, error_text, failed_row, run_trial
 
-    tid = payload["trial_id"]
+    tid = member.trial_id
     if check_deaths:   # (run_trial itself skips a member that has a row)
-        if not payload.get("rerun") and store.exists(L.trial_row(tid)):
-            return "skipped"
-        deaths = store.counter(tid, "attempts") - store.counter(tid, "errors") - deaths_before
-        if deaths >= payload["max_failures"] + DEATHS_ALLOWED:
+        if not member.rerun and store.exists(L.trial_row(tid)):
+            return NotRun.HAD_ROW
+        deaths = store.counter(tid, "attempts") - store.counter(tid, "errors") - member.deaths
+        if deaths >= member.max_failures + DEATHS_ALLOWED:
             last = (store.read_bytes(L.counter(tid, "died")) or b"").decode(errors="replace").strip()
-            failed_row(payload, "trial process died (all retries used)" + (f": {last}" if last else ""))
-            return R.FAILED
+            failed_row(member, "trial process died (all retries used)" + (f": {last}" if last else ""))
+            return Status.FAILED
     tries = 0
     while True:
         try:
-            row = run_trial(payload, store=store, on_retry=on_retry)
-            return row.get("status", R.COMPLETED) if row else "skipped"
+            row = run_trial(member, store=store, on_retry=on_retry)
+            return Status(row["status"]) if row is not None else NotRun.HAD_ROW
         except Unwritable:
             raise
         except Exception as e:  # noqa: BLE001 - not the workload's: loading it, the results location
             # as many tries as Ray would give a lone trial
             tries += 1
-            if tries > payload["max_failures"] + 2:
-                failed_row(payload, error_text(e))
-                return R.FAILED
+            if tries > member.max_failures + 2:
+                failed_row(member, error_text(e))
+                return Status.FAILED
             on_retry(f"{type(e).__name__}: {e}"[:300])

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 from orchestrator.results import layout as L
 from orchestrator.errors import UserError
 from orchestrator.formats import fmt_duration
-from orchestrator.run.plan import Plan
 from orchestrator.run.progress import Progress
+from orchestrator.run.protocol import Plan, Status
 from orchestrator.study.spec import Study
 from orchestrator.results.store import StudyStore, join, utcnow
 
@@ -225,7 +225,7 @@ def run(plan: Plan, *, address: str | None = None, max_concurrent: int | None = 
     progress = Progress(label, total=total, already=already, stream=stream)
     started_here = False
     interrupted = False
-    reported: dict[str, str] = {}   # statuses the trials of this run reported with their rows
+    reported: dict[str, Status] = {}   # statuses the trials of this run reported with their rows
     if plan.pending:
         started_here = _init_ray(address, num_cpus, num_gpus, preload=trial_modules(plan.study))
         try:
@@ -262,51 +262,52 @@ def slots(study: Study, max_concurrent: int | None) -> int:
 
 
 def _fit(plan: Plan, max_concurrent: int | None, progress: Progress, bundle: int | str = "auto",
-         reported: dict[str, str] | None = None) -> bool:
-    """Run the pending trials as bundles on one Tuner; True when a Ctrl-C ended the run."""
+         reported: dict[str, Status] | None = None) -> bool:
+    """Run the pending trials as units on one Tuner; True when a Ctrl-C ended the run."""
     from orchestrator.run import bundle as B
     from orchestrator.run.sweep import Sweep   # imports Ray Tune: only now that Ray is set up
 
-    members = [plan.member(t) for t in plan.pending]
+    members = plan.members()
     n_slots = slots(plan.study, max_concurrent)
     size = B.auto_size(len(members), n_slots) if bundle == "auto" else int(bundle)
-    # auto: smaller bundles towards the end, so the slots finish together; a number: as asked
-    from orchestrator.run import groups as G   # lists of members; vectorised groups first (orchestrator/run/groups.py)
-    bundles = B.split_with_groups(members, size, n_slots, taper=bundle == "auto", plan=plan)
-    n_groups = sum(1 for b in bundles if G.is_group(b))
+    # auto: smaller bundles towards the end, so the slots finish together; a number: as asked;
+    # vectorised groups first (orchestrator/run/groups.py)
+    units = B.split_with_groups(members, size, n_slots, taper=bundle == "auto", plan=plan)
+    n_groups = sum(1 for u in units if u.grouped)
     if size > 1 or n_groups:
         grouped = f", {n_groups} of them vectorised groups (--group off: none)" if n_groups else ""
-        progress.note(f"{len(members)} trials in {len(bundles)} bundles of up to {max(size, *map(len, bundles))} "
+        largest = max(size, *(len(u.members) for u in units))
+        progress.note(f"{len(members)} trials in {len(units)} bundles of up to {largest} "
                       f"({n_slots} at once{grouped}; --bundle 1 to send them one by one)")
-    sweep = Sweep(plan.store, plan.common(), members, bundles, progress, {} if reported is None else reported)
+    sweep = Sweep(plan.store, units, progress, {} if reported is None else reported)
     tuner = _tuner(plan, sweep, max_concurrent or plan.study.max_concurrent)
     record: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": utcnow().isoformat(),
-              "pending": len(members), "total": len(plan.trials), "bundles": len(bundles), "bundle_size": size}
+              "pending": len(members), "total": len(plan.trials), "bundles": len(units), "bundle_size": size}
     plan.store.write_json(L.run_record(record["started_at"]), record)
     return _fit_tuner(tuner, sweep)
 
 
 def _tuner(plan: Plan, sweep, limit: int | None):
-    """A Tuner over the sweep's bundles, its callback and stopper feeding ``sweep``."""
+    """A Tuner over the sweep's units, its callback and stopper feeding ``sweep``."""
     import ray
     from ray import tune
 
     from orchestrator.run import bundle as B
     from orchestrator.run.sweep import Bridge, StopWhenUnwritable
 
-    bundles, store = sweep.bundles, plan.store
-    names = [B.name(ms) for ms in bundles]
+    units, store = sweep.units, plan.store
+    names = [u.name for u in units]
     res = plan.study.resources
     resources = {"cpu": res.cpu, "gpu": res.gpu, **res.custom}
     storage = join(store.location, "_tune") if "://" in store.location else os.path.join(store.location, "_tune")
     return tune.Tuner(
-        tune.with_resources(tune.with_parameters(B.trainable, common=sweep.common, table=[ray.put(bundles)]),
-                            resources),
-        # A Tune trial's config is the index of its bundle; the members travel in the object store
-        # (B.trainable). A grid of the members themselves would be deep-copied once per Tune trial
-        # by Tune's variant generator and written into its experiment state: seconds, then
-        # minutes, with thousands of trials. A range is copied as one object.
-        param_space={"bundle": tune.grid_search(range(len(bundles)))},
+        tune.with_resources(tune.with_parameters(B.trainable, table=[ray.put(units)]), resources),
+        # A Tune trial's config is the index of its unit; the units travel in the object store
+        # (B.trainable; orchestrator/run/protocol.py). A grid of the units themselves would be
+        # deep-copied once per Tune trial by Tune's variant generator and written into its
+        # experiment state: seconds, then minutes, with thousands of trials. A range is copied as
+        # one object.
+        param_space={"bundle": tune.grid_search(range(len(units)))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=limit, reuse_actors=True,
             trial_dirname_creator=lambda t: names[t.config["bundle"]],
@@ -318,7 +319,7 @@ def _tuner(plan: Plan, sweep, limit: int | None):
             # a member's own retries live in the trial (orchestrator/run/bundle.py); these cover
             # processes that died outright
             failure_config=tune.FailureConfig(
-                max_failures=B.tune_retries(plan.study.max_failures, max(len(b) for b in bundles))),
+                max_failures=B.tune_retries(plan.study.max_failures, max(len(u.members) for u in units))),
         ),
     )
 
@@ -349,7 +350,7 @@ def _fit_tuner(tuner, sweep) -> bool:
     return bool(sweep.interrupted)
 
 
-def summarize(plan: Plan, reported: dict[str, str] | None = None) -> Outcome:
+def summarize(plan: Plan, reported: dict[str, Status] | None = None) -> Outcome:
     """The counts of the study's rows. ``reported``: statuses the trials of this run reported as
     they wrote their rows; with those and the statuses read when the run was planned, only the
     rows of other trials (and the failed rows, for their errors) are read again: the end of a run
@@ -369,15 +370,15 @@ def summarize(plan: Plan, reported: dict[str, str] | None = None) -> Outcome:
             known.update((t, store.row_value(t, "status")) for t in unknown)
     statuses = [known[t] for t in wanted if t in known]
     out = Outcome()
-    out.completed = statuses.count("completed")
-    out.failed = statuses.count("failed")
-    out.diverged = statuses.count("diverged")
-    out.failures = [(t, store.row_value(t, "error") or "") for t in wanted if known.get(t) == "failed"]
+    out.completed = statuses.count(Status.COMPLETED)
+    out.failed = statuses.count(Status.FAILED)
+    out.diverged = statuses.count(Status.DIVERGED)
+    out.failures = [(t, store.row_value(t, "error") or "") for t in wanted if known.get(t) == Status.FAILED]
     out.pending = len(wanted) - out.completed - out.failed - out.diverged
     metric = plan.study.metric
     if plan.study.allow_missing_metric and metric and out.completed:
         out.metric = metric
-        done = {t for t in wanted if known.get(t) == "completed"}
+        done = {t for t in wanted if known.get(t) == Status.COMPLETED}
         rows = store.rows(columns=["trial_id", metric]) if done else None
         if rows is not None and not rows.empty:
             rows = rows[rows["trial_id"].isin(done)]

@@ -7,7 +7,7 @@ trial runs alone) and ``run_group(configs, ctxs)``, one metrics dict or exceptio
 
 In the driver (``bundle.split_with_groups``), the pending trials with equal keys are cut into
 groups of up to the study's ``group`` (``auto``: 8; ``off``: no groups; ``--group`` overrides it),
-as evenly as the cap allows; each group is one bundle (orchestrator/run/bundle.py). Trials without a
+as evenly as the cap allows; each group is one ``Unit`` (orchestrator/run/protocol.py). Trials without a
 key, trials alone under their key and trials sent again by ``--retry-failed`` are bundled as before.
 
 In the trial process (``run_group_bundle``):
@@ -30,10 +30,11 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
+
+from orchestrator.run.protocol import Member, Status, Unit
 
 AUTO_GROUP = 8          # the most trials in one group with ``group: auto``
-GROUP_KEY = "group"     # marks the members of a group bundle (the driver's copies only)
 
 
 def group_cap(setting: int | str | None) -> int:
@@ -45,7 +46,7 @@ def group_cap(setting: int | str | None) -> int:
     return int(setting)
 
 
-def keys(workload: Any, members: Sequence[Mapping[str, Any]]) -> list[Any]:
+def keys(workload: Any, members: Sequence[Member]) -> list[Any]:
     """Each member's group key (None: not grouped), computed with the workload's ``group_key``;
     all None when the workload does not declare both methods."""
     key_of = getattr(workload, "group_key", None)
@@ -55,21 +56,22 @@ def keys(workload: Any, members: Sequence[Mapping[str, Any]]) -> list[Any]:
 
     out: list[Any] = []
     for m in members:
-        if m.get("rerun"):   # --retry-failed: alone, as in any bundle (orchestrator/run/bundle.py split)
+        if m.rerun:   # --retry-failed: alone, as in any bundle (orchestrator/run/bundle.py split)
             out.append(None)
             continue
         try:
-            out.append(key_of(dict(m["config"])))
+            out.append(key_of(dict(m.config)))
         except Exception as e:  # noqa: BLE001 - the workload's bug: say where, one line
-            raise UserError(f"workload {getattr(workload, 'name', '?')}: group_key failed for trial {m['trial_id']}: "
+            raise UserError(f"workload {getattr(workload, 'name', '?')}: group_key failed for trial {m.trial_id}: "
                             f"{type(e).__name__}: {e} (--group off runs the trials one by one)",
                             field="group") from None
     return out
 
 
-def form(members: list[dict[str, Any]], member_keys: list[Any], cap: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def form(members: Sequence[Member], member_keys: list[Any], cap: int) -> tuple[list[Unit], list[Member]]:
     """(groups, the rest): members with the same key, in order, cut into ceil(n / cap) groups of
-    sizes as equal as possible (10 with cap 8: 5 + 5). A key with one member leaves it in the rest."""
+    sizes as equal as possible (10 with cap 8: 5 + 5). A key with one member leaves it in the rest;
+    a part of one (3 with cap 2: 2 + 1) is a unit of its own that runs as a bundle."""
     if cap <= 1:
         return [], list(members)
     by_key: dict[Any, list[int]] = defaultdict(list)
@@ -88,18 +90,14 @@ def form(members: list[dict[str, Any]], member_keys: list[Any], cap: int) -> tup
             size = base + (1 if g < extra else 0)
             part = idx[start:start + size]
             start += size
-            groups.append([{**members[i], GROUP_KEY: True} for i in part])
+            groups.append(Unit(tuple(members[i] for i in part), grouped=len(part) > 1))
             grouped.update(part)
     rest = [m for i, m in enumerate(members) if i not in grouped]
     return groups, rest
 
 
-def is_group(members: Sequence[Mapping[str, Any]]) -> bool:
-    return len(members) > 1 and all(m.get(GROUP_KEY) for m in members)
-
-
-def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any], store,
-                     done: Callable[[str, str], None], on_retry: Callable[[str, str], None]) -> list[Mapping[str, Any]]:
+def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Status], None],
+                     on_retry: Callable[[str, str], None]) -> list[Member]:
     """Run a group's members as one batched computation (see the module doc). ``done(trial_id,
     status)`` is called for every member that has its row (skipped or written here);
     ``on_retry(trial_id, text)`` for every member that failed in the group. Returns the members
@@ -107,25 +105,22 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
     from orchestrator.results import layout as L
     from orchestrator.run import registry
     from orchestrator.study.contract import Diverged
-    from orchestrator.run.trial import (TrialPayload, check_writable, close_try, open_try, outcome, row_status,
-                                    seed_everything)
+    from orchestrator.run.trial import check_writable, close_try, open_try, outcome, row_status, seed_everything
 
     todo = []
     for m in members:
-        tid = m["trial_id"]
+        tid = m.trial_id
         if store.exists(L.trial_row(tid)):   # an earlier try of this bundle, or another driver's worker
             done(tid, row_status(store, tid))
         else:
             todo.append(m)
     if len(todo) < 2 or any(_died_in_this_run(store, m) for m in todo):
         return todo
-    payloads = [TrialPayload(**{**common, **{k: v for k, v in m.items() if k not in ("deaths", GROUP_KEY)}})
-                for m in todo]
     tries = []
     try:
-        workload = registry.load(payloads[0].workload, payloads[0].workload_spec)()
-        for p in payloads:
-            tries.append(open_try(p, store))
+        workload = registry.load(todo[0].workload, todo[0].workload_spec)()
+        for m in todo:
+            tries.append(open_try(m, store))
     except Exception:  # noqa: BLE001 - not the workload's run: the lone path retries and reports it
         for t in tries:
             store.bump(t.p.trial_id, "errors")
@@ -156,12 +151,12 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
             on_retry(tid, f"{type(e).__name__}: {e}"[:300])
             left.append(m)
             continue
-        done(tid, row["status"])
+        done(tid, Status(row["status"]))
     return left
 
 
-def _died_in_this_run(store, member: Mapping[str, Any]) -> bool:
+def _died_in_this_run(store, member: Member) -> bool:
     """A try of this member in this run ended without a row and without an error: its process died."""
-    tid = member["trial_id"]
-    return store.counter(tid, "attempts") - store.counter(tid, "errors") - member.get("deaths", 0) > 0
+    tid = member.trial_id
+    return store.counter(tid, "attempts") - store.counter(tid, "errors") - member.deaths > 0
 

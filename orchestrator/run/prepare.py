@@ -18,7 +18,7 @@ from orchestrator.run import registry
 from orchestrator.study import spec
 from orchestrator.errors import UserError
 from orchestrator.study.grid import Trial, expand
-from orchestrator.run.plan import Plan
+from orchestrator.run.protocol import Plan
 from orchestrator.study.spec import Study
 
 
@@ -99,7 +99,7 @@ def _check_readers(study: Study, path: Path) -> None:
 
 
 def _command_spec(study: Study, path: Path) -> dict[str, Any] | None:
-    """What a worker needs to rebuild a command workload (it travels in the trial payload)."""
+    """What a worker needs to rebuild a command workload (it travels in every Member, orchestrator/run/protocol.py)."""
     if study.command is None:
         return None
     return {"command": study.command.model_dump(), "params": {k: v.model_dump() for k, v in study.params.items()},

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from orchestrator.formats import fmt_duration
+from orchestrator.run.protocol import Status
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -141,13 +142,13 @@ class Progress:
         self.running += 1
         self.update()
 
-    def trial_finished(self, status: str) -> None:
+    def trial_finished(self, status: Status) -> None:
         """A Tune trial of one study trial ended: its slot is free and the trial counted."""
         self._free()
         self._count(status)
         self.update(event="finished")
 
-    def member_finished(self, status: str) -> None:
+    def member_finished(self, status: Status) -> None:
         """A study trial finished inside a bundle (orchestrator/run/bundle.py): the bundle runs on."""
         self._count(status)
         self.update(event="finished")
@@ -163,10 +164,10 @@ class Progress:
         self._finished_at = time.monotonic()
         self.running = max(0, self.running - 1)
 
-    def _count(self, status: str) -> None:
-        if status == "failed":
+    def _count(self, status: Status) -> None:
+        if status == Status.FAILED:
             self.failed += 1
-        elif status == "diverged":
+        elif status == Status.DIVERGED:
             self.diverged += 1
         else:
             self.completed += 1

@@ -11,34 +11,29 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from orchestrator.results import layout as L
 from orchestrator.errors import UserError
 from orchestrator.run.progress import Progress
+from orchestrator.run.protocol import Member, Status, Unit
 from orchestrator.results.store import StudyStore
-from orchestrator.run.trial import TrialPayload, failed_row, row_status
+from orchestrator.run.trial import failed_row, row_status
 
 
 class Sweep:
-    """The bundles of one fit and what the driver knows of them: the statuses the progress line
+    """The units of one fit and what the driver knows of them: the statuses the progress line
     counted, whether the results location refused writes, whether a Ctrl-C came."""
 
-    def __init__(self, store: StudyStore, common: dict[str, Any], members: list[dict[str, Any]],
-                 bundles: list[list[dict[str, Any]]], progress: Progress, counted: dict[str, str]):
-        self.store, self.common, self.bundles, self.progress = store, common, bundles, progress
-        self.by_id = {m["trial_id"]: m for m in members}
+    def __init__(self, store: StudyStore, units: list[Unit], progress: Progress, counted: dict[str, Status]):
+        self.store, self.units, self.progress = store, units, progress
         self.counted = counted            # trial -> status, as the progress line counted it
         self.unwritable: list[str] = []   # set once the results location refuses writes: stop the sweep
         self.interrupted: list[int] = []  # SIGINT (Ctrl-C) seen while Tune ran
 
-    def payload(self, tid: str) -> dict[str, Any]:
-        m = {k: v for k, v in self.by_id[tid].items() if k != "deaths"}
-        return TrialPayload(**self.common, **m).to_dict()
-
-    def count(self, tid: str, status: str) -> None:
+    def count(self, tid: str, status: Status) -> None:
         if tid not in self.counted:
             self.counted[tid] = status
             self.progress.member_finished(status)
@@ -53,15 +48,15 @@ class Sweep:
                 self.unwritable.append(e.bare)
         return bool(self.unwritable)
 
-    def members_of(self, trial) -> list[dict[str, Any]]:
-        return self.bundles[trial.config["bundle"]]
+    def members_of(self, trial) -> tuple[Member, ...]:
+        return self.units[trial.config["bundle"]].members
 
     def running_member(self, trial) -> str:
-        """The member a bundle was running: its first one without a row."""
+        """The member a unit was running: its first one without a row."""
         for m in self.members_of(trial):
-            if m.get("rerun") or not self.store.exists(L.trial_row(m["trial_id"])):
-                return m["trial_id"]
-        return self.members_of(trial)[-1]["trial_id"]
+            if m.rerun or not self.store.exists(L.trial_row(m.trial_id)):
+                return m.trial_id
+        return self.members_of(trial)[-1].trial_id
 
 
 class StopWhenUnwritable(tune.Stopper):
@@ -114,7 +109,7 @@ class Bridge(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         for kind, tid, text in result.get("overnight_events") or ():
             if kind == "done":
-                self.sweep.count(tid, text)
+                self.sweep.count(tid, Status(text))
             elif kind == "retry":
                 self.sweep.progress.note(f"trial {tid} failed, retrying: {text}")
 
@@ -135,8 +130,8 @@ class Bridge(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         sweep = self.sweep
         for m in sweep.members_of(trial):  # all reported; this is a safety net
-            if m["trial_id"] not in sweep.counted:
-                sweep.count(m["trial_id"], row_status(sweep.store, m["trial_id"]))
+            if m.trial_id not in sweep.counted:
+                sweep.count(m.trial_id, row_status(sweep.store, m.trial_id))
         sweep.progress.slot_freed()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -147,10 +142,10 @@ class Bridge(tune.Callback):
         err = getattr(trial, "error_msg", None) or "trial process died (all retries used)"
         err = str(err).strip().splitlines()[-1] if err else "trial process died"
         for m in sweep.members_of(trial):
-            tid = m["trial_id"]
-            if tid not in done or (m.get("rerun") and tid not in sweep.counted):
-                failed_row(sweep.payload(tid), err)
-                sweep.count(tid, "failed")
+            tid = m.trial_id
+            if tid not in done or (m.rerun and tid not in sweep.counted):
+                failed_row(m, err)
+                sweep.count(tid, Status.FAILED)
             elif tid not in sweep.counted:
                 sweep.count(tid, row_status(sweep.store, tid))
         sweep.progress.slot_freed()
@@ -158,7 +153,7 @@ class Bridge(tune.Callback):
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()
         if now >= self._recount_at:   # O(trials): not on every step of a long sweep
-            self.sweep.progress.running = sum(1 for t in trials if t.status == "RUNNING")
+            self.sweep.progress.running = sum(1 for t in trials if t.status == Trial.RUNNING)
             self._recount_at = now + 0.5
         self.sweep.progress.update()
 

@@ -22,34 +22,10 @@ from orchestrator.study import params as P
 from orchestrator.results import rows as R
 from orchestrator.run import registry
 from orchestrator.run.cache import StageCache
+from orchestrator.run.protocol import Member, Status
 from orchestrator.errors import UserError
 from orchestrator.study.contract import Diverged
 from orchestrator.results.store import StudyStore, utcnow
-
-
-@dataclass
-class TrialPayload:
-    """Everything a trial needs, small enough to travel in Tune's param space."""
-
-    trial_id: str
-    config: dict[str, Any]
-    study: str
-    scale: str
-    workload: str
-    results: str          # location of RESULTS/<study>/<scale>
-    stage_cache: str      # location of the shared stage cache
-    data_root: str
-    metric: str | None
-    max_failures: int
-    cpu: float = 1.0
-    gpu: float = 0.0
-    rerun: bool = False   # True when --retry-failed sends a trial that already has a (failed) row
-    schema: list | None = None   # the study's row schema (params.schema_to_json)
-    workload_spec: dict | None = None   # workload: command only (registry.load)
-    allow_missing_metric: bool = False  # the study's: a run without `metric` may still be completed
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def error_text(exc: BaseException) -> str:
@@ -142,29 +118,24 @@ def derive_seed(trial_id: str) -> int:
     return int(trial_id[:8], 16) % 2**31
 
 
-def run_trial(payload: Mapping[str, Any], tune_report: Callable[[dict], None] | None = None, *,
-              store: StudyStore | None = None, on_retry: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_trial(p: Member, *, store: StudyStore | None = None,
+              on_retry: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Run one trial to its row. A workload error is retried ``max_failures`` times: by raising
     (so Ray runs the trial again), or, given ``on_retry``, in this process (bundles, see
     orchestrator/run/bundle.py; ``on_retry`` gets the error line). Each try resumes from the trial's
     last checkpoint. After that the failure is recorded as a ``failed`` row and the function
-    returns normally. Returns the row ({} when the trial already had one)."""
-    p = TrialPayload(**payload)
+    returns normally. Returns the row (None when the trial already had one)."""
     store = store or StudyStore(p.results)
     if not p.rerun and store.exists(L.trial_row(p.trial_id)):
         # A worker of a killed driver can finish a trial after the next driver listed it as pending.
-        if tune_report is not None:
-            tune_report({"overnight_status": R.COMPLETED})
-        return {}
+        return None
     row = None
     while row is None:  # None: the workload raised and has retries left (on_retry only)
         row = _attempt(p, store, on_retry)
-    if tune_report is not None:
-        tune_report({"overnight_status": row["status"]})
     return row
 
 
-def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None] | None) -> dict[str, Any] | None:
+def _attempt(p: Member, store: StudyStore, on_retry: Callable[[str], None] | None) -> dict[str, Any] | None:
     """One try of a trial: its row once written, or None to try again here."""
     t = open_try(p, store)
     workload = t.workload_cls()
@@ -178,7 +149,7 @@ def _attempt(p: TrialPayload, store: StudyStore, on_retry: Callable[[str], None]
         if errors <= p.max_failures and on_retry is None:
             raise
         retry = errors <= p.max_failures
-        status, error, metrics = R.FAILED, error_text(e), {}
+        status, error, metrics = Status.FAILED, error_text(e), {}
     if retry and on_retry is not None:  # outside the except block, so the failed try's frames (and tensors) are freed
         on_retry(error.split(" [")[0][:300])
         return None
@@ -190,7 +161,7 @@ class Try:
     """One execution of one trial, between ``open_try`` and ``close_try`` (a vectorised group,
     orchestrator/run/groups.py, opens one for each of its members and runs them together)."""
 
-    p: TrialPayload
+    p: Member
     workload_cls: Any
     config: dict[str, Any]
     ctx: WorkerContext
@@ -200,7 +171,7 @@ class Try:
     t0: float
 
 
-def open_try(p: TrialPayload, store: StudyStore) -> Try:
+def open_try(p: Member, store: StudyStore) -> Try:
     """Count the try (``attempts``), load the workload, seed, and build the trial's ctx."""
     attempts = store.bump(p.trial_id, "attempts")
     workload_cls = registry.load(p.workload, p.workload_spec)
@@ -220,33 +191,33 @@ def open_try(p: TrialPayload, store: StudyStore) -> Try:
     return Try(p, workload_cls, config, ctx, attempts, declared_metrics, utcnow(), time.perf_counter())
 
 
-def outcome(p: TrialPayload, result: Mapping[str, Any] | Diverged | None,
-            workload: Any = None) -> tuple[str, str, dict[str, Any]]:
+def outcome(p: Member, result: Mapping[str, Any] | Diverged | None,
+            workload: Any = None) -> tuple[Status, str, dict[str, Any]]:
     """(status, error, metrics) of what ``run`` returned, or of the Diverged it raised. A run
     without a value for the study's metric is failed (unless the study allows it): a completed
     row without it would leave ``best`` and every table of the metric silently empty.
     ``workload.missing_metric(name)``, where it has one, says what it looked for."""
     if isinstance(result, Diverged):
-        return R.DIVERGED, str(result), dict(result.metrics)
+        return Status.DIVERGED, str(result), dict(result.metrics)
     metrics = dict(result or {})
     if p.metric and p.metric in metrics and _not_finite(metrics[p.metric]):
-        return R.DIVERGED, f"{p.metric} is {metrics[p.metric]}", metrics
+        return Status.DIVERGED, f"{p.metric} is {metrics[p.metric]}", metrics
     if p.metric and metrics.get(p.metric) is None and p.metric not in p.config and not p.allow_missing_metric:
         explain = getattr(workload, "missing_metric", None)
         error = explain(p.metric) if callable(explain) else (
             f"returned no `{p.metric}` (the study's metric; set allow_missing_metric: true to keep such rows as completed)")
-        return R.FAILED, error, metrics
-    return R.COMPLETED, "", metrics
+        return Status.FAILED, error, metrics
+    return Status.COMPLETED, "", metrics
 
 
-def close_try(t: Try, store: StudyStore, status: str, error: str, metrics: dict[str, Any],
+def close_try(t: Try, store: StudyStore, status: Status, error: str, metrics: dict[str, Any],
               wall_s: float | None = None) -> dict[str, Any]:
     """Write the trial's history and row and drop its checkpoint; returns the row. ``wall_s``: the
     trial's share of a group's time (default: since ``open_try``)."""
     p, config = t.p, t.config
     clash = sorted(set(metrics) & set(config))
     if clash:
-        status, error = R.FAILED, f"workload returned metrics that repeat config keys: {clash}"
+        status, error = Status.FAILED, f"workload returned metrics that repeat config keys: {clash}"
         metrics = {}
     wall = time.perf_counter() - t.t0 if wall_s is None else wall_s
     row = {
@@ -290,7 +261,7 @@ def _row_with_metrics(row: dict[str, Any], metrics: dict[str, Any], schema, decl
     try:
         return R.row_table({**row, **columns}, schema)
     except TypeError as e:
-        failed = {**row, "status": R.FAILED, "error": f"metric {e}", "extra_metrics": None}
+        failed = {**row, "status": Status.FAILED, "error": f"metric {e}", "extra_metrics": None}
         return R.row_table(failed, schema)
 
 
@@ -309,12 +280,11 @@ def _not_finite(value: Any) -> bool:
         return False
 
 
-def failed_row(payload: Mapping[str, Any], error: str) -> dict[str, Any]:
+def failed_row(p: Member, error: str) -> dict[str, Any]:
     """Row for a trial whose process died (node loss, OOM kill) after all retries."""
-    p = TrialPayload(**payload)
     store = StudyStore(p.results)
     now = utcnow()
-    row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": R.FAILED, **p.config,
+    row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": Status.FAILED, **p.config,
            "started_at": now, "finished_at": now, "wall_s": 0.0, "host": "", "device": "",
            "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
     store.write_row(row, R.schema_from_json(p.schema) if p.schema else None)
@@ -334,9 +304,9 @@ def check_writable(store: StudyStore) -> None:
         raise Unwritable(e.bare) from None
 
 
-def row_status(store: StudyStore, trial_id: str) -> str:
-    """The status in a trial's row ("completed" where it cannot be read)."""
+def row_status(store: StudyStore, trial_id: str) -> Status:
+    """The status in a trial's row (completed where it cannot be read)."""
     try:
-        return str(store.row_value(trial_id, "status") or "completed")
+        return Status(store.row_value(trial_id, "status") or Status.COMPLETED)
     except Exception:  # noqa: BLE001 - only for the progress line
-        return "completed"
+        return Status.COMPLETED

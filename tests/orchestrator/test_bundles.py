@@ -14,12 +14,14 @@ with its own row, history, checkpoint, attempts and retries.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestrator.run import bundle as B
+from orchestrator.run.protocol import Member, Unit
 from orchestrator.results.store import StudyStore
 from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
@@ -46,23 +48,27 @@ def test_auto_size_sends_short_grids_one_by_one_and_keeps_16_bundles_per_slot():
     assert B.auto_size(200, 100) == 1
 
 
-def test_bundles_keep_order_cover_every_trial_and_get_smaller_at_the_end():
-    members = [{"trial_id": f"t{i:03d}", "config": {}} for i in range(600)]
+def _ids(units: list[Unit]) -> list[list[str]]:
+    return [[m.trial_id for m in u.members] for u in units]
+
+
+def test_bundles_keep_order_cover_every_trial_and_get_smaller_at_the_end(tmp_path):
+    members = [_member(f"t{i:03d}", tmp_path, _common(tmp_path)) for i in range(600)]
     bundles = B.split(members, 19, 2)
-    flat = [m["trial_id"] for b in bundles for m in b]
-    assert flat == [m["trial_id"] for m in members]
-    lens = [len(b) for b in bundles]
+    assert [t for ids in _ids(bundles) for t in ids] == [m.trial_id for m in members]
+    lens = [len(u.members) for u in bundles]
     assert max(lens) == 19 and lens[-1] == 1 and lens == sorted(lens, reverse=True)
     assert len(bundles) < 600 / 19 + 20
+    assert not any(u.grouped for u in bundles)
     # a number asked for: bundles of that size, the last one what is left
-    assert [len(b) for b in B.split(members[:10], 4, 2, taper=False)] == [4, 4, 2]
+    assert [len(u.members) for u in B.split(members[:10], 4, 2, taper=False)] == [4, 4, 2]
+    assert [u.name for u in B.split(members[:5], 4, 2, taper=False)] == ["t000+3", "t004"]
 
 
-def test_trials_sent_again_by_retry_failed_go_alone():
-    members = [{"trial_id": "a", "config": {}}, {"trial_id": "b", "config": {}, "rerun": True},
-               {"trial_id": "c", "config": {}}, {"trial_id": "d", "config": {}}]
-    bundles = B.split(members, 4, 1, taper=False)
-    assert [[m["trial_id"] for m in b] for b in bundles] == [["b"], ["a", "c", "d"]]
+def test_trials_sent_again_by_retry_failed_go_alone(tmp_path):
+    a, b, c, d = (_member(t, tmp_path, _common(tmp_path)) for t in "abcd")
+    bundles = B.split([a, replace(b, rerun=True), c, d], 4, 1, taper=False)
+    assert _ids(bundles) == [["b"], ["a", "c", "d"]]
 
 
 # ---- in one process, without Ray -------------------------------------------------------------
@@ -72,16 +78,16 @@ def _common(tmp_path: Path, max_failures: int = 1) -> dict:
             "max_failures": max_failures, "cpu": 1.0, "gpu": 0.0, "schema": None, "workload_spec": None}
 
 
-def _member(tid: str, marker_dir: Path, **cfg) -> dict:
-    return {"trial_id": tid, "config": {"steps": 4, "work_units": 0, "lr": 0.1, "seed": 1, "fail": "none",
-                                        "marker_dir": str(marker_dir), **cfg}}
+def _member(tid: str, marker_dir: Path, common: dict, **cfg) -> Member:
+    return Member(trial_id=tid, config={"steps": 4, "work_units": 0, "lr": 0.1, "seed": 1, "fail": "none",
+                                        "marker_dir": str(marker_dir), **cfg}, **common)
 
 
 def test_a_raising_member_is_retried_in_the_bundle_then_failed_and_the_others_run(tmp_path):
-    marks = tmp_path / "markers"
-    members = [_member("a1", marks), _member("b2", marks, fail="raise"), _member("c3", marks)]
+    marks, common = tmp_path / "markers", _common(tmp_path)
+    members = (_member("a1", marks, common), _member("b2", marks, common, fail="raise"), _member("c3", marks, common))
     reports: list[dict] = []
-    B.run_bundle(members, _common(tmp_path), report=reports.append)
+    B.run_unit(Unit(members), report=reports.append)
     store = StudyStore(str(tmp_path / "res"))
     rows = store.rows().set_index("trial_id")
     assert sorted(rows.index) == ["a1", "b2", "c3"]
@@ -95,15 +101,16 @@ def test_a_raising_member_is_retried_in_the_bundle_then_failed_and_the_others_ru
     events = [e for r in reports for e in r["overnight_events"]]
     assert [e[:2] for e in events if e[0] == "done"] == [["done", "a1"], ["done", "b2"], ["done", "c3"]]
     assert [e[2] for e in events if e[0] == "done"] == ["completed", "failed", "completed"]
+    assert all(type(e[2]) is str for e in events)   # plain strings in the Tune results
     assert any(e[0] == "retry" and e[1] == "b2" and "synthetic failure" in e[2] for e in events)
 
 
 def test_a_bundle_run_again_skips_members_with_rows(tmp_path):
-    marks = tmp_path / "markers"
-    members = [_member("a1", marks), _member("b2", marks)]
-    B.run_bundle(members, _common(tmp_path))
+    marks, common = tmp_path / "markers", _common(tmp_path)
+    unit = Unit((_member("a1", marks, common), _member("b2", marks, common)))
+    B.run_unit(unit)
     reports: list[dict] = []
-    B.run_bundle(members, _common(tmp_path), report=reports.append)
+    B.run_unit(unit, report=reports.append)
     assert markers(marks, "start") == Counter({"a1": 1, "b2": 1})
     # skipped members are still reported, with the status of their row (the driver counts each once)
     assert [e for r in reports for e in r["overnight_events"]] == [["done", "a1", "completed"], ["done", "b2", "completed"]]
@@ -118,9 +125,11 @@ def test_a_member_that_died_too_often_in_this_run_gets_its_failed_row_without_ru
     for _ in range(5):
         store.bump("b2", "attempts")
     store.write_bytes("checkpoints/b2/died", b"RayActorError: The actor died unexpectedly")
-    B.run_bundle([_member("a1", marks)], _common(tmp_path, max_failures=1))
-    members = [_member("a1", marks), {**_member("b2", marks), "deaths": 1}, _member("c3", marks)]
-    B.run_bundle(members, _common(tmp_path, max_failures=1))
+    common = _common(tmp_path, max_failures=1)
+    B.run_unit(Unit((_member("a1", marks, common),)))
+    members = (_member("a1", marks, common), replace(_member("b2", marks, common), deaths=1),
+               _member("c3", marks, common))
+    B.run_unit(Unit(members))
     rows = store.rows().set_index("trial_id")
     assert rows.loc["b2", "status"] == "failed" and "process died" in rows.loc["b2", "error"]
     assert "actor died unexpectedly" in rows.loc["b2", "error"]
@@ -130,7 +139,7 @@ def test_a_member_that_died_too_often_in_this_run_gets_its_failed_row_without_ru
     for _ in range(5):
         store2.bump("b2", "attempts")
     common = {**_common(tmp_path), "results": str(tmp_path / "res2")}
-    B.run_bundle([{**_member("b2", marks), "deaths": 3}], common)
+    B.run_unit(Unit((replace(_member("b2", marks, common), deaths=3),)))
     assert store2.rows().iloc[0]["status"] == "completed"
 
 

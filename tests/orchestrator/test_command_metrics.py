@@ -17,6 +17,7 @@ import yaml
 from orchestrator.run import command as C
 from orchestrator.study import command_spec as CS
 from orchestrator.results.store import StudyStore
+from orchestrator.run.protocol import Member
 from orchestrator.run.trial import run_trial
 from tests.processes import overnight_subprocess
 
@@ -217,13 +218,13 @@ def test_a_function_workload_that_returns_no_primary_metric_is_failed(tmp_path):
     common = {"study": "s", "scale": "fast", "results": str(tmp_path / "res"), "stage_cache": str(tmp_path / "cache"),
               "data_root": str(tmp_path), "metric": "loss", "max_failures": 0, "workload":
               "tests.orchestrator.toy_workloads:Undeclared", "config": {"x": 2.0}}
-    row = run_trial({**common, "trial_id": "aaaa0001"})
+    row = run_trial(Member(**common, trial_id="aaaa0001"))
     assert row["status"] == "failed" and row["score"] == 4.0
     assert row["error"] == ("returned no `loss` (the study's metric; set allow_missing_metric: true to keep such "
                             "rows as completed)")
-    row = run_trial({**common, "trial_id": "aaaa0002", "allow_missing_metric": True})
+    row = run_trial(Member(**common, trial_id="aaaa0002", allow_missing_metric=True))
     assert row["status"] == "completed" and row["error"] == ""
-    row = run_trial({**common, "trial_id": "aaaa0003", "metric": "score"})
+    row = run_trial(Member(**{**common, "metric": "score"}, trial_id="aaaa0003"))
     assert row["status"] == "completed" and row["score"] == 4.0
 
 

@@ -14,12 +14,14 @@ history, checkpoint, retries and dedup.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from orchestrator.run import bundle as B
 from orchestrator.run import groups as G
+from orchestrator.run.protocol import Member, Unit
 from orchestrator.study.contract import LocalContext
 from orchestrator.results.store import StudyStore
 from tests.orchestrator.group_workloads import Grouped, GroupedParams, calls
@@ -36,20 +38,23 @@ def alone(config: dict) -> tuple[dict, list[dict]]:
 
 
 # ---- the driver's grouping ---------------------------------------------------------------------
-def test_members_are_grouped_by_key_capped_evenly_and_the_rest_is_bundled_as_before():
-    members = [{"trial_id": f"t{i}", "config": {"width": w, "seed": s}} for i, (w, s) in
+def test_members_are_grouped_by_key_capped_evenly_and_the_rest_is_bundled_as_before(tmp_path):
+    members = [Member(trial_id=f"t{i}", config={"width": w, "seed": s}, **_common(tmp_path)) for i, (w, s) in
                enumerate([(w, s) for w in (1, 2, 3) for s in range(10)][:21])]   # width 1: 10, 2: 10, 3: 1
-    keys = [m["config"]["width"] for m in members]
+    keys = [m.config["width"] for m in members]
     keys[5] = None                                                               # a trial without a key
     groups, rest = G.form(members, keys, 8)
-    assert [len(g) for g in groups] == [5, 4, 5, 5]        # 9 -> 5 + 4 (cap 8), 10 -> 5 + 5
-    assert [m["trial_id"] for m in rest] == ["t5", "t20"]  # no key; alone under its key
-    assert all(m[G.GROUP_KEY] for g in groups for m in g) and not any(G.GROUP_KEY in m for m in members)
-    assert sorted([m["trial_id"] for g in groups for m in g] + ["t20", "t5"]) == sorted(m["trial_id"] for m in members)
+    assert [len(g.members) for g in groups] == [5, 4, 5, 5]   # 9 -> 5 + 4 (cap 8), 10 -> 5 + 5
+    assert [m.trial_id for m in rest] == ["t5", "t20"]        # no key; alone under its key
+    assert all(g.grouped for g in groups)
+    assert sorted([m.trial_id for g in groups for m in g.members] + ["t20", "t5"]) == sorted(m.trial_id for m in members)
     assert G.form(members, keys, 1) == ([], members)       # group: off
+    # 3 under one key with a cap of 2: a group of 2, and one that runs as a bundle of one
+    groups, rest = G.form(members[:3], [1, 1, 1], 2)
+    assert [(len(g.members), g.grouped) for g in groups] == [(2, True), (1, False)] and rest == []
     assert G.group_cap("auto") == G.AUTO_GROUP == 8 and G.group_cap("off") == 1 and G.group_cap(3) == 3
     # --retry-failed trials and workloads without run_group are never grouped
-    cfgs = [{"trial_id": "a", "config": {"width": 1}}, {"trial_id": "b", "config": {"width": 1}, "rerun": True}]
+    cfgs = [replace(members[0], config={"width": 1}), replace(members[1], config={"width": 1}, rerun=True)]
     assert G.keys(Grouped, cfgs) == [Grouped.group_key({"width": 1}), None]
 
     class KeyOnly:
@@ -173,9 +178,14 @@ def _common(tmp_path: Path, max_failures: int = 1) -> dict:
             "max_failures": max_failures, "cpu": 1.0, "gpu": 0.0, "schema": None, "workload_spec": None}
 
 
-def _group(tmp_path: Path, n: int, **cfg) -> list[dict]:
+def _group(tmp_path: Path, n: int, common: dict | None = None, **cfg) -> list[Member]:
     full = GroupedParams(calls_dir=str(tmp_path / "calls"), **cfg).model_dump()
-    return [{"trial_id": f"{i:08x}", "config": {**full, "seed": i}, G.GROUP_KEY: True} for i in range(n)]
+    common = common or _common(tmp_path)
+    return [Member(trial_id=f"{i:08x}", config={**full, "seed": i}, **common) for i in range(n)]
+
+
+def _run(members: list[Member], grouped: bool = True, report=None) -> None:
+    B.run_unit(Unit(tuple(members), grouped=grouped), report=report)
 
 
 def _events(reports: list[dict]) -> list[list[str]]:
@@ -185,14 +195,14 @@ def _events(reports: list[dict]) -> list[list[str]]:
 def test_run_group_raising_sends_every_member_alone(tmp_path):
     members = _group(tmp_path, 3, group_raises=True)
     reports: list[dict] = []
-    B.run_bundle(members, _common(tmp_path), report=reports.append)
+    _run(members, report=reports.append)
     store = StudyStore(str(tmp_path / "res"))
     rows = store.rows().set_index("trial_id")
     groups, runs = calls(tmp_path / "calls")
-    assert len(groups) == 1 and sorted(runs) == sorted(rows.index) == [m["trial_id"] for m in members]
+    assert len(groups) == 1 and sorted(runs) == sorted(rows.index) == [m.trial_id for m in members]
     assert set(rows["status"]) == {"completed"} and (rows["attempts"] == 2).all()   # the group's try, then alone
     for m in members:
-        assert rows.loc[m["trial_id"], "loss"] == alone(m["config"])[0]["loss"]
+        assert rows.loc[m.trial_id, "loss"] == alone(m.config)[0]["loss"]
     events = _events(reports)
     assert sorted(e[1] for e in events if e[0] == "done") == sorted(rows.index)
     assert sum(e[0] == "retry" and "MemoryError" in e[2] for e in events) == 3
@@ -200,40 +210,39 @@ def test_run_group_raising_sends_every_member_alone(tmp_path):
 
 def test_members_with_rows_are_skipped_and_a_lone_member_left_runs_alone(tmp_path):
     members = _group(tmp_path, 4)
-    B.run_bundle([{k: v for k, v in m.items() if k != G.GROUP_KEY} for m in members[:2]], _common(tmp_path))
+    _run(members[:2], grouped=False)
     groups, runs = calls(tmp_path / "calls")
     assert groups == [] and len(runs) == 2
     reports: list[dict] = []
-    B.run_bundle(members, _common(tmp_path), report=reports.append)     # 2 without rows: one group call
+    _run(members, report=reports.append)     # 2 without rows: one group call
     groups, _ = calls(tmp_path / "calls")
-    assert [sorted(g) for g in groups] == [[m["trial_id"] for m in members[2:]]]
-    assert sorted(e[1] for e in _events(reports) if e[0] == "done") == [m["trial_id"] for m in members]
+    assert [sorted(g) for g in groups] == [[m.trial_id for m in members[2:]]]
+    assert sorted(e[1] for e in _events(reports) if e[0] == "done") == [m.trial_id for m in members]
     rows = StudyStore(str(tmp_path / "res")).rows()
     assert len(rows) == 4 and set(rows["status"]) == {"completed"} and (rows["attempts"] == 1).all()
     # one member left without a row: no group of one, it runs alone
     more = _group(tmp_path, 5)
-    B.run_bundle(more, _common(tmp_path))
+    _run(more)
     groups, runs = calls(tmp_path / "calls")
-    assert len(groups) == 1 and runs.count(more[4]["trial_id"]) == 1
+    assert len(groups) == 1 and runs.count(more[4].trial_id) == 1
 
 
 def test_a_group_whose_process_died_in_this_run_runs_its_members_one_by_one(tmp_path):
     members = _group(tmp_path, 3)
     store = StudyStore(str(tmp_path / "res"))
     for m in members:   # a try each, no row, no error: the group's process died
-        store.bump(m["trial_id"], "attempts")
-    B.run_bundle(members, _common(tmp_path))
+        store.bump(m.trial_id, "attempts")
+    _run(members)
     groups, runs = calls(tmp_path / "calls")
-    assert groups == [] and sorted(runs) == [m["trial_id"] for m in members]
+    assert groups == [] and sorted(runs) == [m.trial_id for m in members]
     rows = store.rows()
     assert set(rows["status"]) == {"completed"} and (rows["attempts"] == 2).all()
     # deaths from an earlier run (the driver passes them) do not count: the group runs as one
-    members = _group(tmp_path / "b", 3)
+    members = [replace(m, deaths=1) for m in _group(tmp_path / "b", 3)]
     store = StudyStore(str(tmp_path / "b" / "res"))
     for m in members:
-        store.bump(m["trial_id"], "attempts")
-        m["deaths"] = 1
-    B.run_bundle(members, _common(tmp_path / "b"))
+        store.bump(m.trial_id, "attempts")
+    _run(members)
     groups, runs = calls(tmp_path / "b" / "calls")
     assert len(groups) == 1 and runs == [] and set(store.rows()["status"]) == {"completed"}
 
@@ -249,7 +258,7 @@ def test_a_diverged_entry_is_a_diverged_row(tmp_path):
     W.Diverging = Diverging
     try:
         common = {**_common(tmp_path), "workload": "tests.orchestrator.group_workloads:Diverging"}
-        B.run_bundle(_group(tmp_path, 3), common)
+        _run(_group(tmp_path, 3, common))
     finally:
         del W.Diverging
     rows = StudyStore(str(tmp_path / "res")).rows().sort_values("seed")

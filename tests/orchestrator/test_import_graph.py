@@ -266,11 +266,11 @@ def test_the_room_rule_on_a_made_up_graph():
 
 # Imports that ran the wrong way (issue 25), each gone with what it was for moved where it belongs.
 WRONG_WAY = {
-    ("orchestrator.run.prepare", "orchestrator.run.execute"): "Plan is in orchestrator/run/plan.py",
+    ("orchestrator.run.prepare", "orchestrator.run.execute"): "Plan is in orchestrator/run/protocol.py",
     ("orchestrator.run.prepare", "orchestrator.report.page"): "write_report and study_rows are in report",
     ("orchestrator.results.store", "orchestrator.run.progress"): "fmt_duration is in orchestrator/formats.py",
     ("orchestrator.run.cache", "orchestrator.study.grid"): "canonical_json is in orchestrator/formats.py",
-    ("orchestrator.run.groups", "orchestrator.run.bundle"): "bundle runs groups (split_with_groups, run_bundle), not back",
+    ("orchestrator.run.groups", "orchestrator.run.bundle"): "bundle runs groups (split_with_groups, run_unit), not back",
 }
 
 
