@@ -24,7 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="overnight", description="Run research studies (grids of training runs) on Ray Tune; "
                                               "every finished trial is a row of a Parquet dataset.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+    _add_reading(sub)
+    return p
 
+
+def _add_run(sub) -> None:
+    """`overnight run`: the one command that starts Ray."""
     r = sub.add_parser("run", help="run (or resume) a study")
     r.add_argument("study", help="study YAML file, or the name of one in configs/studies/")
     r.add_argument("--scale", default="fast", help="smoke | fast | full (default: fast)")
@@ -46,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--num-gpus", type=float, default=None, help="GPUs of the embedded local Ray (may exceed the real ones: fake GPUs)")
     r.add_argument("--no-report", action="store_true", help="do not print the report at the end")
 
+
+def _add_reading(sub) -> None:
+    """The commands that read results, study files or workloads, and never start Ray."""
     s = sub.add_parser("status", help="summarise a results directory (does not start Ray)")
     s.add_argument("results_dir", nargs="?", default=DEFAULT_RESULTS)
     s.add_argument("--all-rows", action="store_true",
@@ -82,7 +91,6 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--studies", default="configs/studies", help="folder of study files")
     f.add_argument("--scale", default="fast", choices=("smoke", "fast", "full"))
     f.add_argument("--out", default=None, help="write the index here (e.g. docs/results/README.md)")
-    return p
 
 
 # ------------------------------------------------------------------------------------------
