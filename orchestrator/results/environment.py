@@ -132,7 +132,8 @@ def code_version(root: Path | None = None) -> dict:
     outputs (NOT_CODE), and overnight's version. No git (an installed package): the commit is None."""
     from orchestrator.version import __version__
 
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    # this file is orchestrator/results/environment.py: the checkout is three levels up
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     out: dict[str, str | bool | None] = {"commit": None, "dirty": None, "overnight": __version__}
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
