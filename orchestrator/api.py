@@ -55,7 +55,7 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
     ``group``: the study's ``group`` overridden (orchestrator/run/groups.py)."""
     from orchestrator.run import execute
     from orchestrator.run.prepare import plan_run
-    from orchestrator.results.store import study_store
+    from orchestrator.results.dataset import study_store
 
     study, trials = prep.study, prep.trials
     store = study_store(results, study.name, prep.scale)
@@ -173,7 +173,7 @@ def load(results_dir: str | Path, all_rows: bool = False) -> pd.DataFrame:
     import warnings
 
     from orchestrator.report import definitions as D
-    from orchestrator.results.store import find_studies
+    from orchestrator.results.dataset import find_studies
 
     frames = []
     for store in find_studies(str(results_dir)):
@@ -193,7 +193,7 @@ def report_markdown(results_dir: str | Path, html: str | Path | None = None, all
     ``all_rows``: rows of earlier definitions too, labelled (`overnight report --all-rows`)."""
     from orchestrator.report import html as html_page
     from orchestrator.report import page as report
-    from orchestrator.results.store import find_studies
+    from orchestrator.results.dataset import find_studies
 
     stores = find_studies(str(results_dir))
     reports = [report.for_store(store, all_rows=all_rows) for store in stores]

@@ -192,7 +192,7 @@ def run_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any],
                report: Callable[[dict], None] | None = None) -> None:
     """Run a bundle's members one after another (see the module doc), or a vectorised group's
     together (orchestrator/run/groups.py; those that fail there then run alone). ``report``: tune.report."""
-    from orchestrator.results.store import StudyStore
+    from orchestrator.results.dataset import StudyStore
     from orchestrator.run.trial import check_writable, row_status
 
     store = StudyStore(common["results"])
@@ -239,9 +239,9 @@ def run_member(payload: dict[str, Any], store, *, check_deaths: bool, deaths_bef
     if check_deaths:   # (run_trial itself skips a member that has a row)
         if not payload.get("rerun") and store.exists(L.trial_row(tid)):
             return "skipped"
-        deaths = store.counter(tid, "attempts") - store.counter(tid, "errors") - deaths_before
+        deaths = store.counter(tid, L.ATTEMPTS) - store.counter(tid, L.ERRORS) - deaths_before
         if deaths >= payload["max_failures"] + DEATHS_ALLOWED:
-            last = (store.read_bytes(L.counter(tid, "died")) or b"").decode(errors="replace").strip()
+            last = (store.read_bytes(L.death_note(tid)) or b"").decode(errors="replace").strip()
             failed_row(payload, "trial process died (all retries used)" + (f": {last}" if last else ""))
             return R.FAILED
     tries = 0

@@ -128,7 +128,7 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
             tries.append(open_try(p, store))
     except Exception:  # noqa: BLE001 - not the workload's run: the lone path retries and reports it
         for t in tries:
-            store.bump(t.p.trial_id, "errors")
+            store.bump(t.p.trial_id, L.ERRORS)
         return todo
     seed_everything(tries[0].ctx.seed)
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
     for m, t, result in zip(todo, tries, results):
         tid = t.p.trial_id
         if isinstance(result, BaseException) and not isinstance(result, Diverged):
-            store.bump(tid, "errors")   # this try failed; the lone path gives the member its retries
+            store.bump(tid, L.ERRORS)   # this try failed; the lone path gives the member its retries
             on_retry(tid, f"in its group: {type(result).__name__}: {result}"[:300])
             left.append(m)
             continue
@@ -152,7 +152,7 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
             row = close_try(t, store, status, error, metrics, wall_s=share)
         except Exception as e:  # noqa: BLE001 - writing its row failed: a full or read-only location stops here
             check_writable(store)
-            store.bump(tid, "errors")
+            store.bump(tid, L.ERRORS)
             on_retry(tid, f"{type(e).__name__}: {e}"[:300])
             left.append(m)
             continue
@@ -162,6 +162,8 @@ def run_group_bundle(members: list[Mapping[str, Any]], common: Mapping[str, Any]
 
 def _died_in_this_run(store, member: Mapping[str, Any]) -> bool:
     """A try of this member in this run ended without a row and without an error: its process died."""
+    from orchestrator.results import layout as L
+
     tid = member["trial_id"]
-    return store.counter(tid, "attempts") - store.counter(tid, "errors") - member.get("deaths", 0) > 0
+    return store.counter(tid, L.ATTEMPTS) - store.counter(tid, L.ERRORS) - member.get("deaths", 0) > 0
 

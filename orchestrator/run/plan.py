@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.study.grid import Trial
 from orchestrator.study.spec import Study
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from orchestrator.run import bundle as B
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 
