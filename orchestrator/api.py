@@ -141,7 +141,7 @@ def report_markdown(results_dir: str | Path, html: str | Path | None = None, all
     # demo — smoke scale
     """
     from orchestrator.report.result import write_reports
-    from orchestrator.results.store import find_studies
+    from orchestrator.results.dataset import find_studies
 
     return write_reports(find_studies(str(results_dir)), str(html) if html else None, all_rows)
 

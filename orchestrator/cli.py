@@ -98,7 +98,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from orchestrator.run.launch import check_bundle, check_group, execute_study, study_path
     from orchestrator.run.execute import describe
     from orchestrator.run.prepare import pending, prepare
-    from orchestrator.results.store import study_store
+    from orchestrator.results.dataset import study_store
 
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise UserError(f"must be at least 1 (got {a.max_concurrent})", source="--max-concurrent")
@@ -152,7 +152,7 @@ def _study_dirs(results_dir: str) -> list:
     """The studies under a results location, or the one study of a Parquet export
     (orchestrator/results/export.py: its rows, study.json and artifacts)."""
     from orchestrator.results.export import is_export, open_export
-    from orchestrator.results.store import find_studies
+    from orchestrator.results.dataset import find_studies
 
     if is_export(str(results_dir)):
         return [open_export(str(results_dir))]

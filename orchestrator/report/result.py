@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.report.definitions import View
-    from orchestrator.results.store import StudyStore
+    from orchestrator.results.dataset import StudyStore
 
 MODES = ("min", "max")
 
@@ -85,7 +85,7 @@ class StudyResult:
         """The result of the study in ``store`` (RESULTS/<study>/<scale>). ``trial_ids``: its
         current trials (default: those of its study.json).
 
-        >>> from orchestrator.results.store import StudyStore
+        >>> from orchestrator.results.dataset import StudyStore
         >>> StudyResult.of_store(StudyStore("results/demo/smoke"))
         StudyResult(demo/smoke: 4 trials, 2 completed, 2 failed, 0 diverged, 0 pending)
         """
@@ -100,7 +100,7 @@ class StudyResult:
         >>> StudyResult.read("results").studies
         [StudyResult(demo/smoke: 4 trials, 2 completed, 2 failed, 0 diverged, 0 pending)]
         """
-        from orchestrator.results.store import find_studies
+        from orchestrator.results.dataset import find_studies
 
         stores = find_studies(str(location))
         return cls([study_rows(store, all_rows=all_rows) for store in stores], str(location), all_rows)

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from orchestrator.results import layout as L
 from orchestrator.errors import UserError
 from orchestrator.results.rows import schema_from_json
-from orchestrator.results.store import StudyStore, open_fs
+from orchestrator.results.dataset import StudyStore
+from orchestrator.results.filesystem import open_fs
 
 
 def rows_table(store: StudyStore) -> pa.Table:
@@ -54,7 +55,7 @@ META_KEY = b"overnight.study"
 
 
 def export(store: StudyStore, out: str) -> int:
-    table = rows_table(store).sort_by("trial_id") if store.list(L.TRIALS, ".parquet") else rows_table(store)
+    table = rows_table(store).sort_by("trial_id") if store.list(L.TRIALS, L.PART) else rows_table(store)
     lower = out.lower()
     if lower.endswith((".parquet", ".pq")):
         manifest = store.manifest()
@@ -124,10 +125,10 @@ def open_export(path: str, into: str | None = None) -> StudyStore:
         atexit.register(shutil.rmtree, folder, True)
     store = StudyStore(L.join(folder, manifest["study"]["name"], manifest["scale"]))
     store.write_manifest(manifest)
-    store.write_table(L.join(L.TRIALS, "export.parquet"), table.replace_schema_metadata(None))
+    store.write_table(L.trial_row("export"), table.replace_schema_metadata(None))
     stem = Path(path).name.rpartition(".")[0]
     for sibling in sorted(Path(path).parent.glob(f"{stem}.*.parquet")):
         name = sibling.name[len(stem) + 1: -len(".parquet")]
         if name and "." not in name:
-            store.write_table(L.join(L.artifact_dir(name), "export.parquet"), pq.read_table(sibling))
+            store.write_table(L.artifact(name, "export"), pq.read_table(sibling))
     return store

@@ -9,7 +9,7 @@ import json
 import math
 import types
 import typing
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Literal, Union
 
@@ -48,6 +48,11 @@ ROW_COLUMNS = [name for name, _ in ROW_FIELDS + ROW_TAIL]
 # columns whatever it reports; pivot with pandas `pivot_table` or DuckDB `PIVOT`
 HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("step", pa.int64()), ("time", pa.float64()),
                             ("phase", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: the times of a row (started_at, finished_at) and of a run."""
+    return datetime.now(timezone.utc)
 
 
 _SCALARS: dict[Any, pa.DataType] = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(),

@@ -187,7 +187,7 @@ def _units(ref) -> list[Unit]:
 def run_unit(unit: Unit, report: Callable[[dict], None] | None = None) -> None:
     """Run a bundle's members one after another (see the module doc), or a vectorised group's
     together (orchestrator/run/groups.py; those that fail there then run alone). ``report``: tune.report."""
-    from orchestrator.results.store import StudyStore
+    from orchestrator.results.dataset import StudyStore
     from orchestrator.run.trial import check_writable, row_status
 
     members: Sequence[Member] = unit.members
@@ -233,9 +233,9 @@ def run_member(member: Member, store, *, check_deaths: bool, on_retry: Callable[
     if check_deaths:   # (run_trial itself skips a member that has a row)
         if not member.rerun and store.exists(L.trial_row(tid)):
             return NotRun.HAD_ROW
-        deaths = store.counter(tid, "attempts") - store.counter(tid, "errors") - member.deaths
+        deaths = store.counter(tid, L.ATTEMPTS) - store.counter(tid, L.ERRORS) - member.deaths
         if deaths >= member.max_failures + DEATHS_ALLOWED:
-            last = (store.read_bytes(L.counter(tid, "died")) or b"").decode(errors="replace").strip()
+            last = (store.read_bytes(L.death_note(tid)) or b"").decode(errors="replace").strip()
             failed_row(member, "trial process died (all retries used)" + (f": {last}" if last else ""))
             return Status.FAILED
     tries = 0

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 from orchestrator.formats import canonical_json
-from orchestrator.results.store import FileStore
+from orchestrator.results import layout as L
+from orchestrator.results.filesystem import LocalFilesystem, filesystem
 
 
 def stage_key(key: Mapping[str, Any]) -> str:
@@ -24,11 +25,11 @@ def stage_key(key: Mapping[str, Any]) -> str:
 
 class StageCache:
     def __init__(self, location: str):
-        self.files = FileStore(location)
+        self.files = filesystem(location)
         self.builds = 0  # how many times this process ran a build (for tests and logs)
 
     def _rel(self, digest: str) -> str:
-        return f"{digest}.pkl"
+        return L.stage_object(digest)
 
     def load(self, key: Mapping[str, Any]) -> Any | None:
         data = self.files.read_bytes(self._rel(stage_key(key)))
@@ -36,13 +37,13 @@ class StageCache:
 
     @contextmanager
     def _build_lock(self, digest: str) -> Iterator[None]:
-        if not self.files.local:
+        if not isinstance(self.files, LocalFilesystem):
             yield
             return
         import fcntl
 
         self.files.makedirs("")
-        fd = os.open(self.files.local_path(f".{digest}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.files.local_path(L.stage_build_lock(digest)), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -62,5 +63,5 @@ class StageCache:
             value = build()
             self.builds += 1
             self.files.write_bytes(self._rel(digest), pickle.dumps(value, protocol=5))
-            self.files.write_json(f"{digest}.key.json", dict(key))
+            self.files.write_json(L.stage_key_file(digest), dict(key))
             return value

@@ -25,7 +25,8 @@ from orchestrator.formats import fmt_duration
 from orchestrator.run.progress import Progress
 from orchestrator.run.protocol import Plan, Status
 from orchestrator.study.spec import Study
-from orchestrator.results.store import StudyStore, join, utcnow
+from orchestrator.results.dataset import StudyStore
+from orchestrator.results.rows import utcnow
 
 # Set before Ray is imported anywhere in this process; embedded workers inherit them.
 _RAY_ENV = {
@@ -299,7 +300,7 @@ def _tuner(plan: Plan, sweep, limit: int | None):
     names = [u.name for u in units]
     res = plan.study.resources
     resources = {"cpu": res.cpu, "gpu": res.gpu, **res.custom}
-    storage = join(store.location, "_tune") if "://" in store.location else os.path.join(store.location, "_tune")
+    storage = L.tune_location(store.location)
     return tune.Tuner(
         tune.with_resources(tune.with_parameters(B.trainable, table=[ray.put(units)]), resources),
         # A Tune trial's config is the index of its unit; the units travel in the object store

@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
+from orchestrator.results import layout as L
 from orchestrator.run.protocol import Member, Status, Unit
 
 AUTO_GROUP = 8          # the most trials in one group with ``group: auto``
@@ -123,7 +124,7 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
             tries.append(open_try(m, store))
     except Exception:  # noqa: BLE001 - not the workload's run: the lone path retries and reports it
         for t in tries:
-            store.bump(t.p.trial_id, "errors")
+            store.bump(t.p.trial_id, L.ERRORS)
         return todo
     seed_everything(tries[0].ctx.seed)
     t0 = time.perf_counter()
@@ -138,7 +139,7 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
     for m, t, result in zip(todo, tries, results):
         tid = t.p.trial_id
         if isinstance(result, BaseException) and not isinstance(result, Diverged):
-            store.bump(tid, "errors")   # this try failed; the lone path gives the member its retries
+            store.bump(tid, L.ERRORS)   # this try failed; the lone path gives the member its retries
             on_retry(tid, f"in its group: {type(result).__name__}: {result}"[:300])
             left.append(m)
             continue
@@ -147,7 +148,7 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
             row = close_try(t, store, status, error, metrics, wall_s=share)
         except Exception as e:  # noqa: BLE001 - writing its row failed: a full or read-only location stops here
             check_writable(store)
-            store.bump(tid, "errors")
+            store.bump(tid, L.ERRORS)
             on_retry(tid, f"{type(e).__name__}: {e}"[:300])
             left.append(m)
             continue
@@ -158,5 +159,5 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
 def _died_in_this_run(store, member: Member) -> bool:
     """A try of this member in this run ended without a row and without an error: its process died."""
     tid = member.trial_id
-    return store.counter(tid, "attempts") - store.counter(tid, "errors") - member.deaths > 0
+    return store.counter(tid, L.ATTEMPTS) - store.counter(tid, L.ERRORS) - member.deaths > 0
 

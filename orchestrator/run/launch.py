@@ -67,7 +67,7 @@ def execute_study(prep, results: str, *, data_root: str, retry_failed: bool = Fa
     ``group``: the study's ``group`` overridden (orchestrator/run/groups.py)."""
     from orchestrator.run import execute
     from orchestrator.run.prepare import plan_run
-    from orchestrator.results.store import study_store
+    from orchestrator.results.dataset import study_store
 
     study, trials = prep.study, prep.trials
     store = study_store(results, study.name, prep.scale)

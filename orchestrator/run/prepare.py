@@ -203,7 +203,7 @@ def deaths_so_far(store, trial_ids: set[str]) -> dict[str, int]:
         return {}
     out = {}
     for tid in set(store.list_dirs(L.CHECKPOINTS)) & trial_ids:
-        n = store.counter(tid, "attempts") - store.counter(tid, "errors")
+        n = store.counter(tid, L.ATTEMPTS) - store.counter(tid, L.ERRORS)
         if n > 0:
             out[tid] = n
     return out

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.results.rows import Status
 
 if TYPE_CHECKING:   # only annotations: a trial process imports this module, and needs none of these
-    from orchestrator.results.store import StudyStore
+    from orchestrator.results.dataset import StudyStore
     from orchestrator.study.grid import Trial
     from orchestrator.study.spec import Study
 

@@ -19,7 +19,7 @@ from orchestrator.results import layout as L
 from orchestrator.errors import UserError
 from orchestrator.run.progress import Progress
 from orchestrator.run.protocol import Member, Status, Unit
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from orchestrator.run.trial import failed_row, row_status
 
 
@@ -122,7 +122,7 @@ class Bridge(tune.Callback):
         err = last_error_line(str(getattr(trial, "error_msg", "") or "").strip().splitlines())
         if err and len(sweep.members_of(trial)) > 1:
             try:  # the member's failed row says why, if it comes to that (orchestrator/run/bundle.py)
-                sweep.store.write_bytes(L.counter(tid, "died"), err.encode())
+                sweep.store.write_bytes(L.death_note(tid), err.encode())
             except OSError:
                 pass
         progress.note(f"trial {tid} failed, retrying" + (f": {err}" if err else ""))

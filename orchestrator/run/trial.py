@@ -25,7 +25,8 @@ from orchestrator.run.cache import StageCache
 from orchestrator.run.protocol import Member, Status
 from orchestrator.errors import UserError
 from orchestrator.study.contract import Diverged
-from orchestrator.results.store import StudyStore, utcnow
+from orchestrator.results.dataset import StudyStore
+from orchestrator.results.rows import utcnow
 
 
 def error_text(exc: BaseException) -> str:
@@ -145,7 +146,7 @@ def _attempt(p: Member, store: StudyStore, on_retry: Callable[[str], None] | Non
     except Diverged as e:
         status, error, metrics = outcome(p, e)
     except Exception as e:  # any workload error becomes a row once retries are spent
-        errors = store.bump(p.trial_id, "errors")
+        errors = store.bump(p.trial_id, L.ERRORS)
         if errors <= p.max_failures and on_retry is None:
             raise
         retry = errors <= p.max_failures
@@ -173,7 +174,7 @@ class Try:
 
 def open_try(p: Member, store: StudyStore) -> Try:
     """Count the try (``attempts``), load the workload, seed, and build the trial's ctx."""
-    attempts = store.bump(p.trial_id, "attempts")
+    attempts = store.bump(p.trial_id, L.ATTEMPTS)
     workload_cls = registry.load(p.workload, p.workload_spec)
     _, metrics_model, artifact_models = P.declared(workload_cls)
     declared_metrics = set(metrics_model.model_fields) if metrics_model is not None else None
@@ -286,7 +287,7 @@ def failed_row(p: Member, error: str) -> dict[str, Any]:
     now = utcnow()
     row = {"trial_id": p.trial_id, "study": p.study, "scale": p.scale, "status": Status.FAILED, **p.config,
            "started_at": now, "finished_at": now, "wall_s": 0.0, "host": "", "device": "",
-           "attempts": store.counter(p.trial_id, "attempts"), "error": error[:4000]}
+           "attempts": store.counter(p.trial_id, L.ATTEMPTS), "error": error[:4000]}
     store.write_row(row, R.schema_from_json(p.schema) if p.schema else None)
     return row
 

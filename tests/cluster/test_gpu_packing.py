@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from orchestrator.run import trial as trialmod
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.processes import overnight_subprocess, ray_env
 
 pytestmark = pytest.mark.cluster

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.cluster.loopback import RAY, LoopbackCluster, job_server_available, private_mounts_available
 from tests.conftest import ROOT, wait_until
 from tests.processes import alive, kill_family, overnight_subprocess, start_overnight

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.study import grid, params, spec
-from orchestrator.results.rows import RESERVED, arrow_type, cell
-from orchestrator.results.store import artifact_table
+from orchestrator.results.rows import RESERVED, arrow_type, artifact_table, cell
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.settings import NUDGE_ETAS, Settings, eta_name, resolve

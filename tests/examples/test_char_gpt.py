@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from orchestrator.run.trial import derive_seed
 from tests.conftest import ROOT
 

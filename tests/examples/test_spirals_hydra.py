@@ -25,7 +25,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.study.contract import LocalContext
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.conftest import ROOT
 from workloads.quantcorr import Classification
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestrator.results import layout as L
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ARCHS = [(32, 2), (32, 4), (64, 2)]

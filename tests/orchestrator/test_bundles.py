@@ -22,7 +22,7 @@ import yaml
 
 from orchestrator.run import bundle as B
 from orchestrator.run.protocol import Member, Unit
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 

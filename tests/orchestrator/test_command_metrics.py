@@ -16,7 +16,7 @@ import yaml
 
 from orchestrator.run import command as C
 from orchestrator.study import command_spec as CS
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from orchestrator.run.protocol import Member
 from orchestrator.run.trial import run_trial
 from tests.processes import overnight_subprocess

@@ -14,7 +14,7 @@ from orchestrator.study import params as P
 from orchestrator.results import rows as R
 from orchestrator.errors import UserError
 from orchestrator.run.prepare import prepare
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.processes import overnight_subprocess
 
 TOY = "tests.orchestrator.toy_workloads:Toy"
@@ -149,13 +149,13 @@ def mixed_study(tmp_path_factory, ray_local):
 
 
 def test_every_part_file_has_the_study_schema(mixed_study):
-    folder = mixed_study.local_path("trials")
+    folder = mixed_study.files.local_path("trials")
     schemas = {pq.read_schema(p).remove_metadata() for p in folder.glob("*.parquet")}
     assert len(schemas) == 1
     frozen = R.schema_from_json(mixed_study.manifest()["schema"])
     assert schemas.pop() == frozen
     assert frozen.field("lr").type == pa.float64() and frozen.field("final_step").type == pa.int64()
-    hist = {pq.read_schema(p).remove_metadata() for p in mixed_study.local_path("history").glob("*.parquet")}
+    hist = {pq.read_schema(p).remove_metadata() for p in mixed_study.files.local_path("history").glob("*.parquet")}
     assert len(hist) == 1
 
 
@@ -187,7 +187,7 @@ def test_four_readers_read_the_whole_mixed_study(mixed_study):
     import pandas as pd
     import polars as pl
 
-    folder = str(mixed_study.local_path("trials"))
+    folder = str(mixed_study.files.local_path("trials"))
     frames = {
         "pandas": pd.read_parquet(folder),
         "pyarrow": pq.read_table(folder).to_pandas(),
@@ -203,7 +203,7 @@ def test_four_readers_read_the_whole_mixed_study(mixed_study):
         # null in failed rows, NaN in diverged ones: both missing to pandas; 8 real values
         assert df["loss"].notna().sum() == 8, reader
         assert df.loc[df["status"] == "failed", "final_step"].isna().all(), reader
-    hist = str(mixed_study.local_path("history"))
+    hist = str(mixed_study.files.local_path("history"))
     assert len(duckdb.sql(f"SELECT * FROM '{hist}/*.parquet'").df()) == len(pd.read_parquet(hist))
     assert len(pl.read_parquet(f"{hist}/*.parquet")) == len(pd.read_parquet(hist)) > 0
 

@@ -16,7 +16,7 @@ from orchestrator.report import definitions as D
 from orchestrator.study.grid import Trial, trial_id
 from orchestrator.run.prepare import freeze, prepare
 from orchestrator.results.rows import schema_to_json
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.conftest import ROOT
 
 SYNTHETIC = ROOT / "configs" / "studies" / "synthetic.yaml"

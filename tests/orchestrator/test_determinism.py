@@ -33,7 +33,7 @@ import pytest
 from orchestrator.run import registry
 from orchestrator.cli import main
 from orchestrator.study.contract import KNOBS, NotBitIdentical, determinism
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.orchestrator.test_bundles import run_record
 from tests.processes import kill_when, start_overnight
 from tests.regression.smoke_cases import VOLATILE

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

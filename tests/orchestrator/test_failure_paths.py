@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.conftest import wait_until
 from tests.processes import kill_family, overnight_subprocess, ray_env, start_overnight
 

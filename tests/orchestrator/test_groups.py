@@ -23,7 +23,7 @@ from orchestrator.run import bundle as B
 from orchestrator.run import groups as G
 from orchestrator.run.protocol import Member, Unit
 from orchestrator.study.contract import LocalContext
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.orchestrator.group_workloads import Grouped, GroupedParams, calls
 from tests.orchestrator.test_bundles import run_record, write
 

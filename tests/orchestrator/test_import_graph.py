@@ -253,13 +253,13 @@ def test_the_room_rule_on_a_made_up_graph():
     graph = {
         "orchestrator.report.page": {"orchestrator.run.registry", "orchestrator.results.rows", "orchestrator.errors"},
         "orchestrator.run.trial": {"orchestrator.study.params", "orchestrator.report.page"},
-        "orchestrator.results.store": {"orchestrator.api"},
+        "orchestrator.results.dataset": {"orchestrator.api"},
         "orchestrator.formats": {"orchestrator.results.rows"},
         "orchestrator.cli": {"orchestrator.report.page", "orchestrator.api"},
     }
     assert _upward(graph) == [
         ("orchestrator.run.trial", "orchestrator.report.page"),
-        ("orchestrator.results.store", "orchestrator.api"),
+        ("orchestrator.results.dataset", "orchestrator.api"),
         ("orchestrator.formats", "orchestrator.results.rows"),
     ]
 
@@ -268,7 +268,7 @@ def test_the_room_rule_on_a_made_up_graph():
 WRONG_WAY = {
     ("orchestrator.run.prepare", "orchestrator.run.execute"): "Plan is in orchestrator/run/protocol.py",
     ("orchestrator.run.prepare", "orchestrator.report.page"): "write_report and study_rows are in report",
-    ("orchestrator.results.store", "orchestrator.run.progress"): "fmt_duration is in orchestrator/formats.py",
+    ("orchestrator.results.lock", "orchestrator.run.progress"): "fmt_duration is in orchestrator/formats.py",
     ("orchestrator.run.cache", "orchestrator.study.grid"): "canonical_json is in orchestrator/formats.py",
     ("orchestrator.run.groups", "orchestrator.run.bundle"): "bundle runs groups (split_with_groups, run_unit), not back",
 }

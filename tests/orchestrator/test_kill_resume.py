@@ -10,7 +10,7 @@ from collections import Counter
 
 import yaml
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.processes import kill_when, overnight_subprocess, ray_env, start_overnight
 
 

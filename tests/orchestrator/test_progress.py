@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.run.progress import Progress
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 
 LINE = re.compile(r"(\d+)/(\d+) finished \| (\d+) running")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")   # on a TTY rich draws the line with escape codes

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from orchestrator.results import rows as R
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from orchestrator.run import bundle as B
 from orchestrator.run.prepare import plan_run, prepare
 from orchestrator.run.progress import Progress

@@ -11,7 +11,10 @@ import pytest
 
 from orchestrator.run.cache import StageCache
 from orchestrator.errors import LockedError, UserError
-from orchestrator.results.store import StudyStore, parquet_part, utcnow
+from orchestrator.results.dataset import StudyStore, parquet_part
+from orchestrator.results.filesystem import LocalFilesystem, ObjectStoreFilesystem, filesystem
+from orchestrator.results.lock import boot_id, pid_alive, pid_started
+from orchestrator.results.rows import utcnow
 
 
 def row(tid: str, **extra):
@@ -184,3 +187,38 @@ def test_uri_query_stays_at_the_end_of_every_location():
     assert study_location(base, "st", "fast") == "s3://bucket/prefix/st/fast?endpoint_override=127.0.0.1:9000&scheme=http"
     assert stage_cache_location(base).startswith("s3://bucket/prefix/_cache/stages?endpoint_override=")
     assert join("s3://b/x", "a", "b") == "s3://b/x/a/b" and join("/tmp/a", "b") == "/tmp/a/b"
+
+
+def test_every_location_form_gets_its_filesystem(tmp_path, monkeypatch):
+    """A local path in any spelling (relative, ~, file://, and the local:// that pyarrow opens on the
+    local disk) is a local directory; any other URI an object store, its query kept in the location."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    local = {str(tmp_path / "a" / ".." / "b"): tmp_path / "b", "rel/x": tmp_path / "rel" / "x",
+             "~/x": tmp_path / "home" / "x", f"file://{tmp_path}/y": tmp_path / "y",
+             f"local://{tmp_path}/z": tmp_path / "z"}
+    for where, base in local.items():
+        fs = filesystem(where)
+        assert type(fs) is LocalFilesystem and fs.location == where and fs.base == str(base), where
+        assert fs.local_path("trials/t.parquet") == base / "trials" / "t.parquet"
+    uri = "s3://bucket/p?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+    for where, base in {uri: "bucket/p", "mock:///m": "m"}.items():
+        fs = filesystem(where)
+        assert type(fs) is ObjectStoreFilesystem and fs.location == where and fs.base == base, where
+        assert fs.path("trials/t.parquet") == f"{base}/trials/t.parquet"
+    with pytest.raises(UserError, match="cannot open results location"):
+        filesystem("nosuch://x")
+
+
+def test_a_pid_is_alive_only_as_the_process_that_started_then():
+    import subprocess
+    import sys
+
+    me = os.getpid()
+    assert pid_alive(me) and pid_alive(me, pid_started(me)) and pid_started(me)
+    assert not pid_alive(me, "1")            # the same pid, started at another time: another process
+    assert not pid_alive(0) and not pid_alive(-1)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid) and pid_started(child.pid) == ""
+    assert boot_id() == boot_id() != ""

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.cluster.loopback import _descendants
 from tests.processes import alive, kill_driver, overnight_subprocess, ray_env, start_overnight
 

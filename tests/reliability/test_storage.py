@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.conftest import wait_until
 
 

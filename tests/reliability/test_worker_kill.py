@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

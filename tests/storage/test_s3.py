@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 from tests.conftest import wait_until
 from tests.processes import alive, kill_driver, kill_when, overnight_subprocess, ray_env, start_overnight
 KILLS = 2   # two SIGKILLs mid-sweep are what the tests below need; each costs a driver start (CI time)

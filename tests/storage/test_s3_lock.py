@@ -18,11 +18,12 @@ from datetime import datetime, timezone
 import pytest
 
 from orchestrator.errors import LockedError
-from orchestrator.results.store import DriverLock, StudyStore
+from orchestrator.results.dataset import StudyStore
+from orchestrator.results.lock import HeartbeatLock
 
 HOLD = """
 import sys
-from orchestrator.results.store import StudyStore
+from orchestrator.results.dataset import StudyStore
 lock = StudyStore(sys.argv[1]).lock()
 lock.acquire()
 print("locked", flush=True)
@@ -86,7 +87,7 @@ def test_a_sigkilled_drivers_lock_is_taken_over_at_once_on_the_same_host(store, 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)                                 # reaped: that pid is gone
     left = lock_file(store)
-    assert left["pid"] == proc.pid and time.time() - left["beat"] < DriverLock.STALE_S   # a fresh heartbeat...
+    assert left["pid"] == proc.pid and time.time() - left["beat"] < HeartbeatLock.STALE_S   # a fresh heartbeat...
     assert store.lock().holder() is None          # ... yet status no longer reports a driver
     with store.lock():                            # ... and the next driver does not wait for it
         assert lock_file(store)["pid"] == os.getpid()
@@ -143,8 +144,8 @@ def test_another_hosts_expired_lock_is_taken_over(store):
 
 
 def test_of_two_drivers_claiming_together_the_overwritten_one_backs_off(store, monkeypatch):
-    mine = DriverLock(store)
-    real_write = store.write_json
+    mine = HeartbeatLock(store.files)
+    real_write = store.files.write_json
 
     def racing_write(rel, obj):
         real_write(rel, obj)
@@ -152,14 +153,14 @@ def test_of_two_drivers_claiming_together_the_overwritten_one_backs_off(store, m
             # the other driver read "no lock" at the same moment and writes its claim right after ours
             real_write(rel, {**obj, "host": "other-node", "pid": 77, "token": "theirs"})
 
-    monkeypatch.setattr(store, "write_json", racing_write)
+    monkeypatch.setattr(store.files, "write_json", racing_write)
     with pytest.raises(LockedError, match=r"at the same moment \(host other-node, pid 77\)"):
         mine.acquire()
     assert lock_file(store)["token"] == "theirs"
 
 
 def test_heartbeat_refreshes_and_never_overwrites_a_lock_taken_over(store, monkeypatch):
-    monkeypatch.setattr(DriverLock, "BEAT_S", 0.05)
+    monkeypatch.setattr(HeartbeatLock, "BEAT_S", 0.05)
     lock = store.lock()
     read = lock._read
     stall, parked, resume = threading.Event(), threading.Event(), threading.Event()
@@ -193,7 +194,7 @@ def test_heartbeat_refreshes_and_never_overwrites_a_lock_taken_over(store, monke
 
 
 def test_release_lets_a_beat_under_way_finish_and_leaves_no_lock_behind(store, monkeypatch):
-    monkeypatch.setattr(DriverLock, "BEAT_S", 0.05)
+    monkeypatch.setattr(HeartbeatLock, "BEAT_S", 0.05)
     lock = store.lock()
     beat = lock._beat
     in_beat, go, beaten = threading.Event(), threading.Event(), threading.Event()
