@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import UserError
-from orchestrator.results.rows import RESERVED
 
 KNOB = "overnight_knob"
 
@@ -35,6 +34,14 @@ class Params(BaseModel):
     strictly ("4" is not an int, true is not a number), except that an int is a valid float."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AnyParams(Params):
+    """What ``run`` receives from a workload that declares no ``Params``: the study's keys as they
+    were written (not checked, not converted), each an attribute (``config.x``; ``getattr(config,
+    "x", default)`` for a key a trial may lack); ``config.model_dump()`` gives them as a dict."""
+
+    model_config = ConfigDict(extra="allow", strict=False, frozen=True)
 
 
 class Metrics(BaseModel):
@@ -62,6 +69,10 @@ def metric(doc: str) -> Any:
 # --------------------------------------------------------------------------------------------
 def declared(workload: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None, dict[str, type[BaseModel]]]:
     """(Params, Metrics, artifacts) a workload class declares; each may be absent."""
+    # here, not at the top: rows imports pyarrow and pandas, and `import orchestrator` (which
+    # imports this module for the workload-facing names) must stay light
+    from orchestrator.results.rows import RESERVED
+
     params = getattr(workload, "Params", None)
     metrics = getattr(workload, "Metrics", None)
     arts = dict(getattr(workload, "artifacts", None) or {})
@@ -167,8 +178,8 @@ def describe(workload: Any) -> str:
 
 
 def _determinism_lines(workload: Any) -> list[str]:
-    """What ``determinism`` (orchestrator/study/contract.py, ``NotBitIdentical``) declares."""
-    from orchestrator.study.contract import determinism
+    """What ``determinism`` (orchestrator/study/determinism.py, ``NotBitIdentical``) declares."""
+    from orchestrator.study.determinism import determinism
 
     entries = determinism(workload)
     knobs = "--bundle, --group, --max-concurrent, resumed or run straight through"

@@ -9,7 +9,7 @@ import torch
 
 from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
-from workloads.creditbridge.settings import resolve
+from workloads.creditbridge.params import resolve
 from workloads.creditbridge.train import Trainer, load_task
 
 TIMING = {"step_ms", "train_s", "eval_s", "resumed_from_epoch"}
@@ -38,7 +38,7 @@ class StopAfterSaves(LocalContext):
 
 def run(config: dict, ctx=None) -> tuple[dict, LocalContext]:
     ctx = ctx or LocalContext()
-    return CreditBridge().run(dict(config), ctx), ctx
+    return CreditBridge().run(CreditBridge.Params.model_validate(config), ctx), ctx
 
 
 def same(a: dict, b: dict) -> bool:

@@ -29,7 +29,7 @@ def refused(config: dict) -> params.ParamError:
 
 def run(config: dict, **ctx) -> tuple[dict, LocalContext]:
     context = LocalContext(**ctx)
-    return Synthetic().run(dict(config), context), context
+    return Synthetic().run(Synthetic.Params.model_validate(config), context), context
 
 
 # ---------------------------------------------------------------- what the orchestrator's tests pass
@@ -181,5 +181,5 @@ def test_every_returned_metric_is_declared_with_its_type(tmp_path):
 def test_no_metric_repeats_a_parameter_or_reserved_column():
     names = set(SyntheticParams.model_fields)
     assert not names & set(Synthetic.Metrics.model_fields)
-    assert not (names | set(Synthetic.Metrics.model_fields)) & params.RESERVED
+    assert not (names | set(Synthetic.Metrics.model_fields)) & rows.RESERVED
     params.declared(Synthetic)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from orchestrator.study.params import Metrics, Params, knob, metric, param
+from orchestrator import AnyParams, Metrics, Params, knob, metric, param
 
 
 class ToyParams(Params):
@@ -38,18 +38,18 @@ class Toy:
     Params = ToyParams
     Metrics = ToyMetrics
 
-    def run(self, config, ctx):
-        for step in range(config["steps"]):
-            ctx.report(step, phase="train", loss=config["lr"] / (step + 1))
-        loss = config["lr"] * config["bits"] / config["steps"]
-        if config["mode"] == "raise":
+    def run(self, config: ToyParams, ctx):
+        for step in range(config.steps):
+            ctx.report(step, phase="train", loss=config.lr / (step + 1))
+        loss = config.lr * config.bits / config.steps
+        if config.mode == "raise":
             raise ValueError("toy failure")
-        if config["mode"] == "nan":
+        if config.mode == "nan":
             loss = math.nan
-        out = {"loss": loss, "final_step": config["steps"]}
-        if config["mode"] == "undeclared":
+        out = {"loss": loss, "final_step": config.steps}
+        if config.mode == "undeclared":
             out["surprise"] = 1.5
-        if config["mode"] == "badtype":
+        if config.mode == "badtype":
             out["final_step"] = "many"
         return out
 
@@ -62,10 +62,11 @@ class ToyGrown(Toy):
 
 
 class Undeclared:
-    """A workload that declares nothing: any key is accepted, column types are inferred."""
+    """A workload that declares nothing: any key is accepted, column types are inferred, and
+    ``run`` gets an AnyParams."""
 
     name = "undeclared"
     version = "1"
 
-    def run(self, config, ctx):
-        return {"score": float(config.get("x", 0)) * 2}
+    def run(self, config: AnyParams, ctx):
+        return {"score": float(getattr(config, "x", 0)) * 2}

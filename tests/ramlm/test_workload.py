@@ -21,7 +21,7 @@ TINY = dict(data="synthetic", synthetic_vocab=600, train_tokens=2500, val_tokens
 
 def run(ctx=None, workload=None, **over):
     cfg = {**TINY, **over}
-    return (workload or RamLM()).run(cfg, ctx or LocalContext())
+    return (workload or RamLM()).run(RamLM.Params.model_validate(cfg), ctx or LocalContext())
 
 
 def test_metrics_are_complete_and_consistent():
