@@ -33,7 +33,7 @@ def error_of(workload, config) -> ParamError:
 def test_pyproject_registers_each_task_under_its_own_name():
     eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["overnight.workloads"]
     for workload in WORKLOADS:
-        assert eps[workload.name] == f"workloads.quantcorr:{workload.__name__}"
+        assert eps[workload.name] == f"workloads.quantcorr.workload:{workload.__name__}"
         assert workload.version == "2"
     assert "quantcorr" not in eps  # the old dispatcher on `task` is gone
 
