@@ -1,5 +1,6 @@
 """Test-only workloads referenced as ``tests.orchestrator.toy_workloads:Class`` in study files:
-a declared one, the same one grown by a parameter, and one that declares nothing."""
+a declared one, the same one grown by a parameter, one that declares nothing, the declared
+one as a decorated function, an undecorated function, and two that miss part of the contract."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from orchestrator import AnyParams, Metrics, Params, knob, metric, param
+from orchestrator import AnyParams, Metrics, Params, knob, metric, param, workload
 
 
 class ToyParams(Params):
@@ -70,3 +71,27 @@ class Undeclared:
 
     def run(self, config: AnyParams, ctx):
         return {"score": float(getattr(config, "x", 0)) * 2}
+
+
+@workload(params=ToyParams, metrics=ToyMetrics, version="1", name="toy_function")
+def toy_function(config: ToyParams, ctx):
+    """Toy as a decorated function: it receives what Toy.run does."""
+    return {"loss": config.lr * config.bits / config.steps, "received": type(config).__name__}
+
+
+def plain_function(config: AnyParams, ctx):
+    """An undecorated function: any key accepted, as attributes of an AnyParams."""
+    return {"score": float(getattr(config, "x", 0)) * 2, "received": type(config).__name__}
+
+
+class HalfGrouped(Toy):
+    """Declares group_key without run_group: not a grouped workload."""
+
+    @staticmethod
+    def group_key(config):
+        return "all"
+
+
+class NoRun:
+    name = "no_run"
+    version = "1"
