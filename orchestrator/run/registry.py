@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from orchestrator.errors import UserError
-from orchestrator.study.contract import TrialContext, Workload, workload_members
+from orchestrator.study.contract import TrialContext, Workload, missing_members
 
 GROUP = "overnight.workloads"
 
@@ -60,7 +60,7 @@ def _load(name: str) -> type[Workload[Any]]:
         raise UserError(f"workload {name!r} cannot be loaded from {target}: {e}", field="workload") from None
     if not isinstance(obj, type) and callable(obj):
         obj = _function_workload(obj, target)
-    missing = workload_members(obj)
+    missing = missing_members(obj)
     if missing:
         raise UserError(f"workload {name!r} ({target}) has no {missing[0]!r}", field="workload")
     return obj

@@ -131,8 +131,9 @@ class Grouped(Protocol):
                   ctxs: Sequence[TrialContext]) -> Sequence[Mapping[str, Any] | BaseException]: ...
 
 
-def workload_members(obj: Any) -> list[str]:
-    """The members of ``Workload`` that ``obj`` (a class or an instance) lacks."""
+def missing_members(obj: Any) -> list[str]:
+    """The members of ``Workload`` that ``obj`` (a class or an instance) lacks; where this is
+    empty, ``isinstance(obj, Workload)`` holds (the one check the registry makes)."""
     return [m for m in ("name", "version", "run") if not hasattr(obj, m)]
 
 
