@@ -136,10 +136,11 @@ def test_bp_trains_end_to_end_and_reports_exact_credit():
 
 
 def test_unknown_config_keys_are_rejected():
+    # before a trial: by the orchestrator (prepare), or by resolve for a direct caller
     with pytest.raises(ValueError, match="learning_rate: unknown parameter"):
-        run(dict(TINY, method="dfa", learning_rate=0.1))
+        resolve(dict(TINY, method="dfa", learning_rate=0.1))
     with pytest.raises(ValueError, match="method"):
-        run(dict(TINY, method="hebbian"))
+        resolve(dict(TINY, method="hebbian"))
 
 
 def test_credit_bridge_trains_without_terminal_gradient_matching():
