@@ -130,7 +130,7 @@ def code_version(root: Path | None = None) -> dict:
     """The code a result came from: the git commit of the checkout overnight runs from (``root``,
     default this one), whether its tracked files had uncommitted changes outside the generated
     outputs (NOT_CODE), and overnight's version. No git (an installed package): the commit is None."""
-    from orchestrator import __version__
+    from orchestrator.version import __version__
 
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     out: dict[str, str | bool | None] = {"commit": None, "dirty": None, "overnight": __version__}

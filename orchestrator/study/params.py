@@ -69,9 +69,7 @@ def metric(doc: str) -> Any:
 # --------------------------------------------------------------------------------------------
 def declared(workload: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None, dict[str, type[BaseModel]]]:
     """(Params, Metrics, artifacts) a workload class declares; each may be absent."""
-    # here, not at the top: rows imports pyarrow and pandas, and `import orchestrator` (which
-    # imports this module for the workload-facing names) must stay light
-    from orchestrator.results.rows import RESERVED
+    from orchestrator.results.rows import RESERVED  # here: rows imports pyarrow, which `import orchestrator` must not
 
     params = getattr(workload, "Params", None)
     metrics = getattr(workload, "Metrics", None)

@@ -210,7 +210,7 @@ def test_no_import_cycles():
 # own room, the rooms below it, and the shared leaves at the top of the package. cli and api stand
 # on everything.
 ROOMS = ["results", "study", "run", "report"]
-LEAVES = {"orchestrator.errors", "orchestrator.formats"}
+LEAVES = {"orchestrator.errors", "orchestrator.formats", "orchestrator.version"}
 
 
 def _room(module: str) -> int | None:
@@ -315,6 +315,25 @@ def test_workloads_use_only_public_names_of_orchestrator():
     uses = [f"{mod.path.relative_to(ROOT)}:{line}: {what}"
             for mod in mods.values() for line, what in _outside_the_public_names(mod, known)]
     assert not uses, "workloads use orchestrator beyond its top-level public names:\n" + "\n".join(sorted(uses))
+
+
+def test_what_workloads_import_is_public_and_light():
+    """Every name a workload imports from orchestrator is in its __all__, and importing them in a
+    fresh interpreter loads none of Ray, torch, pandas or pyarrow."""
+    import subprocess
+    import sys
+
+    names = sorted({a.name for path in (ROOT / "workloads").rglob("*.py")
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module == PACKAGE and not node.level
+                    for a in node.names})
+    assert {"Params", "Metrics", "param", "Diverged", "TrialContext"} <= set(names)
+    code = (f"import sys; from orchestrator import {', '.join(names)}; import orchestrator; "
+            "print([m for m in ('ray', 'torch', 'pandas', 'pyarrow') if m in sys.modules]); "
+            f"print(sorted(set({names!r}) - set(orchestrator.__all__)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["[]", "[]"], p.stdout
 
 
 def test_the_workload_rule_on_a_made_up_module():
