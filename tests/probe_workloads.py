@@ -16,11 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from workloads.synthetic import Synthetic
+from orchestrator import AnyParams
+from workloads.synthetic import Synthetic, SyntheticParams
 
 
-def _mark(config: dict[str, Any], trial_id: str, kind: str) -> None:
-    folder = config.get("marker_dir")
+def _mark(config: AnyParams, trial_id: str, kind: str) -> None:
+    folder = getattr(config, "marker_dir", None)
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / f"{trial_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}.{kind}").write_text(
@@ -30,12 +31,11 @@ def _mark(config: dict[str, Any], trial_id: str, kind: str) -> None:
 class StoreProbe(Synthetic):
     name = "store_probe"
 
-    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+    def run(self, config: SyntheticParams, ctx) -> dict[str, Any]:
         # built by the first trial of each lr, read back by the others (from the results location)
-        stage = ctx.stage({"probe": "stage", "lr": config.get("lr")}, lambda: {"lr": config.get("lr"), "built_by": ctx.trial_id})
+        stage = ctx.stage({"probe": "stage", "lr": config.lr}, lambda: {"lr": config.lr, "built_by": ctx.trial_id})
         metrics = super().run(config, ctx)
-        ctx.write_artifact("curve", [{"step": s, "decay": (1 - float(config.get("lr", 0.1))) ** s}
-                                     for s in range(int(config.get("steps", 5)))])
+        ctx.write_artifact("curve", [{"step": s, "decay": (1 - config.lr) ** s} for s in range(config.steps)])
         return {**metrics, "stage_built_by": stage["built_by"]}
 
 
@@ -43,7 +43,7 @@ class AlwaysCrash:
     name = "always_crash"
     version = "1"
 
-    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+    def run(self, config: AnyParams, ctx) -> dict[str, Any]:
         _mark(config, ctx.trial_id, "start")
         os._exit(23)  # the process dies on every attempt: no row can come from the trial itself
 
@@ -52,7 +52,7 @@ class NanMetric:
     name = "nan_metric"
     version = "1"
 
-    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+    def run(self, config: AnyParams, ctx) -> dict[str, Any]:
         _mark(config, ctx.trial_id, "start")
         return {"loss": float("nan"), "acc": 0.5}
 
@@ -61,6 +61,6 @@ class ConfigClash:
     name = "config_clash"
     version = "1"
 
-    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+    def run(self, config: AnyParams, ctx) -> dict[str, Any]:
         _mark(config, ctx.trial_id, "start")
         return {"loss": 0.25, "lr": 99.0}

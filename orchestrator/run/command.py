@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from orchestrator.study.command_spec import (TENSORBOARD_MISSING, CommandSpec, MetricsFrom, ParamSpec,
                                               metrics_model, params_model)
-from orchestrator.study.contract import Diverged
+from orchestrator.study.contract import Diverged, TrialContext, Workload
 from orchestrator.study.params import Metrics, metric
 
 TAIL_LINES = 200
@@ -37,7 +39,7 @@ class OutputLine(Metrics):
     text: str | None = metric("the line")
 
 
-def make_workload(spec: dict[str, Any]) -> type:
+def make_workload(spec: dict[str, Any]) -> type[Workload[Any]]:
     """The workload class for one study's ``command:``, ``params:`` and ``metrics:``.
     ``spec`` = {"command", "params", "metrics", "base_dir"}; it travels in
     every trial's payload so each worker builds the same class."""
@@ -57,8 +59,9 @@ def make_workload(spec: dict[str, Any]) -> type:
         artifacts = {"output": OutputLine}
         looked_in = ""
 
-        def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
-            metrics, self.looked_in = run_command(command, base_dir, config, ctx, types)
+        def run(self, config: BaseModel, ctx: TrialContext) -> dict[str, Any]:
+            # the program's placeholders and flags are filled from the values, in declared order
+            metrics, self.looked_in = run_command(command, base_dir, config.model_dump(), ctx, types)
             return metrics
 
         def missing_metric(self, name: str) -> str:

@@ -105,7 +105,7 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
     still to run, alone and in order (``bundle.run_member``)."""
     from orchestrator.results import layout as L
     from orchestrator.run import registry
-    from orchestrator.study.contract import Diverged
+    from orchestrator.study.contract import Diverged, grouped, params_of
     from orchestrator.run.trial import check_writable, close_try, open_try, outcome, row_status, seed_everything
 
     todo = []
@@ -129,7 +129,10 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
     seed_everything(tries[0].ctx.seed)
     t0 = time.perf_counter()
     try:
-        results = list(workload.run_group([t.config for t in tries], [t.ctx for t in tries]))
+        group = grouped(workload)
+        if group is None:
+            raise TypeError(f"workload {workload.name} has no run_group")
+        results = list(group.run_group([params_of(workload, t.config) for t in tries], [t.ctx for t in tries]))
         if len(results) != len(tries):
             raise RuntimeError(f"run_group returned {len(results)} results for {len(tries)} configs")
     except Exception as e:  # noqa: BLE001 - the batched computation failed: every member alone

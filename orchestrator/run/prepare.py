@@ -20,6 +20,7 @@ from orchestrator.errors import UserError
 from orchestrator.study.grid import Trial, expand
 from orchestrator.run.protocol import Plan
 from orchestrator.study.spec import Study
+from orchestrator.study.contract import Workload, preflight_of
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Prepared:
     path: Path
     study: Study
     scale: str
-    workload: Any          # the workload class
+    workload: type[Workload[Any]]
     version: str
     trials: list[Trial]    # full, validated configs
     schema: pa.Schema      # of every row of this study
@@ -60,7 +61,7 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     return Prepared(path, study, scale, workload, str(workload.version), trials, schema, workload_spec)
 
 
-def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload: Any, path: Path,
+def _check_claims(study: Study, trials: list[Trial], schema: pa.Schema, workload: type[Workload[Any]], path: Path,
                   origins: dict[str, list[tuple[str, list]]]) -> None:
     """A claim that names a column the rows will not have, or a value its column never takes in
     the study file (nor in this run), is a bad study file: exit 2 before anything runs. A value
@@ -139,11 +140,12 @@ def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _preflight(workload: Any, trials: list[Trial], scale: str, data_root: str | Path | None, path: Path) -> None:
+def _preflight(workload: type[Workload[Any]], trials: list[Trial], scale: str, data_root: str | Path | None,
+               path: Path) -> None:
     """Let the workload check, before Ray starts, that each trial's data is there."""
     from orchestrator.study.contract import DataMissing
 
-    check = getattr(workload, "preflight", None)
+    check = preflight_of(workload)
     if check is None or data_root is None:
         return
     seen = set()
@@ -159,7 +161,7 @@ def _preflight(workload: Any, trials: list[Trial], scale: str, data_root: str | 
                             field="data") from None
 
 
-def _legacy_check(workload: Any, trials: list[Trial], path: Path) -> None:
+def _legacy_check(workload: type[Workload[Any]], trials: list[Trial], path: Path) -> None:
     """A workload without a Params model may still reject configs with ``check_config``."""
     check = getattr(workload(), "check_config", None) if hasattr(workload, "check_config") else None
     if check is None:

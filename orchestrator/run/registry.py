@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from orchestrator.errors import UserError
+from orchestrator.study.contract import TrialContext, Workload, missing_members
 
 GROUP = "overnight.workloads"
 
@@ -24,7 +25,7 @@ def registered() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
-def load(name: str, spec: dict[str, Any] | None = None) -> Any:
+def load(name: str, spec: dict[str, Any] | None = None) -> type[Workload[Any]]:
     """The workload class for ``name``: an entry-point name, ``module:Class``, ``module:function``,
     or ``command`` (then ``spec`` holds the study's command, params and metrics)."""
     if name == "command":
@@ -35,14 +36,14 @@ def load(name: str, spec: dict[str, Any] | None = None) -> Any:
 
 
 @lru_cache(maxsize=None)
-def _command(spec_json: str) -> Any:
+def _command(spec_json: str) -> type[Workload[Any]]:
     from orchestrator.run.command import make_workload
 
     return make_workload(json.loads(spec_json))
 
 
 @lru_cache(maxsize=None)
-def _load(name: str) -> Any:
+def _load(name: str) -> type[Workload[Any]]:
     target = registered().get(name, name if ":" in name else None)
     if target is None:
         from orchestrator.study.params import suggest
@@ -59,15 +60,16 @@ def _load(name: str) -> Any:
         raise UserError(f"workload {name!r} cannot be loaded from {target}: {e}", field="workload") from None
     if not isinstance(obj, type) and callable(obj):
         obj = _function_workload(obj, target)
-    for needed in ("name", "version", "run"):
-        if not hasattr(obj, needed):
-            raise UserError(f"workload {name!r} ({target}) has no {needed!r}", field="workload")
+    missing = missing_members(obj)
+    if missing:
+        raise UserError(f"workload {name!r} ({target}) has no {missing[0]!r}", field="workload")
     return obj
 
 
-def _function_workload(fn: Any, target: str) -> type:
-    """A plain ``run(config, ctx)`` function as a workload class; ``@overnight_workload(...)``
-    (orchestrator/study/contract.py) may have attached its name, version, Params and Metrics."""
+def _function_workload(fn: Any, target: str) -> type[Workload[Any]]:
+    """A plain ``run(config, ctx)`` function as a workload class; ``@overnight.workload(...)``
+    (orchestrator/study/contract.py) may have attached its name, version, Params and Metrics.
+    The function receives what a class's ``run`` does: the trial's Params instance."""
     meta = getattr(fn, "__overnight__", {})
 
     class FunctionWorkload:
@@ -78,7 +80,7 @@ def _function_workload(fn: Any, target: str) -> type:
         Metrics = meta.get("metrics")
         artifacts = meta.get("artifacts") or {}
 
-        def run(self, config: dict[str, Any], ctx: Any) -> Any:
+        def run(self, config: Any, ctx: TrialContext) -> Any:
             return fn(config, ctx)
 
     return FunctionWorkload
@@ -87,8 +89,8 @@ def _function_workload(fn: Any, target: str) -> type:
 def determinism_note(workload_name: str, spec: dict[str, Any] | None = None) -> str | None:
     """For the report: one line saying which metrics of ``workload_name`` are not bit-identical
     across the execution knobs (--bundle, --group, --max-concurrent, a resume), on which device
-    and why, from the workload's ``determinism`` declaration (orchestrator/study/contract.py,
+    and why, from the workload's ``determinism`` declaration (orchestrator/study/determinism.py,
     ``NotBitIdentical``). None when it declares every metric bit-identical, or declares nothing."""
-    from orchestrator.study.contract import determinism_text
+    from orchestrator.study.determinism import determinism_text
 
     return determinism_text(load(workload_name, spec))

@@ -24,7 +24,7 @@ from orchestrator.run import registry
 from orchestrator.run.cache import StageCache
 from orchestrator.run.protocol import Member, Status
 from orchestrator.errors import UserError
-from orchestrator.study.contract import Diverged
+from orchestrator.study.contract import BaseContext, Diverged, Workload, params_of
 from orchestrator.results.dataset import StudyStore
 from orchestrator.results.rows import utcnow
 
@@ -39,8 +39,9 @@ def error_text(exc: BaseException) -> str:
 
 
 @dataclass
-class WorkerContext:
-    """The ``ctx`` handed to ``Workload.run`` (see orchestrator/study/contract.py TrialContext)."""
+class WorkerContext(BaseContext):
+    """The ``ctx`` handed to ``Workload.run`` (see orchestrator/study/contract.py TrialContext;
+    ``report`` is BaseContext's, its entries stamped with the wall time)."""
 
     trial_id: str
     seed: int
@@ -55,11 +56,8 @@ class WorkerContext:
     _artifacts: dict[str, Any] = field(default_factory=dict)   # declared artifact models
     _tune_report: Callable[[dict], None] | None = None
 
-    def report(self, step: int, phase: str | None = None, **metrics: Any) -> None:
-        for k, v in metrics.items():  # history is long: one (step, phase, metric, value) row each
-            if isinstance(v, (str, bytes, list, tuple, dict)):
-                raise TypeError(f"ctx.report: {k} must be a number (got {v!r}); pass a label as phase=")
-        self.history.append({"step": int(step), "time": time.time(), "phase": phase, **metrics})
+    def entry_extras(self) -> dict[str, Any]:
+        return {"time": time.time()}
 
     def save_checkpoint(self, state: Any) -> None:
         # history travels with the state, so a resumed trial keeps the steps before the crash
@@ -139,10 +137,10 @@ def run_trial(p: Member, *, store: StudyStore | None = None,
 def _attempt(p: Member, store: StudyStore, on_retry: Callable[[str], None] | None) -> dict[str, Any] | None:
     """One try of a trial: its row once written, or None to try again here."""
     t = open_try(p, store)
-    workload = t.workload_cls()
+    workload: Workload[Any] = t.workload_cls()
     retry = False
     try:
-        status, error, metrics = outcome(p, workload.run(t.config, t.ctx), workload)
+        status, error, metrics = outcome(p, workload.run(params_of(workload, t.config), t.ctx), workload)
     except Diverged as e:
         status, error, metrics = outcome(p, e)
     except Exception as e:  # any workload error becomes a row once retries are spent

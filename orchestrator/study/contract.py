@@ -1,8 +1,10 @@
 """The one small interface between overnight and a workload.
 
-A workload is a class with a ``name``, a ``version``, a ``run(config, ctx)`` method that trains
-and evaluates one configuration and returns a flat dict of metrics, and the declarations of its
-parameters and metrics (``Params``, ``Metrics``: see orchestrator/study/params.py). It is registered in
+A workload is a class (``Workload``) with a ``name``, a ``version``, a ``run(config, ctx)`` method
+that trains and evaluates one configuration and returns a flat dict of metrics, and the
+declarations of its parameters and metrics (``Params``, ``Metrics``: see
+orchestrator/study/params.py). ``run`` receives the trial's config as an instance of the
+workload's ``Params``, validated before Ray starts (``config.lr``). It is registered in
 pyproject.toml under the ``overnight.workloads`` entry-point group; the orchestrator loads it by
 that name and never imports workload code directly.
 
@@ -17,9 +19,11 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
-Metrics = dict[str, Any]  # flat: str -> int | float | str | bool
+from pydantic import BaseModel
+
+from orchestrator.study.params import AnyParams, declared
 
 
 class DataMissing(Exception):
@@ -53,8 +57,9 @@ class TrialContext(Protocol):
     scale: str           # smoke | fast | full
     attempt: int         # 1 on the first execution, 2 after a crash/retry, ...
 
-    def report(self, step: int, **metrics: Any) -> None:
-        """Record one row of per-step history (goes to the history dataset)."""
+    def report(self, step: int, phase: str | None = None, **metrics: Any) -> None:
+        """Record one row of per-step history (goes to the history dataset): numbers only, with
+        an optional label for the part of training they come from (``phase="float"``)."""
 
     def save_checkpoint(self, state: Any) -> None:
         """Persist picklable state (torch tensors are fine). Overwrites the previous one atomically."""
@@ -72,121 +77,99 @@ class TrialContext(Protocol):
         """A line for the trial's log."""
 
 
-class Workload(Protocol):
+# a workload's own Params (a subclass of orchestrator/study/params.py Params, or any pydantic model)
+ConfigT = TypeVar("ConfigT", bound=BaseModel, contravariant=True)
+
+
+@runtime_checkable
+class Workload(Protocol[ConfigT]):
+    """A workload class. Besides these members it declares, as class attributes
+    (orchestrator/study/params.py), ``Params`` (checked for every trial before Ray starts; without
+    it ``run`` gets an ``AnyParams``), ``Metrics`` (the row's metric columns) and optionally
+    ``artifacts`` ({name: model} of its per-trial tables) and ``determinism`` (what of its metrics is
+    not bit-identical across the execution knobs, orchestrator/study/determinism.py; ``()``: every
+    metric is). Optional hooks: ``Preflight`` and ``Grouped`` below."""
+
     name: str
     version: str
 
-    def run(self, config: dict[str, Any], ctx: TrialContext) -> Metrics: ...
-
-    # Declared as class attributes (orchestrator/study/params.py): ``Params`` (checked for every trial
-    # before Ray starts), ``Metrics`` (the row's metric columns) and optionally ``artifacts``.
-    # Optional: ``preflight(config, data_root: Path, scale: str) -> None`` (a classmethod or
-    # staticmethod), called for every trial before Ray starts; raises DataMissing.
-    #
-    # Optional, together: vectorised trial groups (orchestrator/run/groups.py; the study's ``group``,
-    # ``--group auto|off|N``).
-    # - ``group_key(config) -> str | None`` (a staticmethod or classmethod, called in the driver):
-    #   trials with equal keys can run as one batched computation: same shapes, their configs
-    #   differing only in values (the seed, a loss weight, a bit width). None: this trial runs alone.
-    # - ``run_group(configs, ctxs) -> list[Metrics | BaseException]``: run such trials together,
-    #   each with its own ctx (own report/history, checkpoint, attempt, stage cache), and return one
-    #   entry per config, in order: what ``run`` would have returned, or the exception ``run`` would
-    #   have raised (a Diverged entry records the trial as diverged). Any other exception entry: that
-    #   trial failed, and runs again alone through ``run``. An exception raised by ``run_group``
-    #   itself: the batched computation failed, and every member without a row runs again alone.
-    #   Each member still gets its own row, and resume, retries and dedup stay per trial.
-    #
-    # Optional: ``determinism``, what of the trial's metrics is not bit-identical across the
-    # execution knobs (``NotBitIdentical`` below): ``()`` declares every metric bit-identical.
+    def run(self, config: ConfigT, ctx: TrialContext) -> Mapping[str, Any]:
+        """One trial: ``config`` is the trial's ``Params`` instance; returns the row's metrics."""
+        ...
 
 
-# -------------------------------------------------------------------------------- determinism
-KNOBS = ("bundle", "group", "max_concurrent", "resume")
-_KNOB_TEXT = {"bundle": "--bundle", "group": "--group", "max_concurrent": "--max-concurrent",
-              "resume": "a resume from a checkpoint"}
+@runtime_checkable
+class Preflight(Protocol):
+    """Optional: called in the driver, on the class, for every trial before Ray starts, with the
+    full validated config as a dict; raises ``DataMissing`` when the trial's data is not there (a
+    staticmethod or classmethod, or a plain function assigned to the class)."""
+
+    def preflight(self, config: Mapping[str, Any], data_root: Path, scale: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class NotBitIdentical:
-    """A workload's declaration that some of its metrics are not bit-identical across execution
-    knobs. On one machine a trial's metrics are otherwise bit for bit the same whatever the run's
-    ``--bundle`` (1 or auto), ``--group`` (off or auto) and ``--max-concurrent``, and whether the
-    trial was resumed from a checkpoint or ran straight through (tests/orchestrator/test_determinism.py
-    checks every registered workload at smoke scale).
+@runtime_checkable
+class Grouped(Protocol):
+    """Optional, both methods together: vectorised trial groups (orchestrator/run/groups.py; the
+    study's ``group``, ``--group auto|off|N``).
 
-    A workload class declares ``determinism = (NotBitIdentical(...), ...)``, or ``()`` for "every
-    metric bit-identical"; without the attribute nothing is declared. ``overnight describe`` prints
-    the declaration, and ``orchestrator.run.registry.determinism_note`` gives it as one line for the report.
-
-    - ``knobs``: which of ``KNOBS`` change the metrics ("bundle", "group", "max_concurrent", "resume");
-    - ``metrics``: the metric columns that change (empty: every metric);
-    - ``why``: the reason, for the reader of the report;
-    - ``device``: "cpu" or "cuda" when it happens only there (None: on any device).
+    - ``group_key(config)`` (a staticmethod or classmethod, called in the driver with the full
+      validated config as a dict): trials with equal keys can run as one batched computation: same
+      shapes, their configs differing only in values (the seed, a loss weight, a bit width). None:
+      this trial runs alone.
+    - ``run_group(configs, ctxs)``: run such trials together, ``configs`` their ``Params``
+      instances, each with its own ctx (own report/history, checkpoint, attempt, stage cache), and
+      return one entry per config, in order: what ``run`` would have returned, or the exception
+      ``run`` would have raised (a Diverged entry records the trial as diverged). Any other
+      exception entry: that trial failed, and runs again alone through ``run``. An exception raised
+      by ``run_group`` itself: the batched computation failed, and every member without a row runs
+      again alone. Each member still gets its own row, and resume, retries and dedup stay per trial.
     """
 
-    knobs: tuple[str, ...]
-    why: str
-    metrics: tuple[str, ...] = ()
-    device: str | None = None
+    def group_key(self, config: Mapping[str, Any]) -> str | None: ...
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "knobs", tuple([self.knobs] if isinstance(self.knobs, str) else self.knobs))
-        object.__setattr__(self, "metrics", tuple([self.metrics] if isinstance(self.metrics, str) else self.metrics))
-        bad = [k for k in self.knobs if k not in KNOBS]
-        if not self.knobs or bad:
-            raise ValueError(f"NotBitIdentical.knobs: {bad or 'none given'} (knobs: {', '.join(KNOBS)})")
-        if not self.why.strip():
-            raise ValueError("NotBitIdentical.why: say why the metrics differ")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ValueError(f"NotBitIdentical.device: {self.device!r} (cpu, cuda or None)")
-
-    def applies(self, knobs: Iterable[str], device: str) -> bool:
-        """Whether it covers a comparison of runs that differ in ``knobs``, on ``device``."""
-        return bool(set(self.knobs) & set(knobs)) and self.device in (None, device)
-
-    def text(self) -> str:
-        where = f"on {self.device.upper() if self.device == 'cuda' else self.device}, " if self.device else ""
-        names = [_KNOB_TEXT[k] for k in self.knobs]
-        knobs = "every run" if set(self.knobs) == set(KNOBS) else (
-            names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1])
-        what = ", ".join(self.metrics) if self.metrics else "every metric"
-        return f"{where}{knobs} changes {what}: {self.why}"
+    def run_group(self, configs: Sequence[Any],
+                  ctxs: Sequence[TrialContext]) -> Sequence[Mapping[str, Any] | BaseException]: ...
 
 
-def determinism(workload: Any) -> tuple[NotBitIdentical, ...] | None:
-    """A workload's ``determinism`` declaration, checked (knobs, and metric names against its
-    ``Metrics`` when it declares them); None when it declares none."""
-    declared = getattr(workload, "determinism", None)
-    if declared is None:
-        return None
-    entries = (declared,) if isinstance(declared, NotBitIdentical) else tuple(declared)
-    name = getattr(workload, "name", workload)
-    for e in entries:
-        if not isinstance(e, NotBitIdentical):
-            raise TypeError(f"workload {name}: determinism entries must be NotBitIdentical, not {type(e).__name__}")
-    metrics_model = getattr(workload, "Metrics", None)
-    known = set(getattr(metrics_model, "model_fields", {}) or {})
-    unknown = sorted({m for e in entries for m in e.metrics} - known) if known else []
-    if unknown:
-        raise ValueError(f"workload {name}: determinism names metrics it does not declare: {unknown}")
-    return entries
+def missing_members(obj: Any) -> list[str]:
+    """The members of ``Workload`` that ``obj`` (a class or an instance) lacks; where this is
+    empty, ``isinstance(obj, Workload)`` holds (the one check the registry makes)."""
+    return [m for m in ("name", "version", "run") if not hasattr(obj, m)]
 
 
-def determinism_text(workload: Any) -> str | None:
-    """The declaration as one line (None: every metric bit-identical, or nothing declared)."""
-    entries = determinism(workload)
-    if not entries:
-        return None
-    return ("Not bit-identical across execution knobs on one machine: "
-            + "; ".join(e.text() for e in entries) + ".")
+def preflight_of(workload: Any) -> Callable[[Mapping[str, Any], Path, str], None] | None:
+    """The workload's ``preflight`` hook, or None when it has none."""
+    if isinstance(workload, Preflight) and callable(workload.preflight):
+        return workload.preflight
+    return None
+
+
+def grouped(workload: Any) -> Grouped | None:
+    """The workload (class or instance) as a ``Grouped`` one when it declares both methods, else
+    None: one of the two alone declares nothing."""
+    if isinstance(workload, Grouped) and callable(workload.group_key) and callable(workload.run_group):
+        return workload
+    return None
+
+
+def params_of(workload: Any, config: Mapping[str, Any]) -> BaseModel:
+    """The ``Params`` instance ``run`` receives for a trial's config: an instance of the
+    workload's ``Params``, or ``AnyParams`` when it declares none. The config is the one the driver
+    validated (orchestrator/run/prepare.py) and sent as plain values; validating those values
+    again gives the same instance (what the driver built) and restores their declared types."""
+    model = declared(workload)[0] or AnyParams
+    return model.model_validate(dict(config))
 
 
 def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str, Any] | None = None,
              version: str = "1", name: str | None = None) -> Callable[[Callable], Callable]:
     """Declare a plain ``run(config, ctx)`` function as a workload (study: ``workload:
     mypackage.train:run``): its parameter model, metric model, artifact models, version and name
-    (default: the ``module:function`` reference). Without it a function still works, with any keys
-    accepted and its metrics kept in ``extra_metrics``."""
+    (default: the ``module:function`` reference). The function receives what a class's ``run``
+    receives: an instance of ``params`` (``config.lr``). Without ``params``, or without the
+    decorator, any keys are accepted and it receives an ``AnyParams`` (each key an attribute,
+    ``config.model_dump()`` the dict); without ``metrics`` its metrics are kept in
+    ``extra_metrics``."""
     def mark(fn: Callable) -> Callable:
         # a function object takes any attribute; Callable's type does not say so
         fn.__overnight__ = {"params": params, "metrics": metrics,  # type: ignore[attr-defined]
@@ -202,10 +185,37 @@ def check_finite(step: int, **values: float) -> None:
         raise Diverged(f"non-finite {', '.join(bad)} at step {step}", metrics={"diverged_step": step})
 
 
+def check_report(metrics: Mapping[str, Any]) -> None:
+    """``ctx.report``'s values are numbers (history is long: one float value per metric and step);
+    a label goes in ``phase=``. NaN and inf are kept: the history of a run that diverges is worth
+    having, and a non-finite result is judged on the row (orchestrator/run/trial.py, ``outcome``)."""
+    for k, v in metrics.items():
+        if isinstance(v, (str, bytes, list, tuple, dict)):
+            raise TypeError(f"ctx.report: {k} must be a number (got {v!r}); pass a label as phase=")
+
+
+class BaseContext:
+    """What every ``TrialContext`` does the same way: ``report`` checks its values and keeps one
+    history entry per call, ``{"step", "phase", **metrics}`` plus whatever ``entry_extras`` adds.
+    ``LocalContext`` (here) and the trial process's ``WorkerContext`` (orchestrator/run/trial.py)
+    derive from it, so a workload tested with the one behaves the same under the other."""
+
+    history: list[dict[str, Any]]
+
+    def report(self, step: int, phase: str | None = None, **metrics: Any) -> None:
+        check_report(metrics)
+        self.history.append({"step": int(step), **self.entry_extras(), "phase": phase, **metrics})
+
+    def entry_extras(self) -> dict[str, Any]:
+        """Columns of a history entry beyond step, phase and the metrics (none here)."""
+        return {}
+
+
 @dataclass
-class LocalContext:
+class LocalContext(BaseContext):
     """A ``TrialContext`` that needs no Ray and no results directory: for unit tests, notebooks
-    and quick manual runs of a workload. Everything it records stays on the object."""
+    and quick manual runs of a workload. Everything it records stays on the object; ``report``
+    keeps no wall time, so two runs of one trial have equal histories."""
 
     trial_id: str = "local"
     seed: int = 0
@@ -219,9 +229,6 @@ class LocalContext:
     messages: list[str] = field(default_factory=list)
     _checkpoint: bytes | None = None
     _stages: dict[str, Any] = field(default_factory=dict)
-
-    def report(self, step: int, **metrics: Any) -> None:
-        self.history.append({"step": step, **metrics})
 
     def save_checkpoint(self, state: Any) -> None:
         self._checkpoint = pickle.dumps(state)

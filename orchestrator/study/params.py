@@ -36,6 +36,14 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class AnyParams(Params):
+    """What ``run`` receives from a workload that declares no ``Params``: the study's keys as they
+    were written (not checked, not converted), each an attribute (``config.x``; ``getattr(config,
+    "x", default)`` for a key a trial may lack); ``config.model_dump()`` gives them as a dict."""
+
+    model_config = ConfigDict(extra="allow", strict=False, frozen=True)
+
+
 class Metrics(BaseModel):
     """Base of a workload's metric declaration: one field per row column (all nullable)."""
 
@@ -168,8 +176,8 @@ def describe(workload: Any) -> str:
 
 
 def _determinism_lines(workload: Any) -> list[str]:
-    """What ``determinism`` (orchestrator/study/contract.py, ``NotBitIdentical``) declares."""
-    from orchestrator.study.contract import determinism
+    """What ``determinism`` (orchestrator/study/determinism.py, ``NotBitIdentical``) declares."""
+    from orchestrator.study.determinism import determinism
 
     entries = determinism(workload)
     knobs = "--bundle, --group, --max-concurrent, resumed or run straight through"

@@ -19,7 +19,7 @@ import yaml
 from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
 from workloads.creditbridge.metrics import evaluate_credit
-from workloads.creditbridge.settings import resolve
+from workloads.creditbridge.params import resolve
 from workloads.creditbridge.train import Trainer, load_task
 
 STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"
@@ -58,7 +58,7 @@ def study_config(name: str, scale: str, **pick) -> dict:
 
 def trial_s(cfg: dict) -> float:
     t0 = time.perf_counter()
-    CreditBridge().run(cfg, LocalContext(seed=int(cfg.get("seed", 0))))
+    CreditBridge().run(CreditBridge.Params.model_validate(cfg), LocalContext(seed=int(cfg.get("seed", 0))))
     return time.perf_counter() - t0
 
 

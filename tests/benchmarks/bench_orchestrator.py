@@ -35,7 +35,7 @@ def one_trial(cfg: dict) -> float:
     from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
 
-    return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
+    return Synthetic().run(Synthetic.Params.model_validate(cfg), LocalContext(seed=cfg["seed"]))["loss"]
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def one_trial(cfg: dict) -> float:
     from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
 
-    return Synthetic().run(cfg, LocalContext(seed=cfg["seed"]))["loss"]
+    return Synthetic().run(Synthetic.Params.model_validate(cfg), LocalContext(seed=cfg["seed"]))["loss"]
 
 
 def _import_workload() -> None:
@@ -81,7 +81,7 @@ def _tune_trainable(config: dict) -> None:
     from workloads.synthetic import Synthetic
 
     t0 = time.time()
-    metrics = Synthetic().run(config, LocalContext(seed=config["seed"]))
+    metrics = Synthetic().run(Synthetic.Params.model_validate(config), LocalContext(seed=config["seed"]))
     tune.report({**metrics, "t0": t0, "t1": time.time()})
 
 

@@ -69,7 +69,7 @@ def main() -> None:
     recov = []
     t_all = time.perf_counter()
     for s, cfg in samples.items():
-        row = workload.run({**cfg, "stage_cache": True}, ctx)
+        row = workload.run(workload.Params.model_validate({**cfg, "stage_cache": True}), ctx)
         dt, fl = ((row["total_cpu_s"], row["float_phase_cpu_s"]) if args.clock == "cpu"
                   else (row["total_s"], row["float_phase_s"]))
         a = key_of(cfg, arch)

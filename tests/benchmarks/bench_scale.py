@@ -123,7 +123,7 @@ from ray import tune
 def trainable(config):
     from orchestrator.study.contract import LocalContext
     from workloads.synthetic import Synthetic
-    tune.report(Synthetic().run(config, LocalContext(seed=config["seed"])))
+    tune.report(Synthetic().run(Synthetic.Params.model_validate(config), LocalContext(seed=config["seed"])))
 
 n, parallel = int(sys.argv[1]), int(sys.argv[2])
 ray.init(num_cpus=parallel)

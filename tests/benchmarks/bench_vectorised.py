@@ -59,7 +59,8 @@ def time_trials(w: Transformer, group: list[dict], stages: dict, scale: str, bat
     """(wall s, process CPU s, rows)."""
     ctxs = contexts(len(group), stages, scale)
     t, c = time.perf_counter(), time.process_time()
-    rows = w.run_group(group, ctxs) if batched else [w.run(cfg, x) for cfg, x in zip(group, ctxs)]
+    params = [w.Params.model_validate(cfg) for cfg in group]
+    rows = w.run_group(params, ctxs) if batched else [w.run(p, x) for p, x in zip(params, ctxs)]
     return time.perf_counter() - t, time.process_time() - c, rows
 
 
@@ -111,7 +112,7 @@ def main() -> None:
         stages: dict = {}
         t = time.perf_counter()
         for c in groups[0]:  # the arch's backbones, into the shared stage cache (not timed)
-            w.run(c, LocalContext(scale=args.scale, _stages=stages))
+            w.run(w.Params.model_validate(c), LocalContext(scale=args.scale, _stages=stages))
         print(f"d_model {d}: backbones ready in {time.perf_counter() - t:.0f} s", flush=True)
         wall = {k: [] for k in ("ta", "tb", "ba", "bb")}
         cpu = {k: [] for k in ("ta", "tb", "ba", "bb")}

@@ -118,13 +118,13 @@ def worker(rank: int, procs: int, args: dict, tasks, results, ready) -> None:
                 _build_backbones(payload, Ctx, cache, device)
                 n = len(payload)
             elif args["vectorised"]:
-                rows = w.run_group(payload, [Ctx(cache) for _ in payload])
+                rows = w.run_group([w.Params.model_validate(c) for c in payload], [Ctx(cache) for _ in payload])
                 bad = [r for r in rows if isinstance(r, BaseException)]
                 if bad:
                     raise bad[0]
                 n, summary = len(rows), {"c": [r["c"] for r in rows], "f": [r["f"] for r in rows]}
             else:
-                row = w.run(payload[0], Ctx(cache))
+                row = w.run(w.Params.model_validate(payload[0]), Ctx(cache))
                 n, summary = 1, {"c": [row["c"]], "f": [row["f"]]}
         except Exception as e:  # noqa: BLE001 - reported, not fatal for the figures of the other items
             err = f"{type(e).__name__}: {e}"[:500]

@@ -121,7 +121,7 @@ TINY = dict(task="synthetic", width=16, depth=3, n_classes=4, n_train=128, n_tes
 @pytest.mark.parametrize("floor", [1e-7, 0.3])
 def test_row_reports_the_floor_shares_of_its_layers(floor):
     ctx = LocalContext()
-    m = CreditBridge().run({**TINY, "method": "dfa", "grad_floor": floor}, ctx)
+    m = CreditBridge().run(CreditBridge.Params.model_validate({**TINY, "method": "dfa", "grad_floor": floor}), ctx)
     layers = [r for r in ctx.artifacts["layers"] if r["in_mean"]]
     shares = [r["grad_floor_share"] for r in layers]
     assert m["n_eval_samples"] == 32

@@ -7,12 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator.study import grid, params, spec
 from orchestrator.results.rows import RESERVED, arrow_type, artifact_table, cell
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
-from workloads.creditbridge.settings import NUDGE_ETAS, Settings, eta_name, resolve
+from workloads.creditbridge.params import NUDGE_ETAS, Settings, eta_name, resolve
 
 STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"
 TIMING = {"step_ms", "train_s", "eval_s"}
@@ -92,11 +93,12 @@ def test_an_unknown_key_is_refused_with_a_suggestion():
     assert e.key == "rho_direction" and "did you mean `rho_directions`?" in str(e)
 
 
-def test_a_trial_with_a_bad_config_does_not_start():
-    with pytest.raises(params.ParamError, match="learning_rate"):
-        CreditBridge().run(dict(TINY, method="dfa", learning_rate=0.1), LocalContext())
-    with pytest.raises(params.ParamError, match="method"):
-        CreditBridge().run(dict(TINY, method="hebbian"), LocalContext())
+def test_a_bad_config_never_reaches_run():
+    # run receives a Settings instance: these configs cannot be built into one
+    with pytest.raises(ValidationError, match="learning_rate"):
+        CreditBridge.Params.model_validate(dict(TINY, method="dfa", learning_rate=0.1))
+    with pytest.raises(ValidationError, match="method"):
+        CreditBridge.Params.model_validate(dict(TINY, method="hebbian"))
 
 
 def test_cifar10_needs_its_ten_classes():
@@ -151,7 +153,7 @@ def test_every_allowed_nudging_step_has_its_columns():
         name = f"nudge_{eta_name(eta)}"
         assert name in CreditBridge.Metrics.model_fields and name in CreditBridge.artifacts["layers"].model_fields
     ctx = LocalContext()
-    out = CreditBridge().run(dict(TINY, method="dfa", nudge_etas=[0.01], seed=0), ctx)
+    out = CreditBridge().run(CreditBridge.Params.model_validate(dict(TINY, method="dfa", nudge_etas=[0.01], seed=0)), ctx)
     assert "nudge_eta0p01" in out and "nudge_eta0p003" not in out
     assert all("nudge_eta0p003" not in r for r in ctx.artifacts["layers"])
 
@@ -161,8 +163,8 @@ def test_explicit_defaults_give_the_same_trial_as_omitted_ones():
     full = params.validate(Settings, short)
     assert set(full) == set(Settings.model_fields) and len(full) > len(short)
     a_ctx, b_ctx = LocalContext(), LocalContext()
-    a = CreditBridge().run(dict(short), a_ctx)
-    b = CreditBridge().run(dict(full), b_ctx)
+    a = CreditBridge().run(CreditBridge.Params.model_validate(short), a_ctx)
+    b = CreditBridge().run(CreditBridge.Params.model_validate(full), b_ctx)
     assert same_results(a, b)
     assert a_ctx.history == b_ctx.history
     # and the trial id does not see the difference
@@ -179,8 +181,8 @@ def test_only_the_checkpoint_interval_is_left_out_of_the_trial_id():
 
 def test_the_checkpoint_interval_changes_no_result():
     cfg = dict(TINY, method="dfa", seed=1, epochs=2)
-    a = CreditBridge().run(dict(cfg, checkpoint_every=1), LocalContext())
-    b = CreditBridge().run(dict(cfg, checkpoint_every=0), LocalContext())
+    a = CreditBridge().run(CreditBridge.Params.model_validate(dict(cfg, checkpoint_every=1)), LocalContext())
+    b = CreditBridge().run(CreditBridge.Params.model_validate(dict(cfg, checkpoint_every=0)), LocalContext())
     assert same_results(a, b)
 
 
@@ -209,13 +211,13 @@ def smoke_outputs() -> dict[str, tuple[dict, LocalContext]]:
     out = {}
     for method in ["bp", "dfa", "fa", "sb", "cb"]:
         ctx = LocalContext()
-        out[method] = (CreditBridge().run(dict(TINY, method=method, seed=0), ctx), ctx)
+        out[method] = (CreditBridge().run(CreditBridge.Params.model_validate(dict(TINY, method=method, seed=0)), ctx), ctx)
     cifar = dict(task="cifar10", data="standin", standin_train=128, standin_test=64, width=16, depth=2,
                  n_eval=32, rho_directions=4, vnet_hidden=16, epochs=1, track_every=0, method="cb", seed=0)
     ctx = LocalContext()
-    out["cifar_cb"] = (CreditBridge().run(cifar, ctx), ctx)
+    out["cifar_cb"] = (CreditBridge().run(CreditBridge.Params.model_validate(cifar), ctx), ctx)
     ctx = LocalContext()
-    out["no_reference"] = (CreditBridge().run(dict(TINY, method="dfa", rho_reference=False, seed=0), ctx), ctx)
+    out["no_reference"] = (CreditBridge().run(CreditBridge.Params.model_validate(dict(TINY, method="dfa", rho_reference=False, seed=0)), ctx), ctx)
     return out
 
 
@@ -230,7 +232,7 @@ def test_every_returned_metric_is_declared_with_its_type(smoke_outputs):
 
 def test_the_metrics_of_a_diverged_trial_are_declared():
     with pytest.raises(Diverged) as e:
-        CreditBridge().run(dict(TINY, method="bp", lr=1e30, n_train=256, epochs=5, seed=0), LocalContext())
+        CreditBridge().run(CreditBridge.Params.model_validate(dict(TINY, method="bp", lr=1e30, n_train=256, epochs=5, seed=0)), LocalContext())
     assert set(e.value.metrics) == {"diverged_epoch"} and 1 <= e.value.metrics["diverged_epoch"] <= 5
     assert set(e.value.metrics) <= set(CreditBridge.Metrics.model_fields)
 

@@ -46,7 +46,7 @@ def test_smoke_trials_fill_every_report_table(name, monkeypatch):
         configs = configs[:4]                      # one per conditioning code is enough here
     rows = []
     for cfg in configs:
-        out = CreditBridge().run(cfg, LocalContext(seed=int(cfg.get("seed", 0))))
+        out = CreditBridge().run(CreditBridge.Params.model_validate(cfg), LocalContext(seed=int(cfg.get("seed", 0))))
         assert not set(out) & set(cfg), "metric names must not repeat config keys"
         rows.append({**cfg, **out, "status": "completed"})
     df = pd.DataFrame(rows)

@@ -9,7 +9,7 @@ import torch
 
 from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
-from workloads.creditbridge.settings import resolve
+from workloads.creditbridge.params import resolve
 from workloads.creditbridge.train import Trainer, load_task
 
 TIMING = {"step_ms", "train_s", "eval_s", "resumed_from_epoch"}
@@ -38,7 +38,7 @@ class StopAfterSaves(LocalContext):
 
 def run(config: dict, ctx=None) -> tuple[dict, LocalContext]:
     ctx = ctx or LocalContext()
-    return CreditBridge().run(dict(config), ctx), ctx
+    return CreditBridge().run(CreditBridge.Params.model_validate(config), ctx), ctx
 
 
 def same(a: dict, b: dict) -> bool:
@@ -136,10 +136,11 @@ def test_bp_trains_end_to_end_and_reports_exact_credit():
 
 
 def test_unknown_config_keys_are_rejected():
+    # before a trial: by the orchestrator (prepare), or by resolve for a direct caller
     with pytest.raises(ValueError, match="learning_rate: unknown parameter"):
-        run(dict(TINY, method="dfa", learning_rate=0.1))
+        resolve(dict(TINY, method="dfa", learning_rate=0.1))
     with pytest.raises(ValueError, match="method"):
-        run(dict(TINY, method="hebbian"))
+        resolve(dict(TINY, method="hebbian"))
 
 
 def test_credit_bridge_trains_without_terminal_gradient_matching():

@@ -100,7 +100,7 @@ def test_full_scale_needs_the_full_mnist(real_root, tmp_path):
         Autoencoder.preflight({"data": "real"}, root, "fast")
     ctx = LocalContext(data_root=root, cache_dir=tmp_path / "c", scale="full")
     with pytest.raises(mnist.DataUnavailable):   # auto is real at full scale: no split, no substitute
-        Autoencoder().run(dict(seed=0, hidden=[16], latent=4, data="auto", float_epochs=1), ctx)
+        Autoencoder().run(Autoencoder.Params.model_validate(dict(seed=0, hidden=[16], latent=4, data="auto", float_epochs=1)), ctx)
 
 
 def test_provenance_hashes_the_files_the_trial_reads(real_root):
@@ -130,12 +130,12 @@ def test_the_split_and_fashion_mnist_never_share_a_backbone(real_root, tmp_path)
     ctx = LocalContext(data_root=real_root("mnist"), cache_dir=tmp_path / "c")
     cfg = dict(seed=0, hidden=[16], latent=4, bits=4, correct_every=4, correction_hidden=0, data="auto",
                float_epochs=1, max_train_images=64, test_images=32)
-    split = Autoencoder().run(cfg, ctx)
+    split = Autoencoder().run(Autoencoder.Params.model_validate(cfg), ctx)
     other = tmp_path / "other"
     other.mkdir()
     (other / "fashion-mnist").symlink_to((ctx.data_root / "mnist").resolve().parent / "fashion-mnist")
     ctx.data_root = other
-    fashion = Autoencoder().run(cfg, ctx)
+    fashion = Autoencoder().run(Autoencoder.Params.model_validate(cfg), ctx)
     assert split["data_source"] == mnist.MNIST_TEST_ONLY_SOURCE
     assert fashion["data_source"] == mnist.FASHION_MNIST_SOURCE
     assert split["n_train_images"] == fashion["n_train_images"] == 64

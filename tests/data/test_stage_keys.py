@@ -32,7 +32,7 @@ def test_full_refuses_rather_than_reuse_the_fast_stage(real_root, tmp_path):
 
     root = real_root("wikitext-2")       # validation + test only, no BPE: what fast scale may use
     fast = RecordingContext(scale="fast", data_root=root, cache_dir=tmp_path / "cache")
-    m = RamLM().run(SMALL, fast)
+    m = RamLM().run(RamLM.Params.model_validate(SMALL), fast)
     assert m["data_source"] == VALID_TEST_ONLY.format(source="wikitext-2-v1 tokenised")
     assert m["tokenizer_name"] == "word8192 (GPT-2 BPE unavailable)"
     (key,) = fast.keys
@@ -41,7 +41,7 @@ def test_full_refuses_rather_than_reuse_the_fast_stage(real_root, tmp_path):
     # the same stage cache and token cache, at full scale, with the full data missing
     full = RecordingContext(scale="full", data_root=root, cache_dir=tmp_path / "cache", _stages=fast._stages)
     with pytest.raises(DataUnavailable, match="WikiText-2"):
-        RamLM().run(SMALL, full)
+        RamLM().run(RamLM.Params.model_validate(SMALL), full)
     (full_key,) = full.keys
     assert full_key["data"] == "hf" and full_key["tokenizer"] == "gpt2" and full_key["scale"] == "full"
 
@@ -51,9 +51,9 @@ def test_the_bpe_arriving_changes_the_key(real_root, tmp_path):
 
     root = real_root("wikitext-2")
     first = RecordingContext(scale="fast", data_root=root, cache_dir=tmp_path / "cache")
-    assert RamLM().run(SMALL, first)["tokenizer_name"].startswith("word")
+    assert RamLM().run(RamLM.Params.model_validate(SMALL), first)["tokenizer_name"].startswith("word")
     real_root("gpt2-bpe")                 # the same data root now holds the BPE files
     second = RecordingContext(scale="fast", data_root=root, cache_dir=tmp_path / "cache", _stages=first._stages)
-    m = RamLM().run(SMALL, second)
+    m = RamLM().run(RamLM.Params.model_validate(SMALL), second)
     assert (m["tokenizer_name"], m["vocab_size"], m["bits_per_token"]) == ("gpt2", 50257, 16)
     assert second.keys[0]["tokenizer"] == "gpt2" and "bpe" in second.keys[0]

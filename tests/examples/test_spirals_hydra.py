@@ -57,7 +57,7 @@ def builtin(config: dict) -> tuple[dict, LocalContext]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return Classification().run(dict(config), ctx), ctx
+        return Classification().run(Classification.Params.model_validate(config), ctx), ctx
     finally:
         torch.set_num_threads(threads)
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from orchestrator.study import grid, params, spec
@@ -77,9 +78,10 @@ def test_cross_field_rules_name_the_field(cfg, field):
     assert _error(cfg).message.startswith(f"{field}: ")
 
 
-def test_run_rejects_a_typo_before_any_work():
-    with pytest.raises(params.ParamError, match="trace_max_row"):
-        Geometry().run({"trace_max_row": 10}, LocalContext())
+def test_a_typo_never_reaches_run():
+    # run receives a GeometryParams instance: a config with a typo cannot be built into one
+    with pytest.raises(ValidationError, match="trace_max_row"):
+        Geometry.Params.model_validate({"trace_max_row": 10})
 
 
 def test_limits_that_mean_everything_stay_valid():
@@ -129,7 +131,7 @@ def test_omitted_and_explicit_defaults_give_the_same_trial():
     rows, arts = [], []
     for config in (cfg, explicit):
         ctx = LocalContext(seed=seed)  # a fresh context each: the backbone is trained again
-        rows.append(Geometry().run(dict(config), ctx))
+        rows.append(Geometry().run(Geometry.Params.model_validate(config), ctx))
         arts.append(ctx.artifacts)
     a, b = ({k: v for k, v in r.items() if k not in TIMINGS} for r in rows)
     assert a.keys() == b.keys()
@@ -150,7 +152,7 @@ def _assert_declared(values: dict, model) -> None:
 
 def test_every_smoke_metric_and_artifact_column_is_declared():
     ctx = LocalContext(seed=0)
-    row = Geometry().run(_smallest_smoke_config(), ctx)
+    row = Geometry().run(Geometry.Params.model_validate(_smallest_smoke_config()), ctx)
     _assert_declared(row, Geometry.Metrics)
     # only the divergence-only column is never in a completed row
     assert set(Geometry.Metrics.model_fields) - set(row) == {"diverged_step"}
@@ -170,7 +172,7 @@ def test_diverged_metrics_are_declared(monkeypatch):
     # a non-finite backbone loss: Diverged from the epoch check
     monkeypatch.setattr(char_transformer, "lm_loss", lambda logits, y: logits.sum() * float("nan"))
     with pytest.raises(Diverged) as e:
-        Geometry().run(dict(cfg), LocalContext(seed=0))
+        Geometry().run(Geometry.Params.model_validate(cfg), LocalContext(seed=0))
     assert e.value.metrics == {"diverged_step": 1}
     _assert_declared(e.value.metrics, Geometry.Metrics)
     monkeypatch.undo()
@@ -178,6 +180,6 @@ def test_diverged_metrics_are_declared(monkeypatch):
     # a non-finite evaluation loss: Diverged with the float loss
     monkeypatch.setattr(char_transformer, "mean_ce", lambda *a, **k: float("nan"))
     with pytest.raises(Diverged) as e:
-        Geometry().run(dict(cfg), LocalContext(seed=0))
+        Geometry().run(Geometry.Params.model_validate(cfg), LocalContext(seed=0))
     assert set(e.value.metrics) == {"loss_float"}
     _assert_declared(e.value.metrics, Geometry.Metrics)

@@ -41,7 +41,7 @@ def test_report_tables_read_existing_row_and_artifact_columns():
     from orchestrator.study.contract import LocalContext
 
     ctx = LocalContext(seed=7)
-    row = Geometry().run(dict(TINY), ctx)
+    row = Geometry().run(Geometry.Params.model_validate(TINY), ctx)
     df = pd.DataFrame([{"trial_id": "t0", **TINY, **row}])
     artifacts = {name: pd.DataFrame(rows).assign(trial_id="t0") for name, rows in ctx.artifacts.items()}
     study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "smoke")

@@ -81,7 +81,7 @@ def test_collect_traces_shapes_subsampling_and_identities(model_and_scales):
 
 def test_tiny_trial_end_to_end():
     ctx = LocalContext(seed=7)
-    row = Geometry().run(dict(TINY), ctx)
+    row = Geometry().run(Geometry.Params.model_validate(TINY), ctx)
     P = 4
     q1 = ctx.artifacts["q1_points"]
     assert len(q1) == P and [p["point"] for p in q1] == ["0_attn", "0_ffn", "1_attn", "1_ffn"]
@@ -104,7 +104,7 @@ def test_tiny_trial_end_to_end():
 
     # the legacy switch only changes which baseline feeds loss_quant / loss_gain / q2_verdict; the
     # backbone comes from the stage cache and everything else is identical
-    legacy = Geometry().run({**TINY, "legacy_prenorm_residual_bug": True}, ctx)
+    legacy = Geometry().run(Geometry.Params.model_validate({**TINY, "legacy_prenorm_residual_bug": True}), ctx)
     assert legacy["loss_quant"] == legacy["loss_quant_legacy"] == row["loss_quant_legacy"]
     assert legacy["q2_baseline"] == "legacy" and legacy["q2_verdict"] == row["q2_verdict_legacy"]
     assert legacy["loss_float"] == row["loss_float"] and legacy["r_lin_q4_median"] == row["r_lin_q4_median"]
@@ -114,9 +114,9 @@ def test_tiny_trial_end_to_end():
 def test_trial_resumes_from_its_checkpoint():
     ctx = LocalContext(seed=7)
     cfg = {**TINY, "stage_cache": False}
-    first = Geometry().run(dict(cfg), ctx)
+    first = Geometry().run(Geometry.Params.model_validate(cfg), ctx)
     ck = ctx.load_checkpoint()
     assert set(ck) >= {"float", "q1", "q2"}
-    again = Geometry().run(dict(cfg), ctx)  # everything from the checkpoint
+    again = Geometry().run(Geometry.Params.model_validate(cfg), ctx)  # everything from the checkpoint
     for k in ("loss_float", "r_lin_q4_median", "q2_features_only_test_mse", "loss_gain_features_only"):
         assert again[k] == first[k], k

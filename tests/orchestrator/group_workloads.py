@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.study.params import Metrics, Params, knob, metric, param
+from orchestrator import Metrics, Params, knob, metric, param
 
 FOLDED = ("seed", "weight", "fail_in_group", "fail_always", "group_raises")
 
@@ -38,18 +38,18 @@ class GroupedMetrics(Metrics):
     final_step: int | None = metric("last step")
 
 
-def _one(config: dict[str, Any], ctx) -> dict[str, Any]:
+def _one(config: GroupedParams, ctx) -> dict[str, Any]:
     loss = 0.0
-    for step in range(config["steps"]):
-        loss = config["weight"] * config["width"] / (step + 1 + config["seed"])
+    for step in range(config.steps):
+        loss = config.weight * config.width / (step + 1 + config.seed)
         ctx.report(step, phase="train", loss=loss)
         ctx.save_checkpoint({"step": step + 1})
-    return {"loss": loss, "score": (config["seed"] + 1) * 0.1 + config["width"], "final_step": config["steps"]}
+    return {"loss": loss, "score": (config.seed + 1) * 0.1 + config.width, "final_step": config.steps}
 
 
-def _mark(config: dict[str, Any], name: str, text: str = "") -> None:
-    if config.get("calls_dir"):
-        folder = Path(config["calls_dir"])
+def _mark(config: GroupedParams, name: str, text: str = "") -> None:
+    if config.calls_dir:
+        folder = Path(config.calls_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.{uuid.uuid4().hex[:8]}").write_text(text)
 
@@ -60,9 +60,9 @@ class Grouped:
     Params = GroupedParams
     Metrics = GroupedMetrics
 
-    def run(self, config: dict[str, Any], ctx) -> dict[str, Any]:
+    def run(self, config: GroupedParams, ctx) -> dict[str, Any]:
         _mark(config, f"run.{ctx.trial_id}")
-        if config["fail_always"]:
+        if config.fail_always:
             raise RuntimeError("fails alone too")
         return _one(config, ctx)
 
@@ -70,11 +70,11 @@ class Grouped:
     def group_key(config: dict[str, Any]) -> str | None:
         return json.dumps({k: v for k, v in sorted(config.items()) if k not in FOLDED}, default=str)
 
-    def run_group(self, configs: list[dict[str, Any]], ctxs: list) -> list[dict[str, Any] | BaseException]:
+    def run_group(self, configs: list[GroupedParams], ctxs: list) -> list[dict[str, Any] | BaseException]:
         _mark(configs[0], "group", "\n".join(c.trial_id for c in ctxs))
-        if any(c["group_raises"] for c in configs):
+        if any(c.group_raises for c in configs):
             raise MemoryError("the batched computation does not fit")
-        return [RuntimeError("member failed in its group") if c["fail_in_group"] or c["fail_always"] else _one(c, ctx)
+        return [RuntimeError("member failed in its group") if c.fail_in_group or c.fail_always else _one(c, ctx)
                 for c, ctx in zip(configs, ctxs)]
 
 

@@ -33,22 +33,22 @@ class Metrics(overnight.Metrics):
 
 
 @overnight.workload(params=Params, metrics=Metrics, version="1", name="mypkg.train")
-def run(config, ctx):
-    if config["calls_dir"]:
-        Path(config["calls_dir"]).mkdir(exist_ok=True)
-        (Path(config["calls_dir"]) / f"{ctx.trial_id}.{ctx.attempt}").touch()
-    if config["behaviour"] == "fail":
+def run(config: Params, ctx):
+    if config.calls_dir:
+        Path(config.calls_dir).mkdir(exist_ok=True)
+        (Path(config.calls_dir) / f"{ctx.trial_id}.{ctx.attempt}").touch()
+    if config.behaviour == "fail":
         raise ValueError("user code failed")
     loss = 1.0
-    for step in range(config["steps"]):
-        loss *= 1 - config["lr"]
+    for step in range(config.steps):
+        loss *= 1 - config.lr
         ctx.report(step, loss=loss)
     return {"loss": loss}
 
 
-def plain(config, ctx):
-    """Undecorated: any key accepted, metrics kept in extra_metrics."""
-    return {"score": config.get("x", 0) * 2}
+def plain(config: overnight.AnyParams, ctx):
+    """Undecorated: any key accepted (as attributes of an AnyParams), metrics kept in extra_metrics."""
+    return {"score": getattr(config, "x", 0) * 2}
 '''
 
 

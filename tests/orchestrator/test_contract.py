@@ -4,17 +4,24 @@ pandas, pyarrow, DuckDB and polars read whole."""
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from orchestrator import AnyParams, BaseContext, LocalContext, Workload, params_of
+from orchestrator.run import registry
+from orchestrator.run.trial import WorkerContext
 from orchestrator.study import params as P
+from orchestrator.study.contract import grouped, preflight_of
 from orchestrator.results import rows as R
 from orchestrator.errors import UserError
 from orchestrator.run.prepare import prepare
 from orchestrator.results.dataset import StudyStore
+from tests.orchestrator.toy_workloads import HalfGrouped, NoRun, Toy, ToyParams, Undeclared
 from tests.processes import overnight_subprocess
 
 TOY = "tests.orchestrator.toy_workloads:Toy"
@@ -128,6 +135,71 @@ def test_undeclared_workload_accepts_any_key_and_infers_types(write_study):
     prep = prepare(path, "fast")
     assert len(prep.trials) == 4
     assert prep.schema.field("x").type == pa.float64() and prep.schema.field("tag").type == pa.string()
+
+
+# ---- what run receives, what the contexts check -------------------------------------------
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "configs" / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_run_gets_the_instance_of_the_config_the_driver_validated(path):
+    """The trial process rebuilds the Params instance from the validated config that travels as
+    plain values: the same values, of the same types, as the driver validated."""
+    prep = prepare(path, "smoke")
+    model = P.declared(prep.workload)[0]
+    for t in prep.trials[:4]:
+        config = params_of(prep.workload, t.config)
+        assert type(config) is model
+        assert config.model_dump() == t.config
+        assert {k: type(v) for k, v in config.model_dump().items()} == {k: type(v) for k, v in t.config.items()}
+
+
+def test_an_undeclared_workload_gets_its_keys_as_attributes():
+    config = params_of(Undeclared, {"x": 2.5, "tag": "a"})
+    assert isinstance(config, AnyParams) and (config.x, config.tag) == (2.5, "a")
+    assert config.model_dump() == {"x": 2.5, "tag": "a"}
+    assert Undeclared().run(config, LocalContext()) == {"score": 5.0}
+    assert Undeclared().run(params_of(Undeclared, {}), LocalContext()) == {"score": 0.0}
+
+
+def test_a_function_gets_what_a_class_gets():
+    decorated = registry.load("tests.orchestrator.toy_workloads:toy_function")
+    assert (decorated.name, decorated.Params) == ("toy_function", ToyParams)
+    out = decorated().run(params_of(decorated, {"lr": 0.5, "steps": 2}), LocalContext())
+    assert out == {"loss": 0.5 * 4 / 2, "received": "ToyParams"}
+    plain = registry.load("tests.orchestrator.toy_workloads:plain_function")
+    assert plain().run(params_of(plain, {"x": 3}), LocalContext()) == {"score": 6.0, "received": "AnyParams"}
+
+
+def test_the_contract_and_its_optional_hooks_are_recognised():
+    from tests.orchestrator.group_workloads import Grouped as TwoMethods
+
+    assert isinstance(Toy, Workload) and isinstance(Toy(), Workload) and not isinstance(NoRun, Workload)
+    with pytest.raises(UserError, match="has no 'run'"):
+        registry.load("tests.orchestrator.toy_workloads:NoRun")
+    assert grouped(TwoMethods) is TwoMethods and grouped(registry.load("quantcorr.transformer")) is not None
+    assert grouped(HalfGrouped) is None and grouped(Toy) is None
+    assert callable(preflight_of(registry.load("geometry"))) and preflight_of(Toy) is None
+
+
+def _worker_context() -> WorkerContext:
+    return WorkerContext(trial_id="t", seed=0, device="cpu", data_root=Path("."), cache_dir=Path("."),
+                         scale="smoke", attempt=1, _store=None, _stages=None)  # report uses neither
+
+
+def test_both_contexts_keep_and_refuse_the_same_reports():
+    local, worker = LocalContext(), _worker_context()
+    for ctx in (local, worker):
+        ctx.report(0, loss=1.5)
+        ctx.report(1.0, phase="correction", loss=math.nan, acc=1)
+        for bad in ("high", [1.0], {"a": 1.0}, (1.0,), b"1"):
+            with pytest.raises(TypeError, match="must be a number"):
+                ctx.report(2, value=bad)
+    assert isinstance(worker, BaseContext) and isinstance(local, BaseContext)
+    assert all(isinstance(h["time"], float) for h in worker.history)
+    without_time = [{k: v for k, v in h.items() if k != "time"} for h in worker.history]
+    assert repr(without_time) == repr(local.history) == repr([
+        {"step": 0, "phase": None, "loss": 1.5}, {"step": 1, "phase": "correction", "loss": math.nan, "acc": 1}])
 
 
 # ---- one schema per study, read whole by the four readers ---------------------------------

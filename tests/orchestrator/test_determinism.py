@@ -32,7 +32,7 @@ import pytest
 
 from orchestrator.run import registry
 from orchestrator.cli import main
-from orchestrator.study.contract import KNOBS, NotBitIdentical, determinism
+from orchestrator.study.determinism import KNOBS, NotBitIdentical, determinism
 from orchestrator.results.dataset import StudyStore
 from tests.orchestrator.test_bundles import run_record
 from tests.processes import kill_when, start_overnight
@@ -191,16 +191,15 @@ def test_a_group_member_is_its_lone_trial_bit_for_bit(protocol, monkeypatch):
     import torch
 
     from orchestrator.study.contract import LocalContext
-    from tests.quantcorr.test_vectorised import TIMES, group
-    from workloads.quantcorr import Transformer
+    from tests.quantcorr.test_vectorised import TIMES, group, run_alone, run_grouped
 
     monkeypatch.setenv("OVERNIGHT_OFFLINE", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # as in a trial (resources.cpu: 1)
     try:
         cfgs = group(protocol, stage_cache=False, d_model=64)
-        want = [Transformer().run(c, LocalContext()) for c in cfgs]
-        got = Transformer().run_group(cfgs, [LocalContext() for _ in cfgs])
+        want = [run_alone(c, LocalContext()) for c in cfgs]
+        got = run_grouped(cfgs, [LocalContext() for _ in cfgs])
     finally:
         torch.set_num_threads(threads)
     for c, w, g in zip(cfgs, want, got):

@@ -33,8 +33,8 @@ WORKLOAD = "tests.orchestrator.group_workloads:Grouped"
 def alone(config: dict) -> tuple[dict, list[dict]]:
     """What ``run`` gives for one full config, and its history."""
     ctx = LocalContext()
-    full = GroupedParams(**{k: v for k, v in config.items() if k in GroupedParams.model_fields}).model_dump()
-    return Grouped().run({**full, "calls_dir": ""}, ctx), ctx.history
+    known = {k: v for k, v in config.items() if k in GroupedParams.model_fields}
+    return Grouped().run(GroupedParams(**{**known, "calls_dir": ""}), ctx), ctx.history
 
 
 # ---- the driver's grouping ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every module under orchestrator/ is parsed with `ast`; every import counts, at the top of the
 module and inside functions alike (a function-level import hides a cycle from Python's import
 machinery, not from the design). An edge A -> B means A imports B or a name from B. Workloads
-(workloads/) may use only the public names of orchestrator.
+(workloads/) may import only the top-level package, and only its public names.
 """
 from __future__ import annotations
 
@@ -289,15 +289,72 @@ def test_no_private_names_across_orchestrator_modules():
     assert not uses, "private names used from another orchestrator module:\n" + "\n".join(sorted(set(uses)))
 
 
+def _outside_the_public_names(mod: Module, known: set[str]) -> list[tuple[int, str]]:
+    """(line, what) for each use of orchestrator by a workload module that is not a public name of
+    the top-level package: an import of a submodule (any form, at any level), a private name, or
+    a submodule reached as an attribute of the package (``orchestrator.study.params.validate``)."""
+    _analyse(mod, known)
+    found = {(line, target) for target, line, _ in mod.imports if target != PACKAGE}
+    found |= {(line, f"{target}.{name}") for target, name, line in mod.private_uses}
+    bound = {a.asname or PACKAGE for node in ast.walk(mod.tree) if isinstance(node, ast.Import)
+             for a in node.names if a.name.split(".")[0] == PACKAGE and (a.asname is None or a.name == PACKAGE)}
+    for node in ast.walk(mod.tree):
+        dotted = _dotted(node) if isinstance(node, ast.Attribute) else None
+        head, _, rest = (dotted or "").partition(".")
+        if head in bound and f"{PACKAGE}.{rest.split('.')[0]}" in known:
+            found.add((node.lineno, f"{PACKAGE}.{rest.split('.')[0]}"))
+    return sorted(found)
+
+
 def test_workloads_use_only_public_names_of_orchestrator():
+    """A workload imports the top-level package and nothing else of it: ``from orchestrator import
+    Params`` (the names orchestrator/__init__.py gives), never ``orchestrator.study.params``."""
     known = _orchestrator_modules()
     mods = _parse(sorted((ROOT / "workloads").rglob("*.py")))
     assert "workloads.synthetic" in mods
-    uses = []
-    for mod in mods.values():
-        _analyse(mod, known)
-        uses += [f"{mod.path.relative_to(ROOT)}:{line}: {t}.{n}" for t, n, line in mod.private_uses]
-    assert not uses, "workloads use private names of orchestrator:\n" + "\n".join(sorted(uses))
+    uses = [f"{mod.path.relative_to(ROOT)}:{line}: {what}"
+            for mod in mods.values() for line, what in _outside_the_public_names(mod, known)]
+    assert not uses, "workloads use orchestrator beyond its top-level public names:\n" + "\n".join(sorted(uses))
+
+
+def test_what_workloads_import_is_public_and_light():
+    """Every name a workload imports from orchestrator is in its __all__, and importing them in a
+    fresh interpreter loads none of Ray, torch, pandas or pyarrow."""
+    import subprocess
+    import sys
+
+    names = sorted({a.name for path in (ROOT / "workloads").rglob("*.py")
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module == PACKAGE and not node.level
+                    for a in node.names})
+    assert {"Params", "Metrics", "param", "Diverged", "TrialContext"} <= set(names)
+    code = (f"import sys; from orchestrator import {', '.join(names)}; import orchestrator; "
+            "print([m for m in ('ray', 'torch', 'pandas', 'pyarrow') if m in sys.modules]); "
+            f"print(sorted(set({names!r}) - set(orchestrator.__all__)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["[]", "[]"], p.stdout
+
+
+def test_the_workload_rule_on_a_made_up_module():
+    source = (
+        "import orchestrator\n"
+        "import orchestrator as overnight\n"
+        "from orchestrator import Params, param\n"
+        "from orchestrator.study.params import validate\n"
+        "from orchestrator import study\n"
+        "from orchestrator import _LAZY\n"
+        "def later():\n"
+        "    import orchestrator.run.trial as T\n"
+        "    return orchestrator.results.rows.RESERVED, overnight.Diverged, orchestrator.workload\n"
+    )
+    mod = Module("workloads.made_up", ROOT / "workloads" / "made_up.py", ast.parse(source), False)
+    assert _outside_the_public_names(mod, _orchestrator_modules()) == [
+        (4, "orchestrator.study.params"), (5, "orchestrator.study"), (6, "orchestrator._LAZY"),
+        (8, "orchestrator.run.trial"), (9, "orchestrator.results")]
+    fine = Module("workloads.fine", ROOT / "workloads" / "fine.py", ast.parse(source.split("from orchestrator.study")[0]),
+                  False)
+    assert _outside_the_public_names(fine, _orchestrator_modules()) == []
 
 
 def test_the_graph_sees_every_kind_of_import():

@@ -29,7 +29,7 @@ def refused(config: dict) -> params.ParamError:
 
 def run(config: dict, **ctx) -> tuple[dict, LocalContext]:
     context = LocalContext(**ctx)
-    return Synthetic().run(dict(config), context), context
+    return Synthetic().run(Synthetic.Params.model_validate(config), context), context
 
 
 # ---------------------------------------------------------------- what the orchestrator's tests pass

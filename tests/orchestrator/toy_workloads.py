@@ -1,5 +1,6 @@
 """Test-only workloads referenced as ``tests.orchestrator.toy_workloads:Class`` in study files:
-a declared one, the same one grown by a parameter, and one that declares nothing."""
+a declared one, the same one grown by a parameter, one that declares nothing, the declared
+one as a decorated function, an undecorated function, and two that miss part of the contract."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from orchestrator.study.params import Metrics, Params, knob, metric, param
+from orchestrator import AnyParams, Metrics, Params, knob, metric, param, workload
 
 
 class ToyParams(Params):
@@ -38,18 +39,18 @@ class Toy:
     Params = ToyParams
     Metrics = ToyMetrics
 
-    def run(self, config, ctx):
-        for step in range(config["steps"]):
-            ctx.report(step, phase="train", loss=config["lr"] / (step + 1))
-        loss = config["lr"] * config["bits"] / config["steps"]
-        if config["mode"] == "raise":
+    def run(self, config: ToyParams, ctx):
+        for step in range(config.steps):
+            ctx.report(step, phase="train", loss=config.lr / (step + 1))
+        loss = config.lr * config.bits / config.steps
+        if config.mode == "raise":
             raise ValueError("toy failure")
-        if config["mode"] == "nan":
+        if config.mode == "nan":
             loss = math.nan
-        out = {"loss": loss, "final_step": config["steps"]}
-        if config["mode"] == "undeclared":
+        out = {"loss": loss, "final_step": config.steps}
+        if config.mode == "undeclared":
             out["surprise"] = 1.5
-        if config["mode"] == "badtype":
+        if config.mode == "badtype":
             out["final_step"] = "many"
         return out
 
@@ -62,10 +63,35 @@ class ToyGrown(Toy):
 
 
 class Undeclared:
-    """A workload that declares nothing: any key is accepted, column types are inferred."""
+    """A workload that declares nothing: any key is accepted, column types are inferred, and
+    ``run`` gets an AnyParams."""
 
     name = "undeclared"
     version = "1"
 
-    def run(self, config, ctx):
-        return {"score": float(config.get("x", 0)) * 2}
+    def run(self, config: AnyParams, ctx):
+        return {"score": float(getattr(config, "x", 0)) * 2}
+
+
+@workload(params=ToyParams, metrics=ToyMetrics, version="1", name="toy_function")
+def toy_function(config: ToyParams, ctx):
+    """Toy as a decorated function: it receives what Toy.run does."""
+    return {"loss": config.lr * config.bits / config.steps, "received": type(config).__name__}
+
+
+def plain_function(config: AnyParams, ctx):
+    """An undecorated function: any key accepted, as attributes of an AnyParams."""
+    return {"score": float(getattr(config, "x", 0)) * 2, "received": type(config).__name__}
+
+
+class HalfGrouped(Toy):
+    """Declares group_key without run_group: not a grouped workload."""
+
+    @staticmethod
+    def group_key(config):
+        return "all"
+
+
+class NoRun:
+    name = "no_run"
+    version = "1"

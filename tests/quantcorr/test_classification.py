@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.study.params import ParamError
+from orchestrator.study.params import ParamError, validate
 from orchestrator.study.contract import LocalContext
 from workloads.quantcorr import Classification
 from workloads.quantcorr.classification import MLPClassifier, make_spirals
@@ -48,7 +48,7 @@ def test_short_spirals_trial_rows_and_directions():
                correct_every=1, correction_hidden=0, float_steps=300, correction_steps=150,
                correction_lr=1e-3)
     ctx = LocalContext()
-    row = Classification().run(cfg, ctx)
+    row = Classification().run(Classification.Params.model_validate(cfg), ctx)
     for k in ("f", "q", "c", "gap", "gap_abs", "recovery_pct", "recovery_reliable", "acc_float",
               "acc_quant", "acc_corrected", "acc_oracle", "num_correction_layers", "data_source"):
         assert k in row, k
@@ -65,7 +65,7 @@ def test_short_spirals_trial_rows_and_directions():
 def test_baseline_trial_skips_correction():
     cfg = dict(seed=0, width=32, depth=4, bits=2, correct_every=999,
                correction_hidden=0, float_steps=20, correction_steps=10)
-    row = Classification().run(cfg, LocalContext())
+    row = Classification().run(Classification.Params.model_validate(cfg), LocalContext())
     assert row["num_correction_layers"] == 0
     assert row["c"] == row["q"] and row["recovery_pct"] == 0.0 and row["acc_oracle"] == row["q"]
 
@@ -74,9 +74,9 @@ def test_stage_cache_on_and_off_give_identical_rows():
     base = dict(seed=5, width=32, depth=4, bits=4, correct_every=2,
                 correction_hidden=32, float_steps=40, correction_steps=20)
     ctx = LocalContext()
-    a = Classification().run({**base, "stage_cache": True}, ctx)
-    b = Classification().run({**base, "stage_cache": False}, LocalContext())
-    c = Classification().run({**base, "bits": 2, "stage_cache": True}, ctx)  # reuses the staged backbone
+    a = Classification().run(Classification.Params.model_validate({**base, "stage_cache": True}), ctx)
+    b = Classification().run(Classification.Params.model_validate({**base, "stage_cache": False}), LocalContext())
+    c = Classification().run(Classification.Params.model_validate({**base, "bits": 2, "stage_cache": True}), ctx)  # reuses the staged backbone
     assert len(ctx._stages) == 1
     keys = ("f", "q", "c", "recovery_pct")
     assert [a[k] for k in keys] == [b[k] for k in keys]
@@ -87,10 +87,10 @@ def test_resume_from_float_checkpoint_without_stage_cache():
     cfg = dict(seed=1, width=32, depth=4, bits=4, correct_every=1,
                correction_hidden=0, float_steps=30, correction_steps=10, stage_cache=False)
     ctx = LocalContext()
-    first = Classification().run(cfg, ctx)
+    first = Classification().run(Classification.Params.model_validate(cfg), ctx)
     assert ctx.load_checkpoint()["float"] is not None
     n_hist = len(ctx.history)
-    second = Classification().run(cfg, ctx)  # same ctx = a restarted attempt: float phase is skipped
+    second = Classification().run(Classification.Params.model_validate(cfg), ctx)  # same ctx = a restarted attempt: float phase is skipped
     assert not [h for h in ctx.history[n_hist:] if h["phase"] == "float"]
     assert second["c"] == first["c"]
 
@@ -98,5 +98,5 @@ def test_resume_from_float_checkpoint_without_stage_cache():
 def test_classification_has_no_grid_protocol():
     # the task is the workload now: its own protocols only, checked before anything runs
     with pytest.raises(ParamError) as e:
-        Classification().run({"protocol": "grid"}, LocalContext())
+        validate(Classification.Params, {"protocol": "grid"})
     assert e.value.key == "protocol"

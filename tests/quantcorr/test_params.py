@@ -4,6 +4,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from orchestrator.study import grid, spec
@@ -32,7 +33,7 @@ def error_of(workload, config) -> ParamError:
 def test_pyproject_registers_each_task_under_its_own_name():
     eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["overnight.workloads"]
     for workload in WORKLOADS:
-        assert eps[workload.name] == f"workloads.quantcorr:{workload.__name__}"
+        assert eps[workload.name] == f"workloads.quantcorr.workload:{workload.__name__}"
         assert workload.version == "2"
     assert "quantcorr" not in eps  # the old dispatcher on `task` is gone
 
@@ -102,9 +103,9 @@ def test_transformer_shape_rules():
 
 
 def test_a_task_protocol_check_happens_before_running():
-    with pytest.raises(ParamError) as e:
-        Autoencoder().run({"protocol": "grid"}, LocalContext())
-    assert e.value.key == "protocol"
+    # run receives an AutoencoderParams instance: the grid protocol cannot be built into one
+    with pytest.raises(ValidationError, match="protocol"):
+        Autoencoder.Params.model_validate({"protocol": "grid"})
 
 
 # ------------------------------------------------------------------------- defaults and ids
@@ -145,9 +146,9 @@ def test_protocol_defaults_fill_only_the_parameters_left_none():
 
 def test_no_seed_means_the_trial_seed():
     cfg = dict(width=16, depth=4, bits=4, correct_every=1, float_steps=20, correction_steps=10)
-    derived = Classification().run(cfg, LocalContext(seed=7))
-    explicit = Classification().run({**cfg, "seed": 7}, LocalContext(seed=0))
-    other = Classification().run({**cfg, "seed": 8}, LocalContext(seed=7))
+    derived = Classification().run(Classification.Params.model_validate(cfg), LocalContext(seed=7))
+    explicit = Classification().run(Classification.Params.model_validate({**cfg, "seed": 7}), LocalContext(seed=0))
+    other = Classification().run(Classification.Params.model_validate({**cfg, "seed": 8}), LocalContext(seed=7))
     assert derived["f"] == explicit["f"] and derived["c"] == explicit["c"]
     assert other["c"] != derived["c"]
 
@@ -173,7 +174,7 @@ def smoke_trials(name: str) -> list[dict]:
 def test_every_returned_metric_is_declared(tmp_path, name, workload):
     declared = set(workload.Metrics.model_fields)
     for cfg in smoke_trials(name):
-        row = workload().run(cfg, LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
+        row = workload().run(workload.Params.model_validate(cfg), LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
         assert set(row) == declared - {"diverged_step"}, name  # diverged_step: only on divergence
         for key, value in row.items():  # the declared type holds the value
             workload.Metrics.model_validate({key: value})

@@ -82,8 +82,8 @@ def test_legacy_switch_changes_only_the_quantized_only_path(tmp_path):
     cfg = dict(protocol="grid", seed=3, bits=4, d_model=32, n_heads=4, n_layers=2,
                d_ff=64, correct_every=1, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_epochs=1, max_chars=2000)
-    ok = Transformer().run({**cfg, "legacy_prenorm_residual_bug": False}, ctx_with_text(tmp_path))
-    bug = Transformer().run({**cfg, "legacy_prenorm_residual_bug": True}, ctx_with_text(tmp_path))
+    ok = Transformer().run(Transformer.Params.model_validate({**cfg, "legacy_prenorm_residual_bug": False}), ctx_with_text(tmp_path))
+    bug = Transformer().run(Transformer.Params.model_validate({**cfg, "legacy_prenorm_residual_bug": True}), ctx_with_text(tmp_path))
     assert ok["data_source"] == "tinyshakespeare"  # input.txt in the data root, the real format
     assert ok["loss_float"] == bug["loss_float"]
     assert ok["loss_corrected"] == bug["loss_corrected"]
@@ -97,7 +97,7 @@ def test_transformer_run_rows(tmp_path):
                d_ff=64, correct_every=2, correction_hidden=32, data="real", seq_len=32, batch_size=8,
                float_epochs=2, correction_epochs=1, max_chars=3000)
     ctx = ctx_with_text(tmp_path)
-    row = Transformer().run(cfg, ctx)
+    row = Transformer().run(Transformer.Params.model_validate(cfg), ctx)
     assert not set(row) & set(cfg)
     assert row["num_correction_layers"] == 2 and row["num_quant_points"] == 4
     assert row["ppl_float"] == pytest.approx(math.exp(row["loss_float"]))
@@ -115,8 +115,8 @@ def test_transformer_stage_cache_is_bit_identical(tmp_path):
     cfg = dict(protocol="grid", seed=1, bits=4, d_model=32, n_heads=4, n_layers=1,
                d_ff=64, correct_every=1, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_epochs=1, max_chars=1500)
-    a = Transformer().run({**cfg, "stage_cache": True}, ctx_with_text(tmp_path))
-    b = Transformer().run({**cfg, "stage_cache": False}, ctx_with_text(tmp_path))
+    a = Transformer().run(Transformer.Params.model_validate({**cfg, "stage_cache": True}), ctx_with_text(tmp_path))
+    b = Transformer().run(Transformer.Params.model_validate({**cfg, "stage_cache": False}), ctx_with_text(tmp_path))
     for k in ("loss_float", "loss_quant", "loss_corrected"):
         assert a[k] == b[k], k
 
@@ -126,14 +126,14 @@ def test_transformer_lambda_protocol_runs(tmp_path):
                d_ff=64, correct_every=2, correction_hidden=0, data="real", seq_len=32, batch_size=8,
                float_epochs=1, correction_sequences=8, correction_steps=8, lam=0.5, max_chars=1500,
                correction_init="zero", guard="lambda")
-    row = Transformer().run(cfg, ctx_with_text(tmp_path))
+    row = Transformer().run(Transformer.Params.model_validate(cfg), ctx_with_text(tmp_path))
     assert row["num_correction_layers"] == 2 and math.isfinite(row["recovery_pct"])
 
 
 def test_autoencoder_standin_run(tmp_path):
     cfg = dict(seed=0, hidden=[64, 32], latent=8, bits=2, correct_every=1,
                correction_hidden=0, data="auto", float_epochs=20, correction_epochs=5, batch_size=128)
-    row = Autoencoder().run(cfg, LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
+    row = Autoencoder().run(Autoencoder.Params.model_validate(cfg), LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c"))
     assert row["data_source"] == "standin:sklearn_digits"
     assert row["image_dim"] == 64 and row["n_test_images"] == 256
     assert row["num_correction_layers"] == 4
@@ -146,10 +146,10 @@ def test_autoencoder_skip_rule_and_lambda(tmp_path):
     ctx = LocalContext(data_root=tmp_path, cache_dir=tmp_path / "c")
     base = dict(seed=0, hidden=[32, 16], latent=8, bits=4, correction_hidden=0,
                 data="standin", float_epochs=3, max_train_images=256)
-    skip = Autoencoder().run({**base, "correct_every": 4, "correction_epochs": 1}, ctx)
+    skip = Autoencoder().run(Autoencoder.Params.model_validate({**base, "correct_every": 4, "correction_epochs": 1}), ctx)
     assert skip["num_correction_layers"] == 0 and skip["recovery_pct"] == 0.0 and skip["c"] == skip["q"]
-    lam = Autoencoder().run({**base, "protocol": "lambda", "correct_every": 1, "lam": 1.0,
-                           "correction_steps": 8, "correction_images": 128, "guard": "lambda"}, ctx)
+    lam = Autoencoder().run(Autoencoder.Params.model_validate({**base, "protocol": "lambda", "correct_every": 1, "lam": 1.0,
+                           "correction_steps": 8, "correction_images": 128, "guard": "lambda"}), ctx)
     assert lam["num_correction_layers"] == 4 and math.isfinite(lam["recovery_pct"])
 
 
@@ -189,12 +189,12 @@ def test_transformer_trial_killed_in_the_correction_phase_resumes_to_the_same_ro
     cfg = dict(protocol="hydra", seed=2, bits=2, d_model=32, n_heads=4, n_layers=1, d_ff=64, correct_every=1,
                data="real", seq_len=32, batch_size=8, float_epochs=2, correction_epochs=3, max_chars=2000,
                stage_cache=False)
-    whole = Transformer().run(dict(cfg), ctx_with_text(tmp_path))
+    whole = Transformer().run(Transformer.Params.model_validate(cfg), ctx_with_text(tmp_path))
     ctx = _KilledInCorrection(data_root=tmp_path, cache_dir=tmp_path / "cache")  # input.txt is there
     with pytest.raises(KeyboardInterrupt):
-        Transformer().run(dict(cfg), ctx)
+        Transformer().run(Transformer.Params.model_validate(cfg), ctx)
     torch.manual_seed(99)  # a restarted worker's RNG is anything
-    resumed = Transformer().run(dict(cfg), ctx)
+    resumed = Transformer().run(Transformer.Params.model_validate(cfg), ctx)
     steps = [(h["phase"], h["step"]) for h in ctx.history]
     assert steps == [("float", 1), ("float", 2), ("correction", 1), ("correction", 2), ("correction", 2), ("correction", 3)]
     for k in ("loss_float", "loss_quant", "loss_corrected", "correction_final_loss"):

@@ -64,6 +64,16 @@ def ctxs(n: int) -> list[LocalContext]:
     return [LocalContext() for _ in range(n)]
 
 
+def run_alone(cfg: dict, ctx: LocalContext) -> dict:
+    """``run`` of one config, given as the orchestrator gives it: a TransformerParams."""
+    return Transformer().run(Transformer.Params.model_validate(cfg), ctx)
+
+
+def run_grouped(cfgs: list[dict], contexts: list[LocalContext]) -> list:
+    """``run_group`` of configs (dicts here, as ``group_key`` takes them), given as TransformerParams."""
+    return Transformer().run_group([Transformer.Params.model_validate(c) for c in cfgs], contexts)
+
+
 def assert_rows_close(want: dict, got: dict, rel: float = RAW_REL) -> None:
     assert set(want) == set(got)
     tol_c = rel * max(abs(want["c"]), abs(want["q"]), abs(want["f"]))
@@ -93,7 +103,7 @@ def assert_history_close(want: list[dict], got: list[dict], rel: float = RAW_REL
 
 def unbatched(cfgs: list[dict]) -> tuple[list[dict], list[LocalContext]]:
     cs = ctxs(len(cfgs))
-    return [Transformer().run(c, x) for c, x in zip(cfgs, cs)], cs
+    return [run_alone(c, x) for c, x in zip(cfgs, cs)], cs
 
 
 # -------------------------------------------------------------------------------- grouping
@@ -112,7 +122,7 @@ def test_group_key_folds_only_the_seed_and_lambda():
 def test_a_group_must_be_one_group():
     cfgs = group("grid")
     with pytest.raises(ValueError, match="not one group"):
-        Transformer().run_group([cfgs[0], dict(cfgs[1], bits=8)], ctxs(2))
+        run_grouped([cfgs[0], dict(cfgs[1], bits=8)], ctxs(2))
 
 
 def test_dropout_masks_are_the_unbatched_ones():
@@ -147,7 +157,7 @@ def test_run_group_equals_run(protocol, stage_cache):
     cfgs = group(protocol, stage_cache=stage_cache)
     want, want_ctx = unbatched(cfgs)
     got_ctx = ctxs(len(cfgs))
-    got = Transformer().run_group(cfgs, got_ctx)
+    got = run_grouped(cfgs, got_ctx)
     seen = set()
     rel_raw, rel_history = REL[protocol]
     for c, w, g, wc, gc in zip(cfgs, want, got, want_ctx, got_ctx):
@@ -164,7 +174,7 @@ def test_run_group_equals_run(protocol, stage_cache):
 def test_baseline_group_without_correctors():
     cfgs = group("hydra", correct_every=999, correction_hidden=0)
     want, _ = unbatched(cfgs)
-    got = Transformer().run_group(cfgs, ctxs(len(cfgs)))
+    got = run_grouped(cfgs, ctxs(len(cfgs)))
     for w, g in zip(want, got):
         assert_rows_close(w, g)
         assert g["num_correction_layers"] == 0 and g["c"] == g["q"] and math.isnan(g["correction_final_loss"])
@@ -172,7 +182,7 @@ def test_baseline_group_without_correctors():
 
 def test_member_times_are_shares_of_the_group():
     cfgs = group("grid")
-    rows = Transformer().run_group(cfgs, ctxs(3))
+    rows = run_grouped(cfgs, ctxs(3))
     assert all(0 < r["float_phase_s"] <= r["total_s"] for r in rows)
 
 
@@ -199,14 +209,14 @@ def test_group_killed_resumes_member_by_member_through_run(phase, stage_cache):
     want, want_ctx = unbatched(cfgs)
     killed = [KillAt(phase, 2)] + [LocalContext() for _ in cfgs[1:]]
     with pytest.raises(Killed):
-        Transformer().run_group(cfgs, killed)
+        run_grouped(cfgs, killed)
     for i, (c, x) in enumerate(zip(cfgs, killed)):
         if phase == "float" or i == 0:  # members 1, 2 were not reported yet when member 0's report died
             ck = x.load_checkpoint()
             assert ck[f"{phase}_progress"]["epoch"] == 1, (i, sorted(ck))
         if not stage_cache:
             x._stages.clear()
-        assert_rows_close(want[i], Transformer().run(c, x))  # run resumes from the member's checkpoint
+        assert_rows_close(want[i], run_alone(c, x))  # run resumes from the member's checkpoint
         assert_history_close(want_ctx[i].history, x.history)
 
 
@@ -215,8 +225,8 @@ def test_group_killed_resumes_as_a_group():
     want, _ = unbatched(cfgs)
     killed = [KillAt("correction", 2)] + [LocalContext() for _ in cfgs[1:]]
     with pytest.raises(Killed):
-        Transformer().run_group(cfgs, killed)
-    got = Transformer().run_group(cfgs, killed)
+        run_grouped(cfgs, killed)
+    got = run_grouped(cfgs, killed)
     for w, g in zip(want, got):
         assert_rows_close(w, g)
 
@@ -228,9 +238,9 @@ def test_group_resumes_members_at_different_epochs():
     want, _ = unbatched(cfgs)
     cs = [KillAt("correction", 2)] + [LocalContext() for _ in cfgs[1:]]
     with pytest.raises(Killed):
-        Transformer().run(cfgs[0], cs[0])
+        run_alone(cfgs[0], cs[0])
     assert cs[0].load_checkpoint()["correction_progress"]["epoch"] == 1
-    got = Transformer().run_group(cfgs, cs)
+    got = run_grouped(cfgs, cs)
     for w, g in zip(want, got):
         assert_rows_close(w, g)
 
@@ -250,25 +260,25 @@ def test_stage_cache_is_shared_with_run(tmp_path):
     cfgs = group("grid")
     want, _ = unbatched(cfgs)
     cs = [CacheContext(tmp_path) for _ in cfgs]
-    got = Transformer().run_group(cfgs, cs)
+    got = run_grouped(cfgs, cs)
     assert [x.cache.builds for x in cs] == [1, 1, 1]  # each backbone built once, by its member
     assert [len(x.history) for x in cs] == [4, 4, 4]  # 2 float + 2 correction epochs
     later = CacheContext(tmp_path)
-    again = Transformer().run(cfgs[1], later)
+    again = run_alone(cfgs[1], later)
     assert later.cache.builds == 0  # run loads the group's backbone
     assert_rows_close(want[1], again)
     for w, g in zip(want, got):
         assert_rows_close(w, g)
     # a second group finds them all: nothing trained
     cs2 = [CacheContext(tmp_path) for _ in cfgs]
-    Transformer().run_group([dict(c, bits=8) for c in cfgs], cs2)
+    run_grouped([dict(c, bits=8) for c in cfgs], cs2)
     assert [x.cache.builds for x in cs2] == [0, 0, 0] and not any(x.history[0]["phase"] == "float" for x in cs2)
 
 
 def test_lambda_group_trains_each_shared_backbone_once(tmp_path):
     cfgs = group("lambda")
     cs = [CacheContext(tmp_path) for _ in cfgs]
-    Transformer().run_group(cfgs, cs)
+    run_grouped(cfgs, cs)
     assert [x.cache.builds for x in cs] == [1, 0, 1, 0]  # seeds 1, 2 (each shared by lam 0 and 0.5)
 
 
@@ -285,7 +295,7 @@ def test_a_diverging_member_does_not_stop_the_others(monkeypatch):
         return values
 
     monkeypatch.setattr(V, "step_members", nan_for_member_1)
-    got = Transformer().run_group(cfgs, ctxs(3))
+    got = run_grouped(cfgs, ctxs(3))
     assert isinstance(got[1], Diverged) and got[1].metrics == {"diverged_step": 1}
     assert str(got[1]) == "non-finite correction_loss at step 1"
     assert_rows_close(want[0], got[0])
@@ -297,7 +307,7 @@ def test_a_failure_of_the_batch_fails_every_member(monkeypatch):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(TG, "mean_ce_members", boom)
-    got = Transformer().run_group(group("grid"), ctxs(3))
+    got = run_grouped(group("grid"), ctxs(3))
     assert all(isinstance(g, RuntimeError) for g in got)
 
 
@@ -307,6 +317,6 @@ def test_the_cuda_path_runs(monkeypatch):
     monkeypatch.setattr(TG, "_exact", lambda device: False)
     cfgs = group("hydra")
     want, _ = unbatched(cfgs)
-    got = Transformer().run_group(cfgs, ctxs(3))
+    got = run_grouped(cfgs, ctxs(3))
     for w, g in zip(want, got):
         assert math.isclose(w["f"], g["f"], rel_tol=0.05) and math.isfinite(g["recovery_pct"])

@@ -187,10 +187,10 @@ def smoke_rows() -> dict[str, dict]:
     five_tiers = dict(data="synthetic", synthetic_vocab=300, train_tokens=800, val_tokens=200, test_tokens=200,
                       tiers="5,3,10;5,3,8;20,2,8;50,2,6;rest,2,6", calibration="none")
     return {
-        "ga_ts": RamLM().run(smoke_config("ramlm_quick"), LocalContext()),
-        "pc": RamLM().run(smoke_config("ramlm_pc_fitness"), LocalContext()),
-        "five_tiers_uncalibrated": RamLM().run(five_tiers, LocalContext()),
-        "five_tiers": RamLM().run({**five_tiers, "calibration": "temperature", "calibration_examples": 100},
+        "ga_ts": RamLM().run(RamLM.Params.model_validate(smoke_config("ramlm_quick")), LocalContext()),
+        "pc": RamLM().run(RamLM.Params.model_validate(smoke_config("ramlm_pc_fitness")), LocalContext()),
+        "five_tiers_uncalibrated": RamLM().run(RamLM.Params.model_validate(five_tiers), LocalContext()),
+        "five_tiers": RamLM().run(RamLM.Params.model_validate({**five_tiers, "calibration": "temperature", "calibration_examples": 100}),
                                   LocalContext()),
     }
 
@@ -216,7 +216,7 @@ def test_omitted_and_explicit_defaults_give_the_same_row():
     config = dict(data="synthetic", synthetic_vocab=300, train_tokens=800, val_tokens=200, test_tokens=200,
                   tiers="10,4,12;rest,2,6", calibration_examples=100)
     explicit = {**V1_DEFAULTS, **config}
-    a, b = RamLM().run(config, LocalContext()), RamLM().run(explicit, LocalContext())
+    a, b = RamLM().run(RamLM.Params.model_validate(config), LocalContext()), RamLM().run(RamLM.Params.model_validate(explicit), LocalContext())
     timing = {k for k in a if k.endswith("_s")}
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     assert a["vocab_size"] == 300 and a["tier_spec"] == "10,4,12;290,2,6"

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from orchestrator.study.contract import LocalContext
-from orchestrator.study.params import ParamError
+from orchestrator.study.params import ParamError, validate
 from tests.oracles.memory_reference import ReferenceMemory
 from workloads.ramlm import RamLM
 from workloads.ramlm.tiers import TierSpecError
@@ -21,7 +21,7 @@ TINY = dict(data="synthetic", synthetic_vocab=600, train_tokens=2500, val_tokens
 
 def run(ctx=None, workload=None, **over):
     cfg = {**TINY, **over}
-    return (workload or RamLM()).run(cfg, ctx or LocalContext())
+    return (workload or RamLM()).run(RamLM.Params.model_validate(cfg), ctx or LocalContext())
 
 
 def test_metrics_are_complete_and_consistent():
@@ -88,12 +88,13 @@ def test_reference_backend_without_the_oracle_says_where_it_is():
 
 
 def test_bad_config_is_rejected_clearly():
+    # before any trial starts, as the orchestrator validates every config (run gets RamLMParams)
     with pytest.raises(ParamError, match="unknown parameter.*did you mean `tiers`"):
-        run(tierz="1,2,3")
+        validate(RamLM.Params, {**TINY, "tierz": "1,2,3"})
     with pytest.raises(ParamError, match="empty_value"):
-        run(empty_value=2.0)
+        validate(RamLM.Params, {**TINY, "empty_value": 2.0})
     with pytest.raises(ParamError, match="expected 3 fields"):   # the spec's syntax is checked up front
-        run(tiers="100,15")
+        validate(RamLM.Params, {**TINY, "tiers": "100,15"})
     # whether the counts fit the vocabulary is known only once the data is loaded
     with pytest.raises(TierSpecError, match="beyond the vocabulary size"):
         run(tiers="700,5,8;rest,3,8")

@@ -58,13 +58,14 @@ def run_case(workload: str, config: dict, seed: int) -> dict:
     import torch
 
     from orchestrator.run import registry
-    from orchestrator.study.contract import LocalContext
+    from orchestrator.study.contract import LocalContext, params_of
     from orchestrator.run.trial import seed_everything
 
     torch.set_num_threads(1)
     seed_everything(seed)
     ctx = LocalContext(seed=seed, scale="smoke", cache_dir=Path(tempfile.mkdtemp(prefix="smoke-regression-")))
-    metrics = registry.load(workload)().run(dict(config), ctx)
+    cls = registry.load(workload)
+    metrics = cls().run(params_of(cls, config), ctx)   # the Params instance, as in a trial
     return {k: v for k, v in metrics.items() if not VOLATILE.search(k)}
 
 

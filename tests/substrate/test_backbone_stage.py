@@ -34,13 +34,13 @@ def _data(n_train: int) -> CharData:
 def test_one_trained_backbone_serves_both_studies(monkeypatch):
     monkeypatch.setenv("OVERNIGHT_OFFLINE", "1")
     ctx = LocalContext(seed=0)
-    quantcorr = Transformer().run({**SHARED, **TRANSFORMER}, ctx)
+    quantcorr = Transformer().run(Transformer.Params.model_validate({**SHARED, **TRANSFORMER}), ctx)
     assert len(ctx._stages) == 1
-    geometry = Geometry().run({**SHARED, **GEOMETRY}, ctx)
+    geometry = Geometry().run(Geometry.Params.model_validate({**SHARED, **GEOMETRY}), ctx)
     assert len(ctx._stages) == 1  # the backbone trained for quantcorr, loaded by geometry
     assert [h["phase"] for h in ctx.history].count("float") == 1
     assert geometry["loss_float"] == quantcorr["loss_float"]
-    alone = Geometry().run({**SHARED, **GEOMETRY}, LocalContext(seed=0))
+    alone = Geometry().run(Geometry.Params.model_validate({**SHARED, **GEOMETRY}), LocalContext(seed=0))
     assert alone["loss_float"] == geometry["loss_float"] and alone["r_lin_q4_median"] == geometry["r_lin_q4_median"]
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .nets import BlockNet, true_gradients
-from .settings import Settings
+from .params import Settings
 
 
 # ----------------------------------------------------------------------------- batch record

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from .nets import BlockNet
-from .settings import eta_name
+from .params import eta_name
 
 
 def cosine_per_sample(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,11 @@ import sys
 
 import torch
 
-from orchestrator.study.contract import LocalContext
+from orchestrator import LocalContext
 
 from .credit import Batch, DFACredit
 from .metrics import evaluate_credit, layer_mean
-from .settings import resolve
+from .params import resolve
 from .train import Trainer, load_task
 
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from orchestrator.study.contract import Diverged
+from orchestrator import Diverged, TrialContext
 from workloads.data.locate import at_scale
 
 from .credit import Batch, CreditSource, DFACredit, build_source, rms_normalize
 from .metrics import evaluate_credit, gamma, layer_mean
 from .nets import BlockNet, LadderNet, ResidualMLP, true_gradients
-from .settings import Settings, eta_name, resolve
+from .params import Settings, eta_name
 from .tasks import Arrays, cifar_task, teacher_task
 
 SIDE_KEYS = ("state_nmse", "bridge_loss", "terminal_loss", "gradmatch_loss")
@@ -320,9 +320,8 @@ def result_row(cfg: Settings, rows: list[dict], test: dict[str, float], training
     return out
 
 
-def run(config: dict[str, Any], ctx) -> dict[str, Any]:
+def run(cfg: Settings, ctx: TrialContext) -> dict[str, Any]:
     """One trial: set up, resume, train, measure, return the row."""
-    cfg = resolve(config)
     seed = int(cfg.seed) if cfg.seed is not None else int(ctx.seed)
     data = load_task(cfg, ctx, seed)
     trainer = Trainer(cfg, seed, data, getattr(ctx, "device", "cpu") or "cpu")

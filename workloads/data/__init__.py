@@ -15,7 +15,7 @@
 Set ``OVERNIGHT_OFFLINE=1`` to skip download attempts (the quantcorr loaders also remember a failed
 download for an hour per cache dir). ``OVERNIGHT_DATA`` (or ``--data-root``) is the data root.
 """
-from orchestrator.study.contract import DataMissing
+from orchestrator import DataMissing
 
 from .locate import DATASETS, at_scale, fingerprint, preflight_for, require, status
 

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.study.contract import DataMissing
+from orchestrator import DataMissing, sha256_file
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -169,8 +169,6 @@ def bpe_files(root: Path) -> dict[str, Path] | None:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from orchestrator.results.provenance import sha256_file
-
     return sha256_file(Path(path))
 
 

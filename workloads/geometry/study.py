@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.study.contract import Diverged
-from orchestrator.study.params import validate
+from orchestrator import Diverged, TrialContext
 from workloads.substrate.char_transformer import (BackboneRecipe, CharData, CharTransformer, load_char_data,
                                                   mean_ce, perplexity, quantized_baselines, trained_backbone)
 from workloads.substrate.correction import calibrated_scales
@@ -26,16 +25,14 @@ from workloads.substrate.stages import Checkpointer, trial_checkpoint, trial_see
 
 from . import q1 as Q1
 from . import q2 as Q2
-from .schema import GeometryParams
+from .params import GeometryParams
 from .traces import ElementCorrectedTap, collect_traces, report_geometry
 
 
-def run(cfg: dict, ctx) -> dict:
+def run(config: GeometryParams, ctx: TrialContext) -> dict:
     """One setting of the study."""
     clock = PhaseClock()
-    # The orchestrator passes the full validated config; validating again (idempotent) fills the
-    # defaults for direct callers (tests, notebooks) and rejects their typos.
-    p = validate(GeometryParams, cfg)
+    p = config.model_dump()   # the phases and the substrate read the config as a dict
     seed = trial_seed(p, ctx)
     data = load_char_data(p, ctx, train_limit=p["train_limit"], test_limit=p["test_limit"])
     recipe = backbone_recipe(p, seed)

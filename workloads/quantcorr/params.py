@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.study.params import Metrics, Params, knob, metric, param
+from orchestrator import Metrics, Params, knob, metric, param
 
 # Per-protocol defaults: a config value overrides them, None (or an absent key) keeps them.
 AUTOENCODER_PROTOCOL_DEFAULTS = {

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import create_model, field_validator, model_validator
 
-from orchestrator.study import params
-from orchestrator.study.params import knob, metric, param
+from orchestrator import Metrics, Params, knob, metric, param
 from workloads.ramlm.tiers import MAX_BITS, TierSpecError, normalise_tier_spec, parse_tier_fields
 
 MAX_TIER_COLUMNS = 5   # per-tier metric columns t0..t4 (the seed's largest spec has five tiers)
@@ -39,7 +38,7 @@ def parse_memory_backends(text: str) -> list[str]:
     return names
 
 
-class RamLMParams(params.Params):
+class RamLMParams(Params):
     """Every key a RAM-LM trial reads. Defaults are the intended semantics; the 5c8f4f1 legacy
     switches are empty_value 0.5, top_k 100, tier_order token_id, opt_eval_split test."""
 
@@ -156,7 +155,7 @@ class RamLMParams(params.Params):
         return self.memory_backends.split(",") if "," in self.memory_backends else self.memory_backends
 
 
-class RunMetrics(params.Metrics):
+class RunMetrics(Metrics):
     """The metrics of every trial, and the optimisation ones (only with optimize)."""
 
     # data and model

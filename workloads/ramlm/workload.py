@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.study import params
-from orchestrator.study.contract import check_finite
+from orchestrator import TrialContext, check_finite
 from workloads.data.locate import at_scale, data_files_for
 from workloads.data.wikitext import load_token_splits, resolve
 from workloads.ramlm.encoding import bits_per_token
@@ -252,17 +251,15 @@ class RamLM:
             return   # the stand-in on purpose: auto may tokenize it by words (the row says so)
         require("gpt2-bpe", data_root, scale, tokenizer)
 
-    def run(self, config: dict, ctx) -> dict:
-        # the orchestrator passes the validated full config; validating again also serves direct callers
-        cfg = RamLMParams.model_validate(params.validate(RamLMParams, config))
+    def run(self, config: RamLMParams, ctx: TrialContext) -> dict:
         started = time.perf_counter()
-        trial = self.set_up(cfg, ctx)
+        trial = self.set_up(config, ctx)
         resume(trial)
         if "initial" in trial.done:
             trial.model.train(pretrain_tokens(trial))   # the memory's cells are not checkpointed: refill them
         else:
             train_initial(trial)
-        if optimises(cfg):
+        if optimises(config):
             optimise_and_retrain(trial)
         trial.metrics["written_cells_final"] = int(np.sum(trial.model.memory.written_cells()))
         val, test = evaluate_final(trial)

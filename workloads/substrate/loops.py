@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from orchestrator.study.contract import check_finite
+from orchestrator import check_finite
 
 from .stages import Checkpointer, load_state, state_to_bytes
 

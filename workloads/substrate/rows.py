@@ -10,7 +10,7 @@ import math
 import time
 from typing import Any, Mapping
 
-from orchestrator.study.contract import Diverged
+from orchestrator import Diverged
 
 
 def gap(f: float, q: float, *, higher_is_better: bool) -> float:

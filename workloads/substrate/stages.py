@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from orchestrator.study.params import is_knob
+from orchestrator import is_knob
 
 
 def trial_seed(p: Mapping[str, Any], ctx) -> int:

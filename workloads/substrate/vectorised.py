@@ -411,7 +411,7 @@ def record_losses(units: Sequence[Unit], step: int, values: Sequence[float], las
     training: its loss goes into ``last[k]``; a non-finite one sets the unit's ``error`` to the
     ``Diverged`` the unbatched loop raises (the unit then stops, the others go on), a finite one is
     reported when ``report``. Returns the units whose loss was finite."""
-    from orchestrator.study.contract import check_finite  # light, kept beside its use
+    from orchestrator import check_finite  # light, kept beside its use
 
     finite = []
     for k, u in enumerate(units):

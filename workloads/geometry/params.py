@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from orchestrator.study.params import Metrics, Params, knob, metric, param
+from orchestrator import Metrics, Params, knob, metric, param
 
 from .q1 import RIDGE_LAMBDA
 
