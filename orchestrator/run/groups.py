@@ -103,10 +103,8 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
     status)`` is called for every member that has its row (skipped or written here);
     ``on_retry(trial_id, text)`` for every member that failed in the group. Returns the members
     still to run, alone and in order (``bundle.run_member``)."""
-    from orchestrator.results import layout as L
     from orchestrator.run import registry
-    from orchestrator.study.contract import Diverged, grouped, params_of
-    from orchestrator.run.trial import check_writable, close_try, open_try, outcome, row_status, seed_everything
+    from orchestrator.run.trial import open_try, row_status, seed_everything
 
     todo = []
     for m in members:
@@ -127,6 +125,15 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
             store.bump(t.p.trial_id, L.ERRORS)
         return todo
     seed_everything(tries[0].ctx.seed)
+    results, share = _batched(workload, tries)
+    return _record(todo, tries, results, workload, store, share, done, on_retry)
+
+
+def _batched(workload, tries: list) -> tuple[list, float]:
+    """The group's one computation: an entry per try (its metrics or its exception), and each
+    try's share of the wall time. If run_group itself fails, every entry is that exception."""
+    from orchestrator.study.contract import grouped, params_of
+
     t0 = time.perf_counter()
     try:
         group = grouped(workload)
@@ -137,7 +144,16 @@ def run_group_bundle(members: Sequence[Member], store, done: Callable[[str, Stat
             raise RuntimeError(f"run_group returned {len(results)} results for {len(tries)} configs")
     except Exception as e:  # noqa: BLE001 - the batched computation failed: every member alone
         results = [e] * len(tries)
-    share = (time.perf_counter() - t0) / len(tries)
+    return results, (time.perf_counter() - t0) / len(tries)
+
+
+def _record(todo: list[Member], tries: list, results: list, workload, store, share: float,
+            done: Callable[[str, Status], None], on_retry: Callable[[str, str], None]) -> list[Member]:
+    """Each member's row from its entry; the members whose entry failed, or whose row could not be
+    written, are returned to run alone."""
+    from orchestrator.study.contract import Diverged
+    from orchestrator.run.trial import check_writable, close_try, outcome
+
     left = []
     for m, t, result in zip(todo, tries, results):
         tid = t.p.trial_id
