@@ -104,14 +104,14 @@ def wait_until(what: str, check, proc: subprocess.Popen | None = None, timeout: 
     """Poll ``check()`` until it is true (True), or ``proc`` exited first (False). Waits on events
     (files, rows, counters), never for a fixed time; ``timeout`` only bounds a hung test. With
     ``family`` (a set) the descendants of ``proc`` are collected meanwhile, to clean up after it."""
-    from tests.cluster.loopback import _descendants
+    from tests.processes import descendants
 
     deadline = time.monotonic() + timeout
     while not check():
         if proc is not None and proc.poll() is not None:
             return False
         if family is not None and proc is not None:
-            family.update(_descendants(proc.pid))
+            family.update(descendants(proc.pid))
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
         time.sleep(0.05)
     return True

@@ -22,10 +22,36 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tests.cluster.loopback import _descendants
 from tests.conftest import ROOT, wait_until
 
 OVERNIGHT = str(Path(sys.executable).with_name("overnight"))
+
+
+def parents() -> dict[int, int]:
+    """pid -> parent pid for every process we can see (from /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # the command name may contain spaces and parentheses: split after the last ")"
+            out[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents().items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def ray_env(**extra: str) -> dict[str, str]:
@@ -70,7 +96,7 @@ def kill_driver(driver: subprocess.Popen, family: set[int], linger: float | None
     driver's descendants, collected before the kill, since they are re-parented after it) and its
     process group. ``linger=None``: the Ray goes at once, before its trials can finish. A number:
     the driver goes alone, and its Ray lives on that many seconds (it may still write a row)."""
-    family.update(_descendants(driver.pid))
+    family.update(descendants(driver.pid))
     if driver.poll() is None:
         os.kill(driver.pid, signal.SIGKILL)
     if linger is None:
@@ -79,7 +105,7 @@ def kill_driver(driver: subprocess.Popen, family: set[int], linger: float | None
         return
     driver.wait(30)
     time.sleep(linger)
-    family.update(_descendants(driver.pid))
+    family.update(descendants(driver.pid))
     kill_family(family, driver.pid)
 
 
@@ -94,11 +120,11 @@ def kill_when(driver: subprocess.Popen, what: str, condition: Callable[[], Any],
     try:
         assert wait_until(what, condition, driver, timeout=timeout, family=family), \
             f"the driver ended before {what}:\n{log.read_text()[-3000:]}"
-        family.update(_descendants(driver.pid))
+        family.update(descendants(driver.pid))
         caught = (take or condition)()
         kill_driver(driver, family)
     finally:
-        family.update(_descendants(driver.pid))
+        family.update(descendants(driver.pid))
         kill_family(family, driver.pid)
     return caught
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.processes import descendants, parents
+
 RAY = str(Path(sys.executable).with_name("ray"))
 BIN = str(Path(sys.executable).parent)
 
@@ -59,32 +61,6 @@ def job_server_available() -> str | None:
     except ImportError as e:
         return f"the Ray job server needs ray[default] (pip install -e '.[cluster]'): {e}"
     return None
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid for every process we can see (from /proc)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # the command name may contain spaces and parentheses: split after the last ")"
-            out[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return out
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parents().items():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 # What `ray start` prints when its raylet did not register with the GCS within the 30 s that
@@ -243,19 +219,19 @@ class LoopbackCluster:
     def node_of(self, pid: int) -> Node | None:
         """The node whose `ray start` process is an ancestor of ``pid`` (workers are children of
         their raylet, which is a child of `ray start`)."""
-        parents = _parents()
+        parent_of = parents()
         ours = {n.proc.pid: n for n in self.nodes}
         while pid > 1:
             if pid in ours:
                 return ours[pid]
-            pid = parents.get(pid, 0)
+            pid = parent_of.get(pid, 0)
         return None
 
     def _kill(self, node: Node) -> None:
         node.killed = True
         # the process group holds the Ray daemons; workers start their own groups, so also kill
         # every descendant of the node's `ray start`
-        victims = _descendants(node.proc.pid)
+        victims = descendants(node.proc.pid)
         try:
             os.killpg(node.proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from orchestrator.results.dataset import StudyStore
-from tests.cluster.loopback import _descendants
-from tests.processes import alive, kill_driver, overnight_subprocess, ray_env, start_overnight
+from tests.processes import alive, descendants, kill_driver, overnight_subprocess, ray_env, start_overnight
 
 KILLS = 20
 
@@ -60,7 +59,7 @@ def test_twenty_driver_sigkills_then_the_same_command(tmp_path):
         delay = 600.0 if wait_for_row else rng.uniform(0.3, first_row_s + 8.0)
         family: set[int] = set()
         while time.monotonic() - t_start < delay and proc.poll() is None:
-            family.update(_descendants(proc.pid))   # Ray daemons and workers, to clean up after the kill
+            family.update(descendants(proc.pid))   # Ray daemons and workers, to clean up after the kill
             if wait_for_row and len(store.finished_ids()) > before:
                 first_row_s = first_row_s or time.monotonic() - t_start
                 delay = time.monotonic() - t_start + rng.uniform(0.0, 2.0)
