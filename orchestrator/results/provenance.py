@@ -100,6 +100,18 @@ def data_summary(rows: Any) -> list[str]:
 
 # ---------------------------------------------------------------------------- code and environment
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, as hex, read ``chunk`` bytes at a time (what run_record records
+    of each data file; a workload may use it to check a file it downloaded).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import orchestrator as overnight
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "data.txt"
+    ...     _ = path.write_bytes(b"hello")
+    ...     print(overnight.sha256_file(path))
+    2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -29,7 +29,15 @@ from orchestrator.study.params import AnyParams, declared
 class DataMissing(Exception):
     """Raise from a workload's optional ``preflight(config, data_root, scale)`` when a trial would
     need a dataset that is not there (at full scale a study must not fall back to a stand-in).
-    The orchestrator turns it into a one-line error (exit 2) before Ray starts."""
+    The orchestrator turns it into a one-line error (exit 2) before Ray starts.
+
+    >>> import orchestrator as overnight
+    >>> error = overnight.DataMissing("MNIST", "/data/mnist", "fetch it with workloads/data/fetch.py")
+    >>> print(error)
+    MNIST not found in /data/mnist: fetch it with workloads/data/fetch.py
+    >>> error.dataset, error.looked_in
+    ('MNIST', '/data/mnist')
+    """
 
     def __init__(self, dataset: str, looked_in: str, how: str):
         super().__init__(f"{dataset} not found in {looked_in}: {how}")
@@ -38,7 +46,17 @@ class DataMissing(Exception):
 
 class Diverged(RuntimeError):
     """Raise from ``run`` when training blew up (NaN/inf loss). The trial is recorded with status
-    ``diverged`` and is not retried. Any metrics passed along are kept in the row."""
+    ``diverged`` and is not retried. Any metrics passed along are kept in the row.
+
+    >>> import orchestrator as overnight
+    >>> try:
+    ...     raise overnight.Diverged("loss exploded at step 7", metrics={"diverged_step": 7, "loss": 1e30})
+    ... except overnight.Diverged as e:
+    ...     print(e, e.metrics)
+    loss exploded at step 7 {'diverged_step': 7, 'loss': 1e+30}
+    >>> overnight.Diverged().metrics
+    {}
+    """
 
     def __init__(self, message: str = "training diverged", metrics: Mapping[str, Any] | None = None):
         super().__init__(message)
@@ -47,7 +65,20 @@ class Diverged(RuntimeError):
 
 @runtime_checkable
 class TrialContext(Protocol):
-    """What a running trial can use. Provided by the orchestrator."""
+    """What a running trial can use. Provided by the orchestrator.
+
+    >>> import orchestrator as overnight
+    >>> def run(config, ctx: overnight.TrialContext):
+    ...     ctx.log(f"trial {ctx.trial_id} on {ctx.device}, attempt {ctx.attempt}")
+    ...     state = ctx.load_checkpoint() or {"step": 0}
+    ...     ctx.save_checkpoint({"step": state["step"] + 1})
+    ...     return {"step": state["step"] + 1}
+    >>> ctx = overnight.LocalContext(trial_id="t1")
+    >>> run(None, ctx), run(None, ctx), ctx.messages[0]
+    ({'step': 1}, {'step': 2}, 'trial t1 on cpu, attempt 1')
+    >>> isinstance(ctx, overnight.TrialContext)
+    True
+    """
 
     trial_id: str
     seed: int            # the config's ``seed`` if present, else derived from the trial id
@@ -88,7 +119,19 @@ class Workload(Protocol[ConfigT]):
     it ``run`` gets an ``AnyParams``), ``Metrics`` (the row's metric columns) and optionally
     ``artifacts`` ({name: model} of its per-trial tables) and ``determinism`` (what of its metrics is
     not bit-identical across the execution knobs, orchestrator/study/determinism.py; ``()``: every
-    metric is). Optional hooks: ``Preflight`` and ``Grouped`` below."""
+    metric is). Optional hooks: ``Preflight`` and ``Grouped`` below.
+
+    >>> import orchestrator as overnight
+    >>> class Square:
+    ...     name, version = "square", "1"
+    ...     def run(self, config, ctx):
+    ...         ctx.report(0, y=config.x ** 2)
+    ...         return {"y": config.x ** 2}
+    >>> isinstance(Square(), overnight.Workload)
+    True
+    >>> Square().run(overnight.AnyParams(x=3), overnight.LocalContext())
+    {'y': 9}
+    """
 
     name: str
     version: str
@@ -102,7 +145,25 @@ class Workload(Protocol[ConfigT]):
 class Preflight(Protocol):
     """Optional: called in the driver, on the class, for every trial before Ray starts, with the
     full validated config as a dict; raises ``DataMissing`` when the trial's data is not there (a
-    staticmethod or classmethod, or a plain function assigned to the class)."""
+    staticmethod or classmethod, or a plain function assigned to the class).
+
+    >>> from pathlib import Path
+    >>> import orchestrator as overnight
+    >>> class Train:
+    ...     name, version = "train", "1"
+    ...     def run(self, config, ctx):
+    ...         return {}
+    ...     @staticmethod
+    ...     def preflight(config, data_root, scale):
+    ...         if scale == "full" and not (data_root / "mnist").is_dir():
+    ...             raise overnight.DataMissing("MNIST", str(data_root / "mnist"), "fetch it first")
+    >>> isinstance(Train, overnight.Preflight)
+    True
+    >>> Train.preflight({}, Path("/nonexistent"), "full")
+    Traceback (most recent call last):
+        ...
+    orchestrator.study.contract.DataMissing: MNIST not found in /nonexistent/mnist: fetch it first
+    """
 
     def preflight(self, config: Mapping[str, Any], data_root: Path, scale: str) -> None: ...
 
@@ -123,6 +184,22 @@ class Grouped(Protocol):
       exception entry: that trial failed, and runs again alone through ``run``. An exception raised
       by ``run_group`` itself: the batched computation failed, and every member without a row runs
       again alone. Each member still gets its own row, and resume, retries and dedup stay per trial.
+
+    >>> import orchestrator as overnight
+    >>> class Seeds:
+    ...     name, version = "seeds", "1"
+    ...     def run(self, config, ctx):
+    ...         return {"y": config.seed * 2}
+    ...     @staticmethod
+    ...     def group_key(config):
+    ...         return f"width={config['width']}"
+    ...     def run_group(self, configs, ctxs):
+    ...         return [self.run(c, ctx) for c, ctx in zip(configs, ctxs)]
+    >>> isinstance(Seeds(), overnight.Grouped), Seeds.group_key({"seed": 1, "width": 8})
+    (True, 'width=8')
+    >>> configs = [overnight.AnyParams(seed=s, width=8) for s in (1, 2)]
+    >>> Seeds().run_group(configs, [overnight.LocalContext() for _ in configs])
+    [{'y': 2}, {'y': 4}]
     """
 
     def group_key(self, config: Mapping[str, Any]) -> str | None: ...
@@ -156,7 +233,20 @@ def params_of(workload: Any, config: Mapping[str, Any]) -> BaseModel:
     """The ``Params`` instance ``run`` receives for a trial's config: an instance of the
     workload's ``Params``, or ``AnyParams`` when it declares none. The config is the one the driver
     validated (orchestrator/run/prepare.py) and sent as plain values; validating those values
-    again gives the same instance (what the driver built) and restores their declared types."""
+    again gives the same instance (what the driver built) and restores their declared types.
+
+    >>> import orchestrator as overnight
+    >>> class Train:
+    ...     name, version = "train", "1"
+    ...     class Params(overnight.Params):
+    ...         lr: float = overnight.param(0.1, "step size")
+    >>> overnight.params_of(Train, {"lr": 1})
+    Params(lr=1.0)
+    >>> class Plain:
+    ...     name, version = "plain", "1"
+    >>> overnight.params_of(Plain, {"x": 3})
+    AnyParams(x=3)
+    """
     model = declared(workload)[0] or AnyParams
     return model.model_validate(dict(config))
 
@@ -169,7 +259,24 @@ def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str,
     receives: an instance of ``params`` (``config.lr``). Without ``params``, or without the
     decorator, any keys are accepted and it receives an ``AnyParams`` (each key an attribute,
     ``config.model_dump()`` the dict); without ``metrics`` its metrics are kept in
-    ``extra_metrics``."""
+    ``extra_metrics``. The decorator returns the function itself, so it can be called directly.
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size", gt=0)
+    >>> @overnight.workload(params=Params, version="1", name="demo.halve")
+    ... def run(config: Params, ctx):
+    ...     loss = 1.0
+    ...     for step in range(2):
+    ...         loss *= 1 - config.lr
+    ...         ctx.report(step, loss=loss)
+    ...     return {"loss": loss}
+    >>> ctx = overnight.LocalContext()
+    >>> run(Params(lr=0.5), ctx)
+    {'loss': 0.25}
+    >>> [entry["loss"] for entry in ctx.history]
+    [0.5, 0.25]
+    """
     def mark(fn: Callable) -> Callable:
         # a function object takes any attribute; Callable's type does not say so
         fn.__overnight__ = {"params": params, "metrics": metrics,  # type: ignore[attr-defined]
@@ -179,7 +286,15 @@ def workload(*, params: Any = None, metrics: Any = None, artifacts: Mapping[str,
 
 
 def check_finite(step: int, **values: float) -> None:
-    """Raise :class:`Diverged` if any value is NaN or infinite."""
+    """Raise :class:`Diverged` if any value is NaN or infinite.
+
+    >>> import orchestrator as overnight
+    >>> overnight.check_finite(3, loss=0.5, grad_norm=2.0)
+    >>> overnight.check_finite(3, loss=float("nan"), grad_norm=float("inf"))
+    Traceback (most recent call last):
+        ...
+    orchestrator.study.contract.Diverged: non-finite loss, grad_norm at step 3
+    """
     bad = {k: v for k, v in values.items() if not math.isfinite(float(v))}
     if bad:
         raise Diverged(f"non-finite {', '.join(bad)} at step {step}", metrics={"diverged_step": step})
@@ -198,7 +313,23 @@ class BaseContext:
     """What every ``TrialContext`` does the same way: ``report`` checks its values and keeps one
     history entry per call, ``{"step", "phase", **metrics}`` plus whatever ``entry_extras`` adds.
     ``LocalContext`` (here) and the trial process's ``WorkerContext`` (orchestrator/run/trial.py)
-    derive from it, so a workload tested with the one behaves the same under the other."""
+    derive from it, so a workload tested with the one behaves the same under the other.
+
+    >>> import orchestrator as overnight
+    >>> class Timed(overnight.BaseContext):
+    ...     def __init__(self):
+    ...         self.history = []
+    ...     def entry_extras(self):
+    ...         return {"time_s": 0.0}
+    >>> ctx = Timed()
+    >>> ctx.report(1, loss=0.5)
+    >>> ctx.history
+    [{'step': 1, 'time_s': 0.0, 'phase': None, 'loss': 0.5}]
+    >>> ctx.report(2, loss="low")
+    Traceback (most recent call last):
+        ...
+    TypeError: ctx.report: loss must be a number (got 'low'); pass a label as phase=
+    """
 
     history: list[dict[str, Any]]
 
@@ -215,7 +346,17 @@ class BaseContext:
 class LocalContext(BaseContext):
     """A ``TrialContext`` that needs no Ray and no results directory: for unit tests, notebooks
     and quick manual runs of a workload. Everything it records stays on the object; ``report``
-    keeps no wall time, so two runs of one trial have equal histories."""
+    keeps no wall time, so two runs of one trial have equal histories.
+
+    >>> import orchestrator as overnight
+    >>> ctx = overnight.LocalContext(seed=1)
+    >>> ctx.report(step=1, loss=0.5)
+    >>> ctx.report(step=2, phase="eval", loss=0.25)
+    >>> ctx.history
+    [{'step': 1, 'phase': None, 'loss': 0.5}, {'step': 2, 'phase': 'eval', 'loss': 0.25}]
+    >>> ctx.stage({"width": 8}, lambda: "built"), ctx.stage({"width": 8}, lambda: "built again")
+    ('built', 'built')
+    """
 
     trial_id: str = "local"
     seed: int = 0

@@ -2,7 +2,16 @@
 ``determinism`` declaration a workload class may carry (``NotBitIdentical``), checked against its
 ``Metrics``, and its one-line text for ``overnight describe`` and the report. Apart from the
 contract (orchestrator/study/contract.py) so that the parameter declarations
-(orchestrator/study/params.py, ``describe``) can read it without importing the contract."""
+(orchestrator/study/params.py, ``describe``) can read it without importing the contract.
+
+``KNOBS``: the execution knobs a declaration may name.
+
+>>> import orchestrator as overnight
+>>> overnight.KNOBS
+('bundle', 'group', 'max_concurrent', 'resume')
+>>> overnight.NotBitIdentical(overnight.KNOBS, metrics=("pid",), why="the process that ran it").text()
+'every run changes pid: the process that ran it'
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,6 +38,18 @@ class NotBitIdentical:
     - ``metrics``: the metric columns that change (empty: every metric);
     - ``why``: the reason, for the reader of the report;
     - ``device``: "cpu" or "cuda" when it happens only there (None: on any device).
+
+    >>> import orchestrator as overnight
+    >>> class Train:
+    ...     name, version = "train", "1"
+    ...     determinism = (overnight.NotBitIdentical(("group", "resume"), metrics=("loss",), device="cuda",
+    ...                                              why="batched kernels sum in another order"),)
+    >>> print(Train.determinism[0].text())
+    on CUDA, --group or a resume from a checkpoint changes loss: batched kernels sum in another order
+    >>> overnight.NotBitIdentical("seed", why="another seed")
+    Traceback (most recent call last):
+        ...
+    ValueError: NotBitIdentical.knobs: ['seed'] (knobs: bundle, group, max_concurrent, resume)
     """
 
     knobs: tuple[str, ...]

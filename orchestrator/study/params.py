@@ -31,7 +31,18 @@ KNOB = "overnight_knob"
 
 class Params(BaseModel):
     """Base of a workload's parameter model: unknown keys are errors and values are checked
-    strictly ("4" is not an int, true is not a number), except that an int is a valid float."""
+    strictly ("4" is not an int, true is not a number), except that an int is a valid float.
+
+    >>> from typing import Literal
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size", gt=0)
+    ...     bits: Literal[2, 4, 8] = overnight.param(4, "activation bit width")
+    >>> Params(lr=1, bits=8)
+    Params(lr=1.0, bits=8)
+    >>> Params(lr=0.5).bits
+    4
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -39,30 +50,78 @@ class Params(BaseModel):
 class AnyParams(Params):
     """What ``run`` receives from a workload that declares no ``Params``: the study's keys as they
     were written (not checked, not converted), each an attribute (``config.x``; ``getattr(config,
-    "x", default)`` for a key a trial may lack); ``config.model_dump()`` gives them as a dict."""
+    "x", default)`` for a key a trial may lack); ``config.model_dump()`` gives them as a dict.
+
+    >>> import orchestrator as overnight
+    >>> config = overnight.AnyParams(x=3, name="a")
+    >>> config.x, getattr(config, "y", 0)
+    (3, 0)
+    >>> config.model_dump()
+    {'x': 3, 'name': 'a'}
+    """
 
     model_config = ConfigDict(extra="allow", strict=False, frozen=True)
 
 
 class Metrics(BaseModel):
-    """Base of a workload's metric declaration: one field per row column (all nullable)."""
+    """Base of a workload's metric declaration: one field per row column (all nullable).
+
+    >>> import orchestrator as overnight
+    >>> class Metrics(overnight.Metrics):
+    ...     loss: float | None = overnight.metric("final training loss")
+    ...     accuracy: float | None = overnight.metric("test accuracy")
+    >>> Metrics(loss=0.25)
+    Metrics(loss=0.25, accuracy=None)
+    >>> list(Metrics.model_fields)
+    ['loss', 'accuracy']
+    """
 
     model_config = ConfigDict(extra="forbid")
 
 
 def param(default: Any, doc: str, **constraints: Any) -> Any:
-    """A parameter: its default, a one-line doc, and pydantic constraints (ge, le, gt, lt, ...)."""
+    """A parameter: its default, a one-line doc, and pydantic constraints (ge, le, gt, lt, ...).
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     steps: int = overnight.param(4, "training steps", ge=1)
+    >>> Params().steps, Params.model_fields["steps"].description
+    (4, 'training steps')
+    >>> overnight.validate(Params, {"steps": 0})
+    Traceback (most recent call last):
+        ...
+    orchestrator.study.params.ParamError: steps: Input should be greater than or equal to 1 (got 0)
+    """
     return Field(default, description=doc, **constraints)
 
 
 def knob(default: Any, doc: str, **constraints: Any) -> Any:
     """An execution-only parameter (a cache switch, a path): passed to ``run`` and kept in the row,
-    but not part of the trial id, because it does not change the result."""
+    but not part of the trial id, because it does not change the result.
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size")
+    ...     stage_cache: bool = overnight.knob(True, "reuse trained backbones")
+    >>> overnight.validate(Params, {"stage_cache": False})
+    {'lr': 0.1, 'stage_cache': False}
+    >>> overnight.is_knob(Params, "stage_cache")
+    True
+    """
     return Field(default, description=doc, json_schema_extra={KNOB: True}, **constraints)
 
 
 def metric(doc: str) -> Any:
-    """A metric column; None (null) when the trial did not produce it."""
+    """A metric column; None (null) when the trial did not produce it.
+
+    >>> import orchestrator as overnight
+    >>> class Metrics(overnight.Metrics):
+    ...     loss: float | None = overnight.metric("final training loss")
+    >>> Metrics().loss is None
+    True
+    >>> Metrics.model_fields["loss"].description
+    'final training loss'
+    """
     return Field(None, description=doc)
 
 
@@ -86,12 +145,32 @@ def declared(workload: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | N
 
 
 def is_knob(model: type[BaseModel], name: str) -> bool:
+    """Whether ``model``'s field ``name`` was declared with ``knob`` (execution only: kept in the
+    row, left out of the trial id).
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size")
+    ...     cache_dir: str = overnight.knob("", "where to cache")
+    >>> overnight.is_knob(Params, "cache_dir"), overnight.is_knob(Params, "lr")
+    (True, False)
+    """
     extra = model.model_fields[name].json_schema_extra
     return isinstance(extra, dict) and bool(extra.get(KNOB))
 
 
 class ParamError(ValueError):
-    """A config a workload's Params rejects: which key, what is wrong, the value."""
+    """A config a workload's Params rejects: which key, what is wrong, the value.
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size")
+    >>> try:
+    ...     overnight.validate(Params, {"lrr": 0.2})
+    ... except overnight.ParamError as e:
+    ...     print(e.key, e.value, e.unknown, "|", e)
+    lrr 0.2 True | lrr: unknown parameter (did you mean `lr`?)
+    """
 
     def __init__(self, key: str, message: str, value: Any = None, unknown: bool = False):
         super().__init__(f"{key}: {message}")
@@ -105,7 +184,19 @@ def suggest(name: str, choices: typing.Iterable[str]) -> str:
 
 def validate(model: type[Params], config: dict[str, Any]) -> dict[str, Any]:
     """The full config (every parameter, defaults filled, values normalised to their declared
-    types). Raises ParamError naming the first bad key."""
+    types). Raises ParamError naming the first bad key.
+
+    >>> import orchestrator as overnight
+    >>> class Params(overnight.Params):
+    ...     lr: float = overnight.param(0.1, "step size", gt=0)
+    ...     steps: int = overnight.param(4, "training steps")
+    >>> overnight.validate(Params, {"lr": 1})
+    {'lr': 1.0, 'steps': 4}
+    >>> overnight.validate(Params, {"steps": "4"})
+    Traceback (most recent call last):
+        ...
+    orchestrator.study.params.ParamError: steps: Input should be a valid integer (got '4')
+    """
     try:
         return model.model_validate(config).model_dump(mode="python")
     except ValidationError as e:

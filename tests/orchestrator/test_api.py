@@ -2,7 +2,10 @@
 user's own repository: `workload: mypkg.train:run`, `import orchestrator as overnight`."""
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -179,8 +182,8 @@ def test_function_workload_through_the_cli(user_repo):
 
 # ---- the package's public names ------------------------------------------------------------------
 HEAVY = ("ray", "torch", "pandas", "pyarrow")
-# the names a workload's own code imports (README "Writing a workload"); their examples are the
-# workloads in workloads/ and the contract tests (tests/orchestrator/test_contract.py)
+# the names a workload's own code imports (README "Writing a workload"); beside their own examples,
+# the workloads in workloads/ and the contract tests (tests/orchestrator/test_contract.py) use them
 WORKLOAD_FACING = {"workload", "Diverged", "LocalContext", "Params", "Metrics", "param", "knob", "metric",
                    "sha256_file", "BaseContext", "DataMissing", "Grouped", "Preflight", "TrialContext", "Workload",
                    "check_finite", "params_of", "KNOBS", "NotBitIdentical", "AnyParams", "ParamError", "is_knob",
@@ -213,14 +216,26 @@ def test_run_stays_the_function_when_the_run_room_is_imported():
     assert p.stdout.split() == ["True", "True"]
 
 
+# public names that are plain values (a tuple) and so carry no docstring of their own, with the
+# module that defines them: such a constant is covered when an example in its module names it
+CONSTANTS = {"KNOBS": "orchestrator.study.determinism"}
+
+
+def examples_naming(module_name: str, name: str) -> list[str]:
+    """The doctests (by name) of a module, its own docstring's included, whose examples name ``name``."""
+    module = importlib.import_module(module_name)
+    return [t.name for t in doctest.DocTestFinder().find(module)
+            if any(re.search(rf"\b{name}\b", e.source) for e in t.examples)]
+
+
 def api_objects() -> dict[str, object]:
-    """Every public name of the Python API (the workload-facing names aside), StudyResult's and
+    """Every public name of the package (the constants aside: CONSTANTS), StudyResult's and
     TrialsFailed's members included, by the name their doctest runs under."""
     import orchestrator as overnight
     from orchestrator.report.result import StudyResult
 
     names: dict[str, object] = {}
-    for name in sorted(set(overnight.__all__) - WORKLOAD_FACING - {"__version__"}):
+    for name in sorted(set(overnight.__all__) - set(CONSTANTS) - {"__version__"}):
         obj = getattr(overnight, name)
         names[f"{obj.__module__}.{obj.__qualname__}"] = obj
     for cls in (StudyResult, overnight.TrialsFailed):
@@ -239,15 +254,23 @@ def test_every_api_name_has_an_example():
         if ">>> " not in doc:
             without.append(name)
     assert not without, f"public names without an example in their docstring: {without}"
+    import orchestrator as overnight
+    for name, module in CONSTANTS.items():
+        assert getattr(importlib.import_module(module), name) is getattr(overnight, name)
+        assert examples_naming(module, name), f"{name}: no example in {module} names it"
 
 
 DOCTESTS = """
     import doctest, json
     import orchestrator.api, orchestrator.errors, orchestrator.report.result
+    import orchestrator.results.provenance, orchestrator.study.contract, orchestrator.study.determinism
+    import orchestrator.study.params
     from orchestrator.run import launch
 
     finder = doctest.DocTestFinder()
-    modules = (orchestrator.api, orchestrator.report.result, orchestrator.errors, launch)
+    modules = (orchestrator.api, orchestrator.report.result, orchestrator.errors, launch,
+               orchestrator.study.contract, orchestrator.study.params, orchestrator.study.determinism,
+               orchestrator.results.provenance)
     tests = [t for m in modules for t in finder.find(m) if t.examples]
     # run's example runs the tiny study the other examples read
     tests.sort(key=lambda t: t.name != "orchestrator.api.run")
@@ -259,8 +282,9 @@ DOCTESTS = """
 
 
 def test_the_api_examples_run(tmp_path):
-    """Every example in the API's docstrings, run as a doctest from a fresh interpreter in an
-    empty folder: run's example runs a 4-trial study of the synthetic workload into ./results."""
+    """Every example in the package's docstrings (the API's and the workload-facing names'), run as
+    a doctest from a fresh interpreter in an empty folder: run's example runs a 4-trial study of the
+    synthetic workload into ./results."""
     env = ray_env()
     env.pop("OVERNIGHT_RESULTS", None)
     p = subprocess.run([sys.executable, "-c", textwrap.dedent(DOCTESTS)], cwd=tmp_path, capture_output=True,
@@ -269,5 +293,7 @@ def test_the_api_examples_run(tmp_path):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["failed"] == 0, p.stdout[-6000:]
     assert set(api_objects()) <= set(out["names"])
+    for name, module in CONSTANTS.items():
+        assert set(examples_naming(module, name)) <= set(out["names"])
     assert out["tried"] >= 2 * len(out["names"])
     assert (tmp_path / "results" / "demo" / "smoke" / "report.md").is_file()
