@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from orchestrator.study import spec as specmod
+from orchestrator.study import loader
 from orchestrator.run.launch import DEFAULT_DATA, DEFAULT_RESULTS, STUDY_DIR
 from orchestrator.errors import UserError
 
@@ -300,7 +300,7 @@ def cmd_list(a: argparse.Namespace) -> int:
         print("  (none here; run from the project root)")
     for f in files:
         try:
-            st = specmod.load(f)
+            st = loader.load(f)
             from orchestrator.study.grid import configs
 
             n = sum(1 for _ in configs(st))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from orchestrator.report import page as R
-from orchestrator.study.spec import ReportTable
+from orchestrator.study.report_schema import ReportTable
 
 DELTA = "Δ"
 

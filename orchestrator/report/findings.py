@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.study import spec as S
+from orchestrator.study.spec import Study
+
+from orchestrator.study import loader
 from orchestrator.report import verdicts as V
 from orchestrator.errors import UserError
 
@@ -16,7 +18,7 @@ _SEED = re.compile(r"seeds/(\d{3})_")
 HAND_WRITTEN = "hand-written"   # pages from before findings were computed, kept until regenerated
 
 
-def _seeds(study: S.Study) -> str:
+def _seeds(study: Study) -> str:
     found = sorted({m.group(1) for c in study.claims if (m := _SEED.match(c.source))})
     return ", ".join(found) or "–"
 
@@ -43,7 +45,7 @@ def index(studies: Path, data: Path, pages: Path, scale: str = "fast") -> str:
              "| page |", "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(studies.glob("*.yaml")):
         try:
-            study = S.load(path)
+            study = loader.load(path)
         except UserError as e:
             lines.append(f"| {path.stem} | – | unreadable study file: {e} | | | | | | |")
             continue

@@ -23,7 +23,8 @@ from orchestrator.errors import UserError
 from orchestrator.formats import fmt_duration
 from orchestrator.results.provenance import data_summary, provenance_lines
 from orchestrator.results.rows import COMPLETED, FAILED, count_statuses
-from orchestrator.study.spec import ReportPlot, ReportTable, Study
+from orchestrator.study.spec import Study
+from orchestrator.study.report_schema import ReportPlot, ReportTable
 
 _stat_label = T.stat_label
 STUDY_DIR = Path("configs/studies")   # where `overnight` finds a study by name (run from the project root)
@@ -300,14 +301,13 @@ def spec_for(manifest: dict, study_file: str | Path | None = None) -> Study:
     """The study a report is made from: the one frozen in study.json, with the tables, plots, claims and notes of
     ``study_file`` when given, else of configs/studies/<name>.yaml when that file is the same study
     (same name and workload): a report section edited after the run applies without running again."""
-    from orchestrator.study import spec as S
-
+    from orchestrator.study import loader
     study = Study.model_validate(manifest["study"])
     path = Path(study_file) if study_file else STUDY_DIR / f"{study.name}.yaml"
     if not study_file and not path.is_file():
         return study
     try:
-        current = S.load(path)
+        current = loader.load(path)
     except UserError:
         if study_file:
             raise

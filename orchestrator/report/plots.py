@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report import tables as T
-from orchestrator.study.spec import ReportPlot
+from orchestrator.study.report_schema import ReportPlot
 
 PANEL_W, PANEL_H, MAX_COLS, DPI = 4.8, 3.4, 3, 100
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from orchestrator.study.spec import ReportPlot, ReportTable, stat_columns
+from orchestrator.study.report_schema import ReportPlot, ReportTable, stat_columns
 
 _SHARE = re.compile(r"^(share|count)([<>]=?)(-?\d+(?:\.\d+)?)$")
 _CORR = re.compile(r"^(spearman|pearson):(.+)$")

@@ -15,7 +15,7 @@ from orchestrator.study import params as P
 from orchestrator.results import rows as R
 from orchestrator.results import layout as L
 from orchestrator.run import registry
-from orchestrator.study import spec
+from orchestrator.study import loader
 from orchestrator.errors import UserError
 from orchestrator.study.grid import Trial, expand
 from orchestrator.run.protocol import Plan
@@ -40,8 +40,8 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
     """``raw``: the study document itself (Python API); ``path`` then only names it in errors.
     ``data_root``: where datasets are looked for (the workloads' preflight checks)."""
     path = Path(path)
-    raw = spec.load_raw(path) if raw is None else raw
-    study = spec.resolve(raw, str(path), scale, sets)
+    raw = loader.load_raw(path) if raw is None else raw
+    study = loader.resolve(raw, str(path), scale, sets)
     _check_readers(study, path)
     workload_spec = _command_spec(study, path)
     try:
@@ -49,7 +49,7 @@ def prepare(path: str | Path, scale: str, sets: list[str] | None = None, raw: di
         params_model, metrics_model, _ = P.declared(workload)
     except UserError as e:
         raise UserError(e.bare, source=str(path), field="workload") from None
-    where = spec.origins(raw, scale, sets)
+    where = loader.origins(raw, scale, sets)
     normalize = _normalizer(params_model, where, path, study.workload) if params_model else None
     trials = expand(study, str(workload.version), normalize, name=str(workload.name))
     _legacy_check(workload, trials, path)

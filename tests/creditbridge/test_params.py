@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.study import grid, params, spec
+from orchestrator.study import grid, params, loader
 from orchestrator.results.rows import RESERVED, arrow_type, artifact_table, cell
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.creditbridge import CreditBridge
@@ -189,9 +189,9 @@ def test_the_checkpoint_interval_changes_no_result():
 @pytest.mark.parametrize("name", ["credit_ladder", "credit_ablations", "credit_cifar"])
 def test_every_study_config_validates_at_every_scale(name):
     path = STUDIES / f"{name}.yaml"
-    raw = spec.load_raw(path)
+    raw = loader.load_raw(path)
     for scale in raw.get("scales") or ["fast"]:
-        configs = list(grid.configs(spec.resolve(raw, str(path), scale)))
+        configs = list(grid.configs(loader.resolve(raw, str(path), scale)))
         assert configs
         for cfg in configs:
             full = params.validate(Settings, cfg)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator.study import grid, spec
+from orchestrator.study import grid, loader
 from orchestrator.report import page as report
 from orchestrator.study.contract import LocalContext
 from workloads.creditbridge import CreditBridge
@@ -16,7 +16,7 @@ STUDIES = Path(__file__).resolve().parents[2] / "configs" / "studies"
 
 
 def _expand(path: Path, scale: str) -> list:
-    study = spec.resolve(spec.load_raw(path), str(path), scale)
+    study = loader.resolve(loader.load_raw(path), str(path), scale)
     return [dict(c) for c in grid.configs(study)]
 
 
@@ -40,7 +40,7 @@ def test_ablations_cover_the_sixteen_configurations():
 def test_smoke_trials_fill_every_report_table(name, monkeypatch):
     monkeypatch.setenv("OVERNIGHT_OFFLINE", "1")
     path = STUDIES / f"{name}.yaml"
-    study = spec.resolve(spec.load_raw(path), str(path), "smoke")
+    study = loader.resolve(loader.load_raw(path), str(path), "smoke")
     configs = [dict(c) for c in grid.configs(study)]
     if name == "credit_ablations":
         configs = configs[:4]                      # one per conditioning code is enough here

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 import torch
 
-from orchestrator.study import grid, params, spec
+from orchestrator.study import grid, params, loader
 from orchestrator.results import rows
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.geometry import Geometry
@@ -23,7 +23,7 @@ TIMINGS = {"float_phase_s", "q1_phase_s", "q2_phase_s", "total_s"}
 
 
 def _study_configs(scale: str) -> list[dict]:
-    return list(grid.configs(spec.resolve(spec.load_raw(STUDY), str(STUDY), scale)))
+    return list(grid.configs(loader.resolve(loader.load_raw(STUDY), str(STUDY), scale)))
 
 
 def _smallest_smoke_config() -> dict:

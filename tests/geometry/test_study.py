@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.study import grid, spec
+from orchestrator.study import grid, loader
 from orchestrator.report.page import table
 from workloads.geometry import Geometry
 
@@ -15,7 +15,7 @@ ARCHS = {(64, 2), (64, 4), (128, 4), (128, 6), (256, 4), (256, 6)}
 
 @pytest.mark.parametrize("scale", ["smoke", "fast", "full"])
 def test_expands_to_the_18_settings(scale):
-    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), scale)
+    study = loader.resolve(loader.load_raw(STUDY), str(STUDY), scale)
     trials = grid.expand(study, Geometry.version)
     assert len(trials) == 18
     cfgs = [t.config for t in trials]
@@ -26,7 +26,7 @@ def test_expands_to_the_18_settings(scale):
 
 
 def test_full_scale_is_the_seed_budget():
-    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "full")
+    study = loader.resolve(loader.load_raw(STUDY), str(STUDY), "full")
     c = grid.expand(study, Geometry.version)[0].config
     assert (c["float_epochs"], c["batch_size"], c["seq_len"], c["q2_elements"], c["q2_epochs"], c["q2_batch"]) == \
         (4, 64, 128, 600000, 20, 4096)
@@ -44,7 +44,7 @@ def test_report_tables_read_existing_row_and_artifact_columns():
     row = Geometry().run(Geometry.Params.model_validate(TINY), ctx)
     df = pd.DataFrame([{"trial_id": "t0", **TINY, **row}])
     artifacts = {name: pd.DataFrame(rows).assign(trial_id="t0") for name, rows in ctx.artifacts.items()}
-    study = spec.resolve(spec.load_raw(STUDY), str(STUDY), "smoke")
+    study = loader.resolve(loader.load_raw(STUDY), str(STUDY), "smoke")
     assert len(study.report) >= 10
     for t in study.report:
         out, notes = table(df, t, artifacts.get)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.report import page as report
-from orchestrator.study.spec import ReportTable, Study
+from orchestrator.study.spec import Study
+from orchestrator.study.report_schema import ReportTable
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NAN = float("nan")

@@ -13,8 +13,8 @@ import pytest
 
 from orchestrator.results import layout as L
 from orchestrator.report import plots, page as report
-from orchestrator.study import spec
-from orchestrator.study.spec import ReportPlot
+from orchestrator.study import loader
+from orchestrator.study.report_schema import ReportPlot
 from tests.orchestrator.report_data import geometry_like, ladder_rows, write_study
 
 LADDER = pd.DataFrame(ladder_rows())
@@ -119,7 +119,7 @@ def test_stored_report_has_the_png_its_numbers_and_a_link(tmp_path):
 
 
 def test_a_plot_that_fails_leaves_the_rest_of_the_report(monkeypatch):
-    study = spec.validate({"name": "t", "workload": "synthetic", "report": [
+    study = loader.validate({"name": "t", "workload": "synthetic", "report": [
         {"plot": "bar", "title": "b", "x": "depth", "y": "gamma"},
         {"title": "t", "by": ["method"], "values": ["gamma"]}]}, "t.yaml")
 

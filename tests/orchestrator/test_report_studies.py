@@ -14,9 +14,9 @@ import pytest
 from orchestrator.study import params as P
 from orchestrator.report import plots, page as report
 from orchestrator.run import registry
-from orchestrator.study import spec
+from orchestrator.study import loader
 from orchestrator.results.rows import ROW_COLUMNS
-from orchestrator.study.spec import ReportPlot
+from orchestrator.study.report_schema import ReportPlot
 from orchestrator.report.tables import needed
 from tests.orchestrator.report_data import geometry_like, write_study
 
@@ -33,7 +33,7 @@ def declared_columns(workload_name: str) -> tuple[set[str], dict[str, set[str]]]
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_report_items_name_declared_columns(path):
-    study = spec.load(path)
+    study = loader.load(path)
     row, arts = declared_columns(study.workload)
     if study.workload != "synthetic":
         assert any(isinstance(i, ReportPlot) for i in study.report), f"{path.stem} declares no plot"
@@ -45,10 +45,10 @@ def test_report_items_name_declared_columns(path):
 
 
 def test_every_seed_study_has_plots_and_the_side_script_tables():
-    kinds = {p.stem: {getattr(i, "kind", "plot") for i in spec.load(p).report} for p in STUDIES if p.stem in SEED_STUDIES}
+    kinds = {p.stem: {getattr(i, "kind", "plot") for i in loader.load(p).report} for p in STUDIES if p.stem in SEED_STUDIES}
     assert all("plot" in k for k in kinds.values()), kinds
     assert {"count"} <= kinds["geometry"] and {"pivot", "compare"} <= kinds["credit_ladder"]
-    assert any(i.artifact for i in spec.load(STUDIES[[p.stem for p in STUDIES].index("geometry")]).report)
+    assert any(i.artifact for i in loader.load(STUDIES[[p.stem for p in STUDIES].index("geometry")]).report)
 
 
 # ------------------------------------------------------------------ geometry: the seed-002 summary
@@ -60,7 +60,7 @@ def rank_spearman(x, y) -> float:
 
 
 def geometry_items(*titles: str):
-    study = spec.load(next(p for p in STUDIES if p.stem == "geometry"))
+    study = loader.load(next(p for p in STUDIES if p.stem == "geometry"))
     by_title = {i.title: i for i in study.report}
     return [by_title[t] for t in titles]
 
@@ -116,7 +116,7 @@ def test_geometry_depth_and_sub_layer_profiles(geometry_results):
             x = pooled.loc[pooled[col] == rec[col], "R_lin_q4"].astype(float)
             assert (rec["mean"], rec["median"], rec["% > 0"], rec["n"]) == \
                 (pytest.approx(x.mean()), pytest.approx(x.median()), pytest.approx(100 * (x > 0).mean()), len(x))
-    (plot,) = [i for i in spec.load(next(p for p in STUDIES if p.stem == "geometry")).report
+    (plot,) = [i for i in loader.load(next(p for p in STUDIES if p.stem == "geometry")).report
                if isinstance(i, ReportPlot) and i.title.startswith("Depth profile")]
     fig = plots.render(rows, plot, read)
     assert fig.png and not fig.notes

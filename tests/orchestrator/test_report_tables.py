@@ -13,8 +13,9 @@ from scipy import stats as sps
 
 from orchestrator.report import page as report
 from orchestrator.study import spec
+from orchestrator.study import loader
 from orchestrator.errors import UserError
-from orchestrator.study.spec import ReportTable
+from orchestrator.study.report_schema import ReportTable
 from tests.orchestrator.report_data import geometry_like, ladder_rows, write_study
 
 LADDER = pd.DataFrame(ladder_rows())
@@ -138,7 +139,7 @@ def test_artifact_tables_pool_points_joined_with_their_trial(tmp_path):
 ])
 def test_malformed_report_items_are_one_line_errors(item, field, words):
     with pytest.raises(UserError) as e:
-        spec.validate({"name": "t", "workload": "synthetic", "report": [item]}, "t.yaml")
+        loader.validate({"name": "t", "workload": "synthetic", "report": [item]}, "t.yaml")
     assert "\n" not in str(e.value) and words in str(e.value)
     assert (e.value.field or "").startswith(field), str(e.value)
 
@@ -147,7 +148,7 @@ def test_a_study_json_with_plots_and_new_tables_reads_back():
     doc = {"name": "t", "workload": "synthetic", "report": [
         {"plot": "bar", "title": "b", "x": "a", "y": "b"},
         {"title": "c", "values": ["v"], "compare": {"column": "m", "pairs": [["a", "b"]]}}]}
-    study = spec.validate(doc, "t.yaml")
+    study = loader.validate(doc, "t.yaml")
     again = spec.Study.model_validate(study.model_dump(mode="json"))
     assert again == study and type(again.report[0]).__name__ == "ReportPlot"
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orchestrator.study import spec
+from orchestrator.study import loader
 from orchestrator.errors import UserError
 from orchestrator.study.grid import expand, trial_id
 from tests.conftest import ROOT
@@ -21,7 +21,7 @@ BASE = {
 
 
 def study(**changes):
-    return spec.validate({**BASE, **changes}, "t.yaml")
+    return loader.validate({**BASE, **changes}, "t.yaml")
 
 
 # ---------------------------------------------------------------- grid counts
@@ -57,13 +57,13 @@ def test_duplicate_configs_are_merged():
 def test_scale_override_replaces_axes_and_merges_fixed():
     raw = {**BASE, "scales": {"smoke": {"fixed": {"steps": 1}, "grid": {"seed": [0]}},
                               "full": {"resources": {"gpu": 0.25}}}}
-    smoke = spec.resolve(raw, "t.yaml", "smoke")
+    smoke = loader.resolve(raw, "t.yaml", "smoke")
     assert [t.config for t in expand(smoke, "1")] == [{"steps": 1, "lr": 0.1, "seed": 0}, {"steps": 1, "lr": 0.2, "seed": 0}]
-    assert spec.resolve(raw, "t.yaml", "full").resources.gpu == 0.25
+    assert loader.resolve(raw, "t.yaml", "full").resources.gpu == 0.25
 
 
 def test_set_overrides_fixed_axis_and_study_field():
-    s = spec.resolve(BASE, "t.yaml", "fast", ["steps=7", "seed=[5, 6]", "lr=0.3", "resources.cpu=2", "new_key=abc"])
+    s = loader.resolve(BASE, "t.yaml", "fast", ["steps=7", "seed=[5, 6]", "lr=0.3", "resources.cpu=2", "new_key=abc"])
     trials = expand(s, "1")
     assert [t.config["seed"] for t in trials] == [5, 6]
     assert {t.config["lr"] for t in trials} == {0.3}
@@ -75,7 +75,7 @@ def test_set_pins_a_value_the_variants_fix_themselves():
     # a variant's fixed value would otherwise win over --set, and the user's value be ignored
     raw = {**BASE, "variants": [{"name": "new", "fixed": {"flavour": "a", "steps": 3}},
                                 {"name": "old", "fixed": {"flavour": "b"}}]}
-    s = spec.resolve(raw, "t.yaml", "fast", ["flavour=a"])
+    s = loader.resolve(raw, "t.yaml", "fast", ["flavour=a"])
     trials = expand(s, "1")
     assert {t.config["flavour"] for t in trials} == {"a"}
     assert sorted({t.config["steps"] for t in trials}) == [2, 3]   # the rest of each variant stays
@@ -118,7 +118,7 @@ def test_validation_errors_name_the_field(changes, field, words):
     doc = {**BASE, **changes}
     doc = {k: v for k, v in doc.items() if not (k == "grid" and "gird" in changes)}
     with pytest.raises(UserError) as e:
-        spec.validate(doc, "t.yaml")
+        loader.validate(doc, "t.yaml")
     assert e.value.source == "t.yaml"
     assert e.value.field.startswith(field), e.value
     assert words in str(e.value)
@@ -127,23 +127,23 @@ def test_validation_errors_name_the_field(changes, field, words):
 
 def test_missing_required_field():
     with pytest.raises(UserError, match="workload: required field is missing"):
-        spec.validate({"name": "x"}, "t.yaml")
+        loader.validate({"name": "x"}, "t.yaml")
 
 
 def test_scale_grid_override_must_name_an_axis():
     raw = {**BASE, "scales": {"smoke": {"grid": {"nope": [1]}}}}
     with pytest.raises(UserError, match="scales.smoke.grid.nope"):
-        spec.resolve(raw, "t.yaml", "smoke")
+        loader.resolve(raw, "t.yaml", "smoke")
 
 
 def test_bad_set_values_are_validated_like_the_file():
     with pytest.raises(UserError, match="resources.cpu"):
-        spec.resolve(BASE, "t.yaml", "fast", ["resources.cpu=-1"])
+        loader.resolve(BASE, "t.yaml", "fast", ["resources.cpu=-1"])
     with pytest.raises(UserError, match="key=value"):
-        spec.resolve(BASE, "t.yaml", "fast", ["steps"])
+        loader.resolve(BASE, "t.yaml", "fast", ["steps"])
     zipped = {**BASE, "zip": {"arch": [{"d": 1}, {"d": 2}]}}
     with pytest.raises(UserError, match="zipped in group 'arch'"):
-        spec.resolve(zipped, "t.yaml", "fast", ["d=3"])
+        loader.resolve(zipped, "t.yaml", "fast", ["d=3"])
 
 
 @pytest.mark.parametrize("text, expect", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.study import grid, params, spec
+from orchestrator.study import grid, params, loader
 from orchestrator.results import rows
 from orchestrator.study.contract import Diverged, LocalContext
 from workloads.synthetic import Synthetic, SyntheticParams
@@ -54,9 +54,9 @@ def test_every_key_the_orchestrator_tests_use_is_accepted(config):
 
 def test_the_study_file_validates_at_every_scale():
     path = ROOT / "configs" / "studies" / "synthetic.yaml"
-    raw = spec.load_raw(path)
+    raw = loader.load_raw(path)
     for scale in raw["scales"]:
-        configs = list(grid.configs(spec.resolve(raw, str(path), scale)))
+        configs = list(grid.configs(loader.resolve(raw, str(path), scale)))
         assert len(configs) == 12
         for cfg in configs:
             params.validate(SyntheticParams, cfg)

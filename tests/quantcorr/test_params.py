@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 import torch
 
-from orchestrator.study import grid, spec
+from orchestrator.study import grid, loader
 from orchestrator.study.params import ParamError, id_config, is_knob, validate
 from orchestrator.study.contract import Diverged, LocalContext, check_finite
 from workloads.quantcorr import Autoencoder, Classification, Transformer
@@ -163,7 +163,7 @@ SMOKE = [("hydra_classification", Classification), ("lambda_classification", Cla
 def smoke_trials(name: str) -> list[dict]:
     """The smallest corrected trial of a study's smoke scale, and its smallest baseline if it has one."""
     path = ROOT / "configs" / "studies" / f"{name}.yaml"
-    configs = list(grid.configs(spec.resolve(spec.load_raw(path), str(path), "smoke")))
+    configs = list(grid.configs(loader.resolve(loader.load_raw(path), str(path), "smoke")))
     size = lambda c: (c.get("width") or c.get("d_model") or sum(c.get("hidden", [])), c.get("correction_hidden"))  # noqa: E731
     corrected = min((c for c in configs if c["correct_every"] != 999), key=size)
     baselines = [c for c in configs if c["correct_every"] == 999]

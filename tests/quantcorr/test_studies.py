@@ -74,10 +74,10 @@ def test_report_tables_exclude_baselines_from_recovery():
 
 @pytest.mark.parametrize("name,count", sorted(COUNTS.items()))
 def test_orchestrator_expands_the_same_count(name, count):
-    from orchestrator.study import grid, params, spec  # the project's own modules: an import error fails
+    from orchestrator.study import grid, loader, params  # the project's own modules: an import error fails
     path = STUDIES / f"{name}.yaml"
     for scale in ("smoke", "fast", "full"):
-        study = spec.resolve(spec.load_raw(path), str(path), scale)
+        study = loader.resolve(loader.load_raw(path), str(path), scale)
         configs = list(grid.configs(study))
         assert len(configs) == count
         for cfg in configs:  # every trial of every scale is a valid config of its workload

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.study import grid, params, spec
+from orchestrator.study import grid, params, loader
 from orchestrator.results import rows
 from orchestrator.study.contract import Diverged, LocalContext, check_finite
 from workloads.ramlm import RamLM
@@ -152,11 +152,11 @@ def test_only_the_memory_implementation_is_left_out_of_the_trial_id():
 # ----------------------------------------------------------------------------- studies
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: Path(p).stem)
 def test_every_study_validates_at_every_scale_unchanged(path):
-    raw = spec.load_raw(path)
+    raw = loader.load_raw(path)
     assert len(STUDIES) == 5
     n = 0
     for scale in raw.get("scales", {}) or ["fast"]:
-        for cfg in grid.configs(spec.resolve(raw, path, scale)):
+        for cfg in grid.configs(loader.resolve(raw, path, scale)):
             full = params.validate(P, cfg)
             assert {k: full[k] for k in cfg} == cfg       # the study's values pass through as written
             assert params.validate(P, full) == full      # and run() may validate the full config again
@@ -167,8 +167,8 @@ def test_every_study_validates_at_every_scale_unchanged(path):
 # ----------------------------------------------------------------------------- metrics
 def smoke_config(name: str) -> dict:
     path = str(STUDY_DIR / f"{name}.yaml")
-    raw = spec.load_raw(path)
-    return next(iter(grid.configs(spec.resolve(raw, path, "smoke"))))
+    raw = loader.load_raw(path)
+    return next(iter(grid.configs(loader.resolve(raw, path, "smoke"))))
 
 
 def check_declared(metrics: dict) -> None:
