@@ -108,23 +108,24 @@ def shared_cwd_note(prep, pending: int, max_concurrent: int | None = None) -> st
 
 
 def check_bundle(value: Any, source: str) -> int | str:
-    """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=); spec.check_bundle
-    with its error as a UserError from ``source``."""
+    """"auto" or a whole number >= 1 (the CLI's --bundle, the API's bundle=)."""
     from orchestrator.study import spec
 
-    try:
-        return spec.check_bundle(value)
-    except ValueError as e:
-        raise UserError(str(e), source=source) from None
+    return _from_study_check(spec.check_bundle, value, source)
 
 
 def check_group(value: Any, source: str) -> int | str:
-    """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=); spec.check_group
-    with its error as a UserError from ``source``."""
+    """"auto", "off" or a whole number >= 1 (the CLI's --group, the API's group=)."""
     from orchestrator.study import spec
 
+    return _from_study_check(spec.check_group, value, source)
+
+
+def _from_study_check(check: Callable[[Any], int | str], value: Any, source: str) -> int | str:
+    """The study file's own check of a knob (orchestrator/study/spec.py), its ValueError given as
+    a one-line UserError from ``source``."""
     try:
-        return spec.check_group(value)
+        return check(value)
     except ValueError as e:
         raise UserError(str(e), source=source) from None
 
